@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CIFAR10 = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+os.environ.setdefault("TOOLCHAIN_CIFAR10", str(DEFAULT_CIFAR10))
+
+
+@pytest.fixture(scope="session")
+def cifar10() -> str:
+    """The DATA spec for the real CIFAR-10 archive; the tests that need it fail loudly when it is absent."""
+    path = Path(os.environ["TOOLCHAIN_CIFAR10"])
+    assert path.exists(), f"CIFAR-10 not found at {path}: set TOOLCHAIN_CIFAR10 to the ImageFolder archive"
+    return "cifar10"
+
+
+def make_image_folder(root: Path, classes=("cat", "dog", "owl"), per_class=(6, 2), size=(20, 12), test_name="test") -> Path:
+    """A tiny ImageFolder tree of solid-colour PNGs whose colour encodes the class (so tests can check labels)."""
+    for split, n in zip(("train", test_name), per_class):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", size, (60 * c + 10, i, 0)).save(folder / f"{i:04d}.png")
+    return root

@@ -1,0 +1,81 @@
+import tarfile
+
+import pytest
+import torch
+
+from conftest import make_image_folder
+from toolchain.data import CIFAR10_CLASSES, augment, load_split, split_indices
+from toolchain.errors import ToolchainError
+
+
+def test_cifar10_archive_counts_labels_and_split(cifar10):
+    train, val, test = (load_split(cifar10, s, 32) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (45000, 5000, 10000)
+    assert train.classes == CIFAR10_CLASSES
+    assert train.images.shape == (45000, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert test.labels.bincount().tolist() == [1000] * 10
+    assert set(val.labels.unique().tolist()) == set(range(10))
+
+
+def test_split_is_deterministic_and_disjoint():
+    val_a, train_a = split_indices(50000)
+    val_b, train_b = split_indices(50000)
+    assert torch.equal(val_a, val_b) and torch.equal(train_a, train_b)
+    assert len(val_a) == 5000 and len(train_a) == 45000
+    assert not set(val_a.tolist()) & set(train_a.tolist())
+    assert sorted(val_a.tolist() + train_a.tolist()) == list(range(50000))
+
+
+def test_val_images_are_not_in_train(cifar10):
+    train, val = load_split(cifar10, "train", 32), load_split(cifar10, "val", 32)
+    train_keys = {bytes(img.flatten()[:256].numpy()) for img in train.images}
+    assert sum(bytes(img.flatten()[:256].numpy()) in train_keys for img in val.images[:500]) <= 1  # CIFAR has rare near-duplicates
+
+
+def test_limit_takes_a_fixed_spread_subset(cifar10):
+    a, b = load_split(cifar10, "test", 32, limit=300), load_split(cifar10, "test", 32, limit=300)
+    assert len(a) == 300 and torch.equal(a.labels, b.labels)
+    assert len(a.labels.unique()) == 10
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_image_folder_and_archive_read_alike(tmp_path, packed):
+    root = make_image_folder(tmp_path / "pets", test_name="val")
+    data = root
+    if packed:
+        data = tmp_path / "pets.tar.gz"
+        with tarfile.open(data, "w:gz") as tar:
+            tar.add(root, arcname="pets")
+    train, val, test = (load_split(str(data), s, 16) for s in ("train", "val", "test"))
+    assert train.classes == ("cat", "dog", "owl")
+    assert len(train) + len(val) == 18 and len(val) == 1 and len(test) == 6
+    assert train.images.shape[1:] == (3, 16, 16)  # 20x12 images resized and centre-cropped
+    red = torch.cat([train.images, val.images])[:, 0, 8, 8].float()
+    labels = torch.cat([train.labels, val.labels]).float()
+    assert torch.allclose(red, 60 * labels + 10, atol=2)  # the class colour survived decoding and ordering
+
+
+def test_archive_without_train_folder_is_refused(tmp_path):
+    root = make_image_folder(tmp_path / "x")
+    archive = tmp_path / "x.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root / "test", arcname="test")
+    with pytest.raises(ToolchainError, match="no train/ images"):
+        load_split(str(archive), "train", 16)
+
+
+def test_missing_path_and_truncated_archive(tmp_path):
+    with pytest.raises(ToolchainError, match="does not exist"):
+        load_split(str(tmp_path / "nope"), "train", 32)
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(ToolchainError, match="cannot read archive"):
+        load_split(str(broken), "train", 32)
+
+
+def test_augment_keeps_shape_and_pixels():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
+    out = augment(images, g)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from toolchain.models import count_macs, count_params, create_model, list_models, load_model
+from toolchain.errors import ToolchainError
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_zoo_forward_shape(name):
+    model = create_model(name).eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert create_model(name, num_classes=7).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+
+
+def test_zoo_contains_the_amc_cifar_models():
+    assert {"plain20", "resnet20", "resnet56", "mobilenet_v2_cifar", "vgg11_cifar"} <= set(list_models())
+
+
+def test_torchvision_adapter_builds_untrained_classifier():
+    loaded = load_model("torchvision:mobilenet_v2", num_classes=10, input_size=64)
+    assert loaded.spec.input_size == 64 and loaded.spec.num_classes == 10
+    assert loaded.model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(ToolchainError, match="resnet20"):
+        load_model("resnet21")
+    with pytest.raises(ToolchainError, match="unknown torchvision classifier"):
+        load_model("torchvision:not_a_net")
+
+
+def test_param_and_mac_counts_match_the_architecture():
+    # ResNet-20: 3x3 convs 16/32/64 wide, 1x1 projections at the two downsampling blocks, a 64->10 classifier.
+    convs = 3 * 16 * 9 + 6 * 16 * 16 * 9 + (16 * 32 * 9 + 5 * 32 * 32 * 9) + (32 * 64 * 9 + 5 * 64 * 64 * 9)
+    shortcuts = 16 * 32 + 32 * 64
+    bn = 2 * (16 * 7 + 32 * 7 + 64 * 7)
+    fc = 64 * 10 + 10
+    model = create_model("resnet20")
+    assert count_params(model) == convs + shortcuts + bn + fc
+    macs = (3 * 16 * 9 + 6 * 16 * 16 * 9) * 32 * 32 + (16 * 32 * 9 + 5 * 32 * 32 * 9 + 16 * 32) * 16 * 16 \
+        + (32 * 64 * 9 + 5 * 64 * 64 * 9 + 32 * 64) * 8 * 8 + 64 * 10
+    assert count_macs(model, 32) == macs

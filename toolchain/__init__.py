@@ -1,0 +1,1 @@
+"""AMC channel pruning under a measured-latency budget, for Android."""

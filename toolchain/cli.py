@@ -1,0 +1,190 @@
+"""The `toolchain` command: a thin layer that parses arguments and calls the typed API of each stage.
+
+Every subcommand takes `--json` and then prints one JSON object as the last line of stdout; progress and
+messages go to stderr. User errors are one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from . import console
+from .errors import ToolchainError
+
+MODEL_HELP = "zoo name (e.g. resnet20), torchvision:NAME (e.g. torchvision:mobilenet_v2), or a toolchain checkpoint file"
+DATA_HELP = "cifar10 (from $TOOLCHAIN_CIFAR10, else downloaded), an ImageFolder folder with train/ and test/ (or val/), or a .tar.gz of one"
+
+
+# --- subcommands ---------------------------------------------------------------------------------------------------
+
+
+def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
+    from .models import count_macs, count_params, list_models, load_model, zoo_checkpoint, zoo_description
+
+    rows = []
+    for name in list_models():
+        loaded = load_model(name)
+        rows.append({
+            "name": name,
+            "checkpoint": zoo_checkpoint(name).is_file(),
+            "top1_test": loaded.metrics.get("top1_test"),
+            "params": count_params(loaded.model),
+            "macs": count_macs(loaded.model, loaded.spec.input_size),
+            "input_size": loaded.spec.input_size,
+            "description": zoo_description(name),
+        })
+    if not args.json:
+        from rich.table import Table
+
+        table = Table("model", "checkpoint", "test top-1", "params", "MACs", "input", "description")
+        for r in rows:
+            top1 = f"{100 * r['top1_test']:.2f}%" if r["top1_test"] is not None else "-"
+            table.add_row(r["name"], "yes" if r["checkpoint"] else "no", top1, f"{r['params'] / 1e6:.2f}M",
+                          f"{r['macs'] / 1e6:.1f}M", f"{r['input_size']}x{r['input_size']}", r["description"])
+        console.Console().print(table)
+        print("Any torchvision classifier also works as torchvision:NAME (untrained; --num-classes, --input-size).")
+    return {"models": rows}
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import load_split
+    from .models import load_model
+    from .train import evaluate
+
+    loaded = load_model(args.model, args.num_classes, args.input_size)
+    data = load_split(args.data, args.split, loaded.spec.input_size, args.limit)
+    check_classes(loaded.spec.classes, data.classes, args.model)
+    top1 = evaluate(loaded.model, loaded.spec, data, args.batch_size)
+    if not args.json:
+        print(f"{args.model}: top-1 {100 * top1:.2f}% on {len(data)} {args.split} images")
+    return {"top1": top1, "n": len(data), "split": args.split, "model": args.model}
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import load_split
+    from .models import load_model, save_checkpoint
+    from .train import EpochResult, TrainConfig, evaluate, train
+
+    out = Path(args.out)
+    loaded = load_model(args.model, args.num_classes, args.input_size, pretrained=False)
+    train_set = load_split(args.data, "train", loaded.spec.input_size, args.limit)
+    val_set = load_split(args.data, "val", loaded.spec.input_size, args.limit)
+    test_set = load_split(args.data, "test", loaded.spec.input_size, args.limit)
+    spec = loaded.spec
+    if not Path(args.model).is_file() and args.num_classes is None and spec.num_classes != len(train_set.classes):
+        raise ToolchainError(f"model {args.model} has {spec.num_classes} classes, {args.data} has {len(train_set.classes)}: pass --num-classes {len(train_set.classes)}")
+    check_classes(spec.classes, train_set.classes, args.model)
+    spec = spec.with_classes(train_set.classes)  # record the data's class names, not placeholders
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed)
+    resume = out.with_name(f".{out.name}.resume")
+    console.info(f"training {args.model} on {len(train_set)} images for {cfg.epochs} epochs (val {len(val_set)}, test {len(test_set)})")
+    with console.progress_bar() as progress:
+        task = progress.add_task("train", total=None, status="")
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            progress.update(task, completed=step, total=total, status=f"loss {loss:.3f}")
+
+        def on_epoch(r: EpochResult) -> None:
+            val = f", val top-1 {100 * r.val_top1:.2f}%" if r.val_top1 is not None else ""
+            progress.console.print(f"epoch {r.epoch}/{cfg.epochs}: loss {r.loss:.3f}, train top-1 {100 * r.train_top1:.2f}%{val}")
+
+        history = train(loaded.model, spec, train_set, cfg, val_set, resume, on_step, on_epoch)
+    top1_test = evaluate(loaded.model, spec, test_set)
+    metrics = {"top1_test": top1_test, "top1_val": history[-1].val_top1 if history else None, "test_images": len(test_set),
+               "train_config": asdict(cfg), "data": args.data}
+    save_checkpoint(out, loaded.model, spec, metrics)
+    resume.unlink(missing_ok=True)
+    if not args.json:
+        print(f"wrote {out}: test top-1 {100 * top1_test:.2f}% on {len(test_set)} images")
+    return {"checkpoint": str(out), "top1_test": top1_test, "top1_val": metrics["top1_val"], "epochs": cfg.epochs}
+
+
+def check_classes(model_classes: tuple[str, ...], data_classes: tuple[str, ...], model: str) -> None:
+    if len(model_classes) != len(data_classes):
+        raise ToolchainError(f"model {model} predicts {len(model_classes)} classes but the data has {len(data_classes)}: "
+                             f"use data with the model's classes, or train a new model with --num-classes {len(data_classes)}")
+
+
+def not_implemented(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
+    def run(args: argparse.Namespace) -> dict[str, Any]:
+        raise ToolchainError(f"`toolchain {name}` is not implemented yet in this version: see README for what works today")
+
+    return run
+
+
+# --- parser --------------------------------------------------------------------------------------------------------
+
+PLANNED = {
+    "profile": "measure per-layer latency on a target and store it in a latency table",
+    "predict": "predict a model's (or pruned variant's) latency from a latency table",
+    "prune": "apply a pruning policy and write the physically smaller checkpoint",
+    "compress": "AMC search under a latency budget, prune, fine-tune and export",
+    "export": "export a checkpoint to .tflite (fp32/fp16/int8) or .onnx with a parity check",
+    "bench": "measure a .tflite file's end-to-end latency on a target",
+    "devices": "list reachable Android devices",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toolchain", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str, fn: Callable) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+        p.set_defaults(fn=fn)
+        return p
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True, help=MODEL_HELP)
+        p.add_argument("--num-classes", type=int, help="classifier outputs for a new zoo/torchvision model")
+        p.add_argument("--input-size", type=int, help="input image side for a new model (zoo 32, torchvision 224)")
+
+    p = add("train", "train a model (or continue training a checkpoint) and write a checkpoint", cmd_train)
+    model_args(p)
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (after a 1-epoch warm-up, cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="use only the first N images of each split (quick runs)")
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt); a killed run with the same --out resumes")
+
+    p = add("eval", "top-1 accuracy of a model on a data split", cmd_eval)
+    model_args(p)
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--batch-size", type=int, default=500)
+
+    add("zoo", "list the model zoo with checkpoints, accuracy, parameters and MACs", cmd_zoo)
+
+    for name, help in PLANNED.items():
+        p = add(name, f"{help} (not implemented yet)", not_implemented(name))
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.fn(args)
+    except ToolchainError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

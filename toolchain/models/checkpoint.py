@@ -1,0 +1,144 @@
+"""Self-describing checkpoints and the MODEL argument every command takes.
+
+A checkpoint is a plain dict of strings, numbers, lists and tensors, so `torch.load(weights_only=True)` reads it
+and nothing is ever unpickled: the architecture is rebuilt from its registry name and constructor arguments, then
+the weights are loaded with every key and shape checked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
+from ..errors import ToolchainError
+from ._registry import TORCHVISION_PREFIX, create_model, is_zoo_model
+
+FORMAT = "toolchain-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a network and feed it: what data loading, export and the app sidecar read."""
+
+    arch: str
+    kwargs: dict[str, Any]
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    classes: tuple[str, ...]
+    policy: dict[str, Any] | None = None  # the pruning policy already applied, if any
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def with_classes(self, classes: tuple[str, ...]) -> "ModelSpec":
+        return replace(self, classes=tuple(classes))
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    spec: ModelSpec
+    metrics: dict[str, Any] = field(default_factory=dict)  # e.g. {"top1_test": 0.91}, as recorded at save time
+    source: str = ""
+
+
+def default_spec(arch: str, num_classes: int | None = None, input_size: int | None = None) -> ModelSpec:
+    """The spec of a fresh network: CIFAR-10 conventions for the zoo, ImageNet ones for torchvision."""
+    if is_zoo_model(arch):
+        classes = CIFAR10_CLASSES if num_classes in (None, 10) else _numbered(num_classes)
+        return ModelSpec(arch, {"num_classes": len(classes)}, input_size or 32, CIFAR10_MEAN, CIFAR10_STD, classes)
+    if arch.startswith(TORCHVISION_PREFIX):
+        classes = _numbered(num_classes or 1000)
+        return ModelSpec(arch, {"num_classes": len(classes)}, input_size or 224, IMAGENET_MEAN, IMAGENET_STD, classes)
+    create_model(arch)  # raises the unknown-model error listing what is known
+    raise AssertionError("unreachable")
+
+
+def _numbered(n: int) -> tuple[str, ...]:
+    return tuple(f"class_{i}" for i in range(n))
+
+
+def build(spec: ModelSpec) -> nn.Module:
+    return create_model(spec.arch, **spec.kwargs)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metrics: dict[str, Any] | None = None) -> None:
+    """Write atomically (temp file + rename), so an interrupted save never leaves a truncated checkpoint."""
+    blob = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "spec": {**asdict(spec), "mean": list(spec.mean), "std": list(spec.std), "classes": list(spec.classes)},
+        "metrics": metrics or {},
+        "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ToolchainError(f"cannot write checkpoint {path} ({e.strerror}): choose a writable --out path") from None
+
+
+def load_checkpoint(path: str | Path) -> LoadedModel:
+    path = Path(path)
+    if not path.is_file():
+        raise ToolchainError(f"checkpoint {path} does not exist: pass a zoo name, torchvision:NAME, or an existing .pt file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ToolchainError(f"checkpoint {path} is corrupt or not a torch file ({type(e).__name__}): re-create it with `toolchain train`") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ToolchainError(f"{path} is not a toolchain checkpoint: load it into a model and save it with toolchain, or train one with `toolchain train`")
+    if blob.get("version") != FORMAT_VERSION:
+        raise ToolchainError(f"{path} has checkpoint format version {blob.get('version')}, this toolchain reads {FORMAT_VERSION}: upgrade toolchain")
+    s = blob["spec"]
+    spec = ModelSpec(s["arch"], dict(s["kwargs"]), int(s["input_size"]), tuple(s["mean"]), tuple(s["std"]), tuple(s["classes"]), s.get("policy"))
+    model = build(spec)
+    _load_state(model, blob["state_dict"], path)
+    return LoadedModel(model.eval(), spec, dict(blob["metrics"]), str(path))
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ToolchainError(f"checkpoint {path} does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]}): it is corrupt or from another version")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ToolchainError(f"checkpoint {path}: {key} has shape {tuple(value.shape)}, the architecture expects {tuple(expected[key].shape)}")
+    model.load_state_dict(state)
+
+
+def zoo_checkpoint(arch: str) -> Path:
+    return CHECKPOINT_DIR / f"{arch}.pt"
+
+
+def load_model(ref: str, num_classes: int | None = None, input_size: int | None = None, pretrained: bool = True) -> LoadedModel:
+    """Resolve a MODEL argument: a zoo name (its committed trained checkpoint when there is one and `pretrained`,
+    unless another class count or input size is asked for), `torchvision:NAME` (always untrained: nothing is
+    downloaded), or a toolchain checkpoint file."""
+    wants_default_head = num_classes in (None, 10) and input_size in (None, 32)
+    if pretrained and is_zoo_model(ref) and zoo_checkpoint(ref).is_file() and wants_default_head:
+        return load_checkpoint(zoo_checkpoint(ref))
+    if is_zoo_model(ref) or ref.startswith(TORCHVISION_PREFIX):
+        spec = default_spec(ref, num_classes, input_size)
+        return LoadedModel(build(spec).eval(), spec, {}, ref)
+    if ref.endswith((".pt", ".pth", ".ckpt")) or os.sep in ref or Path(ref).exists():
+        return load_checkpoint(ref)
+    create_model(ref)  # raises: unknown model, listing the known ones
+    raise AssertionError("unreachable")

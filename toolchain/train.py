@@ -1,0 +1,136 @@
+"""Training, fine-tuning and evaluation of image classifiers on in-memory ImageSets.
+
+The recipe is the usual CIFAR one: SGD with Nesterov momentum, a linear warm-up into a cosine decay, weight decay,
+random-crop + flip augmentation. Each finished epoch is saved as a resume point, so an interrupted run continues
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .data import ImageSet, augment, normalize
+from .models import ModelSpec
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    loss: float
+    train_top1: float
+    val_top1: float | None
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to zero."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * peak * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, spec: ModelSpec, data: ImageSet, batch_size: int = 500) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    model.eval()
+    correct = 0
+    for images, labels in data.batches(batch_size):
+        x = normalize(images, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
+        correct += (model(x).argmax(1) == labels).sum().item()
+    return correct / max(1, len(data))
+
+
+def train(
+    model: nn.Module,
+    spec: ModelSpec,
+    train_set: ImageSet,
+    cfg: TrainConfig,
+    val_set: ImageSet | None = None,
+    resume_path: Path | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> list[EpochResult]:
+    """Train in place. `on_step(step, total_steps, loss)` and `on_epoch(result)` report progress.
+
+    With `resume_path`, the model, optimizer and RNG state are saved there after every epoch and picked up again
+    on the next call with the same path and config, so a killed run resumes instead of starting over.
+    """
+    torch.manual_seed(cfg.seed)
+    model.to(memory_format=torch.channels_last)  # ~1.4x faster convs on x86 CPUs
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BN and bias terms are not decayed
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    history: list[EpochResult] = []
+    start_epoch = 0
+    if resume_path is not None and resume_path.exists():
+        state = torch.load(resume_path, weights_only=True)
+        if state["config"] == asdict(cfg):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            history = [EpochResult(**h) for h in state["history"]]
+            start_epoch = len(history)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for i, (images, labels) in enumerate(train_set.batches(cfg.batch_size, generator)):
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, warmup_steps, cfg.lr)
+            x = normalize(augment(images, generator), spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
+            logits = model(x)
+            loss = loss_fn(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+            if on_step:
+                on_step(step + 1, total_steps, loss_sum / seen)
+        val_top1 = evaluate(model, spec, val_set) if val_set is not None and len(val_set) else None
+        result = EpochResult(epoch + 1, loss_sum / max(1, seen), correct / max(1, seen), val_top1)
+        history.append(result)
+        if resume_path is not None:
+            _save_resume(resume_path, model, optimizer, generator, cfg, history)
+        if on_epoch:
+            on_epoch(result)
+    model.eval()
+    return history
+
+
+def _save_resume(path: Path, model, optimizer, generator, cfg: TrainConfig, history: list[EpochResult]) -> None:
+    state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": [asdict(h) for h in history]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
