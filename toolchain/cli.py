@@ -104,6 +104,90 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return {"checkpoint": str(out), "top1_test": top1_test, "top1_val": metrics["top1_val"], "epochs": cfg.epochs}
 
 
+def open_runner(device: str, threads: int):
+    from .latency.runners import LiteRTHostRunner
+
+    if device == "host":
+        return LiteRTHostRunner(threads=threads)
+    if device == "host-ort":
+        raise ToolchainError("the host-ort (ONNX Runtime) runner is not implemented yet: use --device host (LiteRT + XNNPACK)")
+    raise ToolchainError(f"device {device!r} is not supported yet: use --device host")
+
+
+def default_table_path(target) -> Path:
+    return Path("latency_tables") / f"{target.device}-{target.fingerprint}-{target.runtime}-{target.precision}-t{target.threads}.json"
+
+
+def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
+    from .export import to_tflite
+    from .graph import analyze, pruned_copy
+    from .latency.fidelity import measure_fidelity, plot_fidelity
+    from .latency.predictor import LatencyPredictor
+    from .latency.profiler import profile
+    from .latency.table import LatencyTable
+    from .models import load_model
+
+    loaded = load_model(args.model, args.num_classes, args.input_size)
+    graph = analyze(loaded.model, loaded.spec.input_size)
+    runner = open_runner(args.device, args.threads)
+    path = Path(args.table) if args.table else default_table_path(runner.target)
+    table = LatencyTable.open(path, runner.target)
+    console.info(f"profiling {args.model} ({len(graph.groups)} channel groups, {len(graph.ops)} ops) on {runner.target.describe()} into {path}")
+    with console.progress_bar() as progress:
+        task = progress.add_task("profile", total=None, status="")
+        result = profile(graph, runner, table, lambda: to_tflite(loaded.model, loaded.spec.input_size), args.channel_step,
+                         on_progress=lambda done, total: progress.update(task, completed=done, total=total, status=f"{len(table)} entries"))
+    out: dict[str, Any] = {"table": str(path), "shapes": result.wanted, "measured": result.measured, "entries": len(table),
+                           "target": runner.target.as_dict()}
+    if not args.json:
+        print(f"{path}: {result.measured} new of {result.wanted} shapes measured ({len(table)} entries in the table)")
+    if args.validate:
+        predictor = LatencyPredictor(graph, table)
+
+        def build(keep):
+            return to_tflite(pruned_copy(loaded.model, graph, keep), loaded.spec.input_size)
+
+        with console.progress_bar() as progress:
+            task = progress.add_task("validate", total=args.samples, status="")
+            report = measure_fidelity(graph, predictor, runner, build, args.samples, args.seed,
+                                      lambda done, total: progress.update(task, completed=done))
+        plot = Path(args.plot) if args.plot else path.with_name(f"fidelity-{Path(args.model).stem}.png")
+        plot_fidelity(report, f"{args.model} on {runner.target.device}", plot)
+        out["fidelity"] = {**report.summary(), "plot": str(plot)}
+        if not args.json:
+            s = report.summary()
+            print(f"fidelity over {s['samples']} variants: MAPE {100 * s['mape']:.1f}%, {100 * s['within_5pct']:.0f}% within ±5%, "
+                  f"{100 * s['within_10pct']:.0f}% within ±10%; plot {plot}")
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
+    from .graph import analyze
+    from .latency.predictor import LatencyPredictor
+    from .latency.runners import LiteRTHostRunner
+    from .latency.table import LatencyTable
+    from .models import load_model
+    from .policy import load_policy
+
+    loaded = load_model(args.model, args.num_classes, args.input_size)
+    graph = analyze(loaded.model, loaded.spec.input_size)
+    if args.device != "host":
+        open_runner(args.device, args.threads)  # raises the unsupported-device error
+    target = LiteRTHostRunner(threads=args.threads).target
+    path = Path(args.table) if args.table else default_table_path(target)
+    if not path.exists():
+        raise ToolchainError(f"no latency table at {path}: run `toolchain profile --device {args.device} --model {args.model}` first")
+    table = LatencyTable.open(path, target)
+    keep = None
+    if args.policy:
+        keep = list(load_policy(args.policy, graph, loaded.spec.arch).keep)
+    predictor = LatencyPredictor(graph, table)
+    latency = predictor.predict(keep)
+    if not args.json:
+        print(f"{args.model}{' with ' + args.policy if args.policy else ''}: {latency:.3f} ms predicted on {target.describe()}")
+    return {"latency_ms": latency, "table": str(path), "calibrated": predictor.calibrated}
+
+
 def check_classes(model_classes: tuple[str, ...], data_classes: tuple[str, ...], model: str) -> None:
     if len(model_classes) != len(data_classes):
         raise ToolchainError(f"model {model} predicts {len(model_classes)} classes but the data has {len(data_classes)}: "
@@ -120,8 +204,6 @@ def not_implemented(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]
 # --- parser --------------------------------------------------------------------------------------------------------
 
 PLANNED = {
-    "profile": "measure per-layer latency on a target and store it in a latency table",
-    "predict": "predict a model's (or pruned variant's) latency from a latency table",
     "prune": "apply a pruning policy and write the physically smaller checkpoint",
     "compress": "AMC search under a latency budget, prune, fine-tune and export",
     "export": "export a checkpoint to .tflite (fp32/fp16/int8) or .onnx with a parity check",
@@ -164,6 +246,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=500)
 
     add("zoo", "list the model zoo with checkpoints, accuracy, parameters and MACs", cmd_zoo)
+
+    def target_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="host", help="host (LiteRT + XNNPACK on this CPU)")
+        p.add_argument("--threads", type=int, default=1, help="interpreter threads")
+        p.add_argument("--table", help="latency table JSON (default: latency_tables/<target>.json)")
+
+    p = add("profile", "measure per-layer latency on a target and store it in a latency table", cmd_profile)
+    model_args(p)
+    target_args(p)
+    p.add_argument("--channel-step", type=int, default=8, help="channel grid spacing for pruned widths")
+    p.add_argument("--validate", action="store_true", help="also measure random pruned variants end to end and report prediction error")
+    p.add_argument("--samples", type=int, default=20, help="variants for --validate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="where --validate writes its predicted-vs-measured PNG")
+
+    p = add("predict", "predict a model's (or pruned variant's) latency from a latency table", cmd_predict)
+    model_args(p)
+    target_args(p)
+    p.add_argument("--policy", help="pruning policy JSON, or uniform:RATIO")
 
     for name, help in PLANNED.items():
         p = add(name, f"{help} (not implemented yet)", not_implemented(name))

@@ -1,0 +1,93 @@
+"""How well the predictor matches reality: random pruned variants, converted whole and measured end to end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..graph import ModelGraph
+from ..policy import round_channels
+from .predictor import LatencyPredictor
+from .runners import Runner
+
+
+@dataclass(frozen=True)
+class Variant:
+    kind: str  # "uniform" or "random"
+    keep: tuple[int, ...]
+    predicted_ms: float
+    measured_ms: float
+
+    @property
+    def error(self) -> float:
+        return (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+
+@dataclass
+class FidelityReport:
+    variants: list[Variant] = field(default_factory=list)
+
+    @property
+    def mape(self) -> float:
+        return float(np.mean([abs(v.error) for v in self.variants]))
+
+    def within(self, tolerance: float) -> float:
+        return float(np.mean([abs(v.error) <= tolerance for v in self.variants]))
+
+    def summary(self) -> dict:
+        return {"samples": len(self.variants), "mape": self.mape, "within_5pct": self.within(0.05),
+                "within_10pct": self.within(0.10), "max_abs_error": max(abs(v.error) for v in self.variants)}
+
+
+def random_keeps(graph: ModelGraph, samples: int, seed: int = 0, low: float = 0.2, high: float = 1.0,
+                 multiple: int = 8) -> list[tuple[str, list[int]]]:
+    """Half uniform keep ratios, half independent per-group ratios, all in [low, high]."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(samples):
+        if i % 2 == 0:
+            r = rng.uniform(low, high)
+            out.append(("uniform", [round_channels(r, g.channels, multiple) for g in graph.groups]))
+        else:
+            out.append(("random", [round_channels(rng.uniform(low, high), g.channels, multiple) for g in graph.groups]))
+    return out
+
+
+def measure_fidelity(graph: ModelGraph, predictor: LatencyPredictor, runner: Runner, build: Callable[[Sequence[int]], bytes],
+                     samples: int, seed: int = 0, on_progress: Callable[[int, int], None] | None = None) -> FidelityReport:
+    """`build(keep)` returns the pruned variant as a model file the runner can time."""
+    report = FidelityReport()
+    for i, (kind, keep) in enumerate(random_keeps(graph, samples, seed)):
+        measured = runner.time_models([build(keep)])[0].median_ms
+        report.variants.append(Variant(kind, tuple(keep), predictor.predict(keep), measured))
+        if on_progress:
+            on_progress(i + 1, samples)
+    return report
+
+
+def plot_fidelity(report: FidelityReport, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for kind, marker in (("uniform", "o"), ("random", "x")):
+        vs = [v for v in report.variants if v.kind == kind]
+        ax.scatter([v.measured_ms for v in vs], [v.predicted_ms for v in vs], marker=marker, label=f"{kind} keep ratios")
+    lo = min(min(v.measured_ms, v.predicted_ms) for v in report.variants) * 0.9
+    hi = max(max(v.measured_ms, v.predicted_ms) for v in report.variants) * 1.1
+    xs = np.linspace(lo, hi, 2)
+    ax.plot(xs, xs, "k-", lw=1, label="predicted = measured")
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="gray", alpha=0.2, label="±10%")
+    s = report.summary()
+    ax.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", xlim=(lo, hi), ylim=(lo, hi),
+           title=f"{title}\nMAPE {100 * s['mape']:.1f}%, {100 * s['within_10pct']:.0f}% within ±10%")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,118 @@
+"""`LatencyPredictor`: a model's latency for any pruning policy, from the table alone.
+
+Each exported op is looked up by its signature. Channel counts between measured grid points are interpolated
+(bilinearly over input x output channels for convs and fully-connected layers, linearly otherwise) inside the
+op's family (same kind, spatial size, kernel, stride, padding, activation). The per-op sum is then multiplied by
+the model's calibration scale (whole model measured / sum of its ops at full width, stored in the table by the
+profiler), which absorbs what single-op runs miss: cache reuse between consecutive ops and per-invoke overhead.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ToolchainError
+from ..graph import GraphOp, ModelGraph
+from ..policy import graph_fingerprint
+from .signature import OpSignature
+from .table import LatencyTable
+
+
+@dataclass
+class _Family:
+    """Measured latencies of one op family on a (c_in x c_out) grid; `c_in` is None when c_in == c_out."""
+
+    c_in: list[int] | None
+    c_out: list[int]
+    ms: np.ndarray  # (len(c_in), len(c_out)) or (len(c_out),)
+
+    def at(self, c_in: int, c_out: int) -> float:
+        if self.c_in is None:
+            return _interp1(self.c_out, self.ms, c_out)
+        i0, i1, ti = _bracket(self.c_in, c_in)
+        row0 = _interp1(self.c_out, self.ms[i0], c_out)
+        row1 = _interp1(self.c_out, self.ms[i1], c_out)
+        return row0 + ti * (row1 - row0)
+
+
+def _bracket(grid: list[int], x: float) -> tuple[int, int, float]:
+    """Indices of the grid points around x and x's fraction between them (linear extrapolation at the ends)."""
+    if len(grid) == 1:
+        return 0, 0, 0.0
+    j = min(max(bisect.bisect_left(grid, x), 1), len(grid) - 1)
+    return j - 1, j, (x - grid[j - 1]) / (grid[j] - grid[j - 1])
+
+
+def _interp1(grid: list[int], values: np.ndarray, x: float) -> float:
+    i0, i1, t = _bracket(grid, x)
+    return float(values[i0] + t * (values[i1] - values[i0]))
+
+
+def is_square(kind: str) -> bool:
+    """Ops whose output channels equal their input channels (one free channel count)."""
+    return kind not in ("CONV_2D", "FULLY_CONNECTED")
+
+
+class LatencyPredictor:
+    """Predicts `graph`'s latency in milliseconds for any kept-channel vector, from `table` alone."""
+
+    def __init__(self, graph: ModelGraph, table: LatencyTable):
+        self.graph = graph
+        self.table = table
+        families: dict[OpSignature, _Family] = {}
+        self._ops: list[tuple[GraphOp, _Family]] = []
+        for op, sig in zip(graph.ops, graph.signatures()):
+            family = sig.family
+            if family not in families:
+                families[family] = self._family(family, op)
+            self._ops.append((op, families[family]))
+        calibration = table.models.get(graph_fingerprint(graph))
+        self.scale = calibration.scale if calibration else 1.0
+        self.calibrated = calibration is not None
+
+    def _family(self, family: OpSignature, op: GraphOp) -> _Family:
+        points = {(s.c_in, s.c_out): t.median_ms for s, t in self.table.entries.items() if s.family == family}
+        if not points:
+            raise ToolchainError(f"the latency table has no entry for {family.kind} ops like "
+                                 f"'{family.with_channels(0, 0).key()}' (layer {op.module}): run `toolchain profile` for this model")
+        if is_square(family.kind):
+            c_out = sorted(c for (_, c) in points)
+            return _Family(None, c_out, np.array([points[(c, c)] if (c, c) in points else np.nan for c in c_out]))
+        c_in = sorted({a for a, _ in points})
+        c_out = sorted({b for _, b in points})
+        grid = np.full((len(c_in), len(c_out)), np.nan)
+        for (a, b), ms in points.items():
+            grid[c_in.index(a), c_out.index(b)] = ms
+        if np.isnan(grid).any():
+            grid = _fill_gaps(grid)
+        return _Family(c_in, c_out, grid)
+
+    def op_latencies(self, kept: Sequence[int] | None = None) -> list[float]:
+        kept = self.graph.full_widths if kept is None else kept
+        out = []
+        for op, family in self._ops:
+            c_in = sum(r.resolve(kept) for r in op.inputs)
+            c_out = sum(r.resolve(kept) for r in op.output)
+            out.append(max(0.0, family.at(c_in, c_out)))
+        return out
+
+    def predict(self, kept: Sequence[int] | None = None) -> float:
+        """Predicted end-to-end latency (ms) with `kept[g]` output channels in group g (full width by default)."""
+        return self.scale * sum(self.op_latencies(kept))
+
+
+def _fill_gaps(grid: np.ndarray) -> np.ndarray:
+    """Fill grid cells that were never measured (the grids of two models sharing a family need not align) by
+    interpolating along output channels, then input channels."""
+    filled = grid.copy()
+    for axis_grid in (filled, filled.T):
+        for row in axis_grid:
+            known = ~np.isnan(row)
+            if known.sum() >= 1 and not known.all():
+                idx = np.arange(len(row))
+                row[~known] = np.interp(idx[~known], idx[known], row[known])
+    return filled

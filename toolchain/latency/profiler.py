@@ -1,0 +1,105 @@
+"""The profiler: which op shapes a model's pruned variants can take, and measuring the ones a table lacks.
+
+Every prunable group's kept count varies over a channel grid (multiples of `channel_step`, plus the full width);
+each exported op is measured at every combination of the grids of the groups it reads (at most input x output
+channels for a conv), and ops that pruning cannot change are measured once. Shapes already in the table, from
+this model or any other, are never measured again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ..graph import GraphOp, ModelGraph
+from ..policy import graph_fingerprint
+from .runners import Runner
+from .signature import OpSignature
+from .table import LatencyTable, ModelCalibration
+from .tflite import single_op_model
+
+BATCH = 8  # models handed to the runner at once (phones push a batch, then time it)
+
+
+def channel_grid(channels: int, step: int = 8, max_points: int = 16) -> list[int]:
+    """Kept-channel counts to measure for a group of `channels`: multiples of `step` and the full width. Wide
+    layers get at most `max_points` evenly spread multiples; the predictor interpolates between them."""
+    grid = sorted({c for c in range(step, channels + 1, step)} | {channels})
+    if len(grid) > max_points:
+        picks = {round(i * (len(grid) - 1) / (max_points - 1)) for i in range(max_points)}
+        grid = [grid[i] for i in sorted(picks)]
+    return grid
+
+
+def op_shapes(op: GraphOp, full: Sequence[int], grids: Sequence[list[int]]) -> set[OpSignature]:
+    """All signatures `op` takes when each group it reads varies over its grid (the others at full width)."""
+    groups = op.groups_read
+    if len(groups) > 2:  # a concat of many groups: vary them together, by grid position
+        steps = max(len(grids[g]) for g in groups)
+        combos = [[grids[g][round(i * (len(grids[g]) - 1) / max(1, steps - 1))] for g in groups] for i in range(steps)]
+    else:
+        combos = [list(c) for c in itertools.product(*(grids[g] for g in groups))]
+    shapes = set()
+    for combo in combos:
+        kept = list(full)
+        for g, k in zip(groups, combo):
+            kept[g] = k
+        shapes.add(op.signature(kept))
+    return shapes
+
+
+def shapes_to_profile(graph: ModelGraph, channel_step: int = 8, max_points: int = 16) -> list[OpSignature]:
+    grids = [channel_grid(g.channels, channel_step, max_points) for g in graph.groups]
+    shapes: set[OpSignature] = set()
+    for op in graph.ops:
+        shapes |= op_shapes(op, graph.full_widths, grids)
+    return sorted(shapes)
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    wanted: int
+    measured: int
+    calibrated: bool
+
+
+def profile(
+    graph: ModelGraph,
+    runner: Runner,
+    table: LatencyTable,
+    whole_model: Callable[[], bytes] | None = None,
+    channel_step: int = 8,
+    max_points: int = 16,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ProfileResult:
+    """Measure every shape of `graph` the table lacks, journaling each entry as it lands. `whole_model` (the
+    unpruned model as `.tflite`) is measured once per architecture to calibrate the sum of ops."""
+    wanted = shapes_to_profile(graph, channel_step, max_points)
+    todo = [s for s in wanted if s not in table]
+    key = graph_fingerprint(graph)
+    calibrate = whole_model is not None and key not in table.models
+    total = len(todo) + int(calibrate)
+    done = 0
+    if on_progress:
+        on_progress(0, total)
+    try:
+        for start in range(0, len(todo), BATCH):
+            batch = todo[start:start + BATCH]
+            for sig, timing in zip(batch, runner.time_models([single_op_model(s) for s in batch])):
+                table.add(sig, timing)
+            done += len(batch)
+            if on_progress:
+                on_progress(done, total)
+        if calibrate:
+            from .predictor import LatencyPredictor
+
+            measured = runner.time_models([whole_model()])[0]
+            ops_sum = sum(LatencyPredictor(graph, table).op_latencies())
+            table.add_model(key, ModelCalibration(measured.median_ms, ops_sum))
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+    finally:
+        table.save()
+    return ProfileResult(len(wanted), len(todo), calibrate)

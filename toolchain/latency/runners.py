@@ -1,0 +1,120 @@
+"""Runners time `.tflite` (or ONNX) models on a target. The profiler and `bench` only see the `Runner` protocol;
+the Android runner lives in android_bench and plugs in the same way."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a latency was measured on. Tables for different targets are never mixed."""
+
+    device: str
+    runtime: str
+    runtime_version: str
+    precision: str = "fp32"
+    threads: int = 1
+    delegate: str = "xnnpack"
+    fingerprint: str = ""  # identifies the physical machine or phone model
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (f"{self.device} ({self.fingerprint}) {self.runtime} {self.runtime_version} {self.precision} "
+                f"{self.threads} thread{'s' if self.threads > 1 else ''} {self.delegate}")
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / median: how noisy the measurement was."""
+        return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> "Timing":
+        p10, median, p90 = np.percentile(samples_ms, [10, 50, 90])
+        return cls(float(median), float(p10), float(p90), len(samples_ms))
+
+
+class Runner(Protocol):
+    target: Target
+
+    def time_models(self, models: Sequence[bytes]) -> list[Timing]:
+        """End-to-end invoke latency of each model, after warm-up."""
+        ...
+
+
+def host_fingerprint() -> str:
+    """CPU model, core count and architecture, hashed: tables measured on another machine are refused."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import os
+
+    raw = f"{platform.machine()}|{cpu}|{os.cpu_count()}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:10]
+
+
+class LiteRTHostRunner:
+    """The deployment runtime on the host: ai-edge-litert's Interpreter, whose default resolver applies XNNPACK.
+
+    Each model gets a fresh interpreter, `warmup` invokes, then timed invokes until `runs` samples or `budget_s`
+    seconds (whichever comes first, at least `min_runs`). A measurement whose p10..p90 spread exceeds
+    `max_spread` of the median is repeated (up to `retries` times) and the tightest one kept: on a shared machine
+    a background burst shows up as a wide spread.
+    """
+
+    def __init__(self, threads: int = 1, warmup: int = 20, runs: int = 200, min_runs: int = 30, budget_s: float = 0.3,
+                 max_spread: float = 0.25, retries: int = 2):
+        self.threads, self.warmup, self.runs, self.min_runs, self.budget_s = threads, warmup, runs, min_runs, budget_s
+        self.max_spread, self.retries = max_spread, retries
+        self.target = Target("host", "litert", version("ai-edge-litert"), "fp32", threads, "xnnpack", host_fingerprint())
+
+    def time_models(self, models: Sequence[bytes]) -> list[Timing]:
+        return [self.time_model(m) for m in models]
+
+    def time_model(self, model: bytes) -> Timing:
+        best = self._measure(model)
+        for _ in range(self.retries):
+            if best.spread <= self.max_spread:
+                break
+            again = self._measure(model)
+            best = again if again.spread < best.spread else best
+        return best
+
+    def _measure(self, model: bytes) -> Timing:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_content=model, num_threads=self.threads)
+        interpreter.allocate_tensors()
+        rng = np.random.default_rng(0)
+        for d in interpreter.get_input_details():
+            interpreter.set_tensor(d["index"], rng.standard_normal(d["shape"]).astype(d["dtype"]))
+        invoke = interpreter.invoke
+        for _ in range(self.warmup):
+            invoke()
+        samples = []
+        deadline = time.perf_counter() + self.budget_s
+        while len(samples) < self.runs and (len(samples) < self.min_runs or time.perf_counter() < deadline):
+            t0 = time.perf_counter()
+            invoke()
+            samples.append((time.perf_counter() - t0) * 1e3)
+        return Timing.from_samples(samples)

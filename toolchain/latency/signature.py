@@ -1,0 +1,52 @@
+"""`OpSignature`: the key of a latency-table entry, one op as the runtime executes it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+# TFLite builtin ops whose latency the tables hold. Fused activations are part of the signature.
+OP_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN", "PAD", "PADV2", "MAX_POOL_2D",
+            "AVERAGE_POOL_2D", "RESHAPE", "CONCATENATION", "RELU", "RELU6")
+_KEY = re.compile(r"^(?P<kind>[A-Z0-9_]+) (?P<h>\d+)x(?P<w>\d+) (?P<c_in>\d+)->(?P<c_out>\d+) k(?P<kernel>\d+) "
+                  r"s(?P<stride>\d+) (?P<padding>SAME|VALID) (?P<act>[A-Z0-9]+)$")
+
+
+@dataclass(frozen=True, order=True)
+class OpSignature:
+    """One op: kind, input H x W, input/output channels, kernel, stride, padding and fused activation.
+
+    For PAD/PADV2, `kernel` holds the pad width on each side. Depthwise convs have c_in == c_out (one filter per
+    channel), so a separate groups field would be redundant.
+    """
+
+    kind: str
+    h: int
+    w: int
+    c_in: int
+    c_out: int
+    kernel: int = 1
+    stride: int = 1
+    padding: str = "VALID"
+    act: str = "NONE"
+
+    def key(self) -> str:
+        """The readable, diff-friendly string that keys the JSON table, e.g. 'CONV_2D 32x32 16->16 k3 s1 SAME RELU'."""
+        return f"{self.kind} {self.h}x{self.w} {self.c_in}->{self.c_out} k{self.kernel} s{self.stride} {self.padding} {self.act}"
+
+    @classmethod
+    def from_key(cls, key: str) -> "OpSignature":
+        m = _KEY.match(key)
+        if not m:
+            raise ValueError(f"not an op signature: {key!r}")
+        d = m.groupdict()
+        ints = {k: int(d[k]) for k in ("h", "w", "c_in", "c_out", "kernel", "stride")}
+        return cls(d["kind"], padding=d["padding"], act=d["act"], **ints)
+
+    def with_channels(self, c_in: int, c_out: int) -> "OpSignature":
+        return replace(self, c_in=c_in, c_out=c_out)
+
+    @property
+    def family(self) -> "OpSignature":
+        """The signature with channels zeroed: all entries that differ only in channel counts share a family."""
+        return replace(self, c_in=0, c_out=0)

@@ -1,0 +1,145 @@
+"""`LatencyTable`: measured op latencies of one target, stored as a diff-friendly JSON file.
+
+On disk the table is JSON with one entry per line, keyed by `OpSignature.key()`. While profiling, every new entry
+is appended to a journal file beside the table (`<table>.journal`, one JSON line each) before anything else
+happens, and the table itself is only ever replaced atomically (write a temp file, rename). A killed profiler
+therefore loses nothing: the next open folds the journal back in, and a torn last journal line is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import ToolchainError
+from .runners import Target, Timing
+from .signature import OpSignature
+
+FORMAT = "toolchain-latency-table"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelCalibration:
+    """A whole model measured end to end next to the sum of its table entries, to correct the sum for effects
+    single-op runs miss (cache reuse between ops, fusion, per-invoke overhead)."""
+
+    measured_ms: float
+    ops_sum_ms: float
+
+    @property
+    def scale(self) -> float:
+        return self.measured_ms / self.ops_sum_ms
+
+
+class LatencyTable:
+    def __init__(self, target: Target, path: Path | None = None):
+        self.target = target
+        self.path = path
+        self.entries: dict[OpSignature, Timing] = {}
+        self.models: dict[str, ModelCalibration] = {}
+
+    def __contains__(self, sig: OpSignature) -> bool:
+        return sig in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, sig: OpSignature) -> Timing | None:
+        return self.entries.get(sig)
+
+    # --- persistence -----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, target: Target) -> "LatencyTable":
+        """Load `path` (creating an empty table if it does not exist), refusing a table of another target."""
+        path = Path(path)
+        table = cls.load(path) if path.exists() else cls(target, path)
+        if table.target != target:
+            raise ToolchainError(f"latency table {path} was measured on {table.target.describe()}, not on this target "
+                                 f"({target.describe()}): pass --table with another file to keep both")
+        table._replay_journal()
+        return table
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        path = Path(path)
+        try:
+            text = path.read_text()
+            blob = json.loads(text)
+        except FileNotFoundError:
+            raise ToolchainError(f"latency table {path} does not exist: build it with `toolchain profile`") from None
+        except json.JSONDecodeError as e:
+            raise ToolchainError(f"latency table {path} is corrupt at line {e.lineno} ({e.msg}): each entry is one line, "
+                                 "so fix or delete that line and rerun `toolchain profile` to re-measure it") from None
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise ToolchainError(f"{path} is not a toolchain latency table: pass a file written by `toolchain profile`")
+        if blob.get("version") != FORMAT_VERSION:
+            raise ToolchainError(f"latency table {path} has format version {blob.get('version')}, this toolchain reads {FORMAT_VERSION}")
+        table = cls(Target(**blob["target"]), path)
+        try:
+            for key, e in blob["entries"].items():
+                table.entries[OpSignature.from_key(key)] = Timing(e["median_ms"], e["p10_ms"], e["p90_ms"], e["runs"])
+            for key, m in blob.get("models", {}).items():
+                table.models[key] = ModelCalibration(m["measured_ms"], m["ops_sum_ms"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ToolchainError(f"latency table {path} has a malformed entry ({e}): fix or delete it and rerun `toolchain profile`") from None
+        return table
+
+    @property
+    def journal_path(self) -> Path:
+        assert self.path is not None
+        return self.path.with_name(self.path.name + ".journal")
+
+    def add(self, sig: OpSignature, timing: Timing) -> None:
+        """Record a measurement; with a path, it is journaled to disk before this returns."""
+        self.entries[sig] = timing
+        self._journal({"op": sig.key(), **asdict(timing)})
+
+    def add_model(self, key: str, calibration: ModelCalibration) -> None:
+        self.models[key] = calibration
+        self._journal({"model": key, **asdict(calibration)})
+
+    def _journal(self, record: dict) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.journal_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _replay_journal(self) -> None:
+        if self.path is None or not self.journal_path.exists():
+            return
+        for line in self.journal_path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                if "op" in r:
+                    self.entries[OpSignature.from_key(r["op"])] = Timing(r["median_ms"], r["p10_ms"], r["p90_ms"], r["runs"])
+                else:
+                    self.models[r["model"]] = ModelCalibration(r["measured_ms"], r["ops_sum_ms"])
+            except (ValueError, KeyError):
+                continue  # a line torn by a kill mid-write: that one entry is measured again
+
+    def save(self) -> None:
+        """Write the whole table atomically, then drop the journal it now contains."""
+        if self.path is None:
+            return
+        lines = [
+            "{",
+            f'"format": "{FORMAT}",',
+            f'"version": {FORMAT_VERSION},',
+            f'"target": {json.dumps(self.target.as_dict())},',
+            '"unit": "ms",',
+            '"models": {' + ",".join(f"\n  {json.dumps(k)}: {json.dumps(asdict(v))}" for k, v in sorted(self.models.items())) + "\n},",
+            '"entries": {' + ",".join(f"\n  {json.dumps(s.key())}: {json.dumps(asdict(t))}" for s, t in sorted(self.entries.items())) + "\n}",
+            "}",
+        ]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.path)
+        self.journal_path.unlink(missing_ok=True)
