@@ -132,10 +132,13 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     runner = open_runner(args.device, args.threads)
     path = Path(args.table) if args.table else default_table_path(runner.target)
     table = LatencyTable.open(path, runner.target)
+    def build(keep):
+        return to_tflite(pruned_copy(loaded.model, graph, keep), loaded.spec.input_size)
+
     console.info(f"profiling {args.model} ({len(graph.groups)} channel groups, {len(graph.ops)} ops) on {runner.target.describe()} into {path}")
     with console.progress_bar() as progress:
         task = progress.add_task("profile", total=None, status="")
-        result = profile(graph, runner, table, lambda: to_tflite(loaded.model, loaded.spec.input_size), args.channel_step,
+        result = profile(graph, runner, table, build, args.channel_step,
                          on_progress=lambda done, total: progress.update(task, completed=done, total=total, status=f"{len(table)} entries"))
     out: dict[str, Any] = {"table": str(path), "shapes": result.wanted, "measured": result.measured, "entries": len(table),
                            "target": runner.target.as_dict()}
@@ -143,10 +146,6 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{path}: {result.measured} new of {result.wanted} shapes measured ({len(table)} entries in the table)")
     if args.validate:
         predictor = LatencyPredictor(graph, table)
-
-        def build(keep):
-            return to_tflite(pruned_copy(loaded.model, graph, keep), loaded.spec.input_size)
-
         with console.progress_bar() as progress:
             task = progress.add_task("validate", total=args.samples, status="")
             report = measure_fidelity(graph, predictor, runner, build, args.samples, args.seed,

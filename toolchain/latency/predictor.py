@@ -2,9 +2,9 @@
 
 Each exported op is looked up by its signature. Channel counts between measured grid points are interpolated
 (bilinearly over input x output channels for convs and fully-connected layers, linearly otherwise) inside the
-op's family (same kind, spatial size, kernel, stride, padding, activation). The per-op sum is then multiplied by
-the model's calibration scale (whole model measured / sum of its ops at full width, stored in the table by the
-profiler), which absorbs what single-op runs miss: cache reuse between consecutive ops and per-invoke overhead.
+op's family (same kind, spatial size, kernel, stride, padding, activation). The per-op sum then goes through the
+model's calibration line (fitted by the profiler to whole-model variants measured end to end), which absorbs
+what single-op runs miss: cache reuse between consecutive ops and per-invoke overhead.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class LatencyPredictor:
                 families[family] = self._family(family, op)
             self._ops.append((op, families[family]))
         calibration = table.models.get(graph_fingerprint(graph))
-        self.scale = calibration.scale if calibration else 1.0
+        self.scale, self.offset = calibration.line() if calibration else (1.0, 0.0)
         self.calibrated = calibration is not None
 
     def _family(self, family: OpSignature, op: GraphOp) -> _Family:
@@ -102,7 +102,7 @@ class LatencyPredictor:
 
     def predict(self, kept: Sequence[int] | None = None) -> float:
         """Predicted end-to-end latency (ms) with `kept[g]` output channels in group g (full width by default)."""
-        return self.scale * sum(self.op_latencies(kept))
+        return self.scale * sum(self.op_latencies(kept)) + self.offset
 
 
 def _fill_gaps(grid: np.ndarray) -> np.ndarray:

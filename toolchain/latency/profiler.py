@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..graph import GraphOp, ModelGraph
-from ..policy import graph_fingerprint
+from ..policy import graph_fingerprint, round_channels
 from .runners import Runner
 from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration
 from .tflite import single_op_model
 
 BATCH = 8  # models handed to the runner at once (phones push a batch, then time it)
+CALIBRATION_RATIOS = (1.0, 0.25)  # whole-model variants measured per architecture: both ends of the search range
 
 
 def channel_grid(channels: int, step: int = 8, max_points: int = 16) -> list[int]:
@@ -68,18 +69,22 @@ def profile(
     graph: ModelGraph,
     runner: Runner,
     table: LatencyTable,
-    whole_model: Callable[[], bytes] | None = None,
+    build_variant: Callable[[Sequence[int]], bytes] | None = None,
     channel_step: int = 8,
     max_points: int = 16,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ProfileResult:
-    """Measure every shape of `graph` the table lacks, journaling each entry as it lands. `whole_model` (the
-    unpruned model as `.tflite`) is measured once per architecture to calibrate the sum of ops."""
+    """Measure every shape of `graph` the table lacks, journaling each entry as it lands.
+
+    `build_variant(keep)` returns the model pruned to `keep` channels per group as a model file; once per
+    architecture, the full model and a uniformly thinned one (CALIBRATION_RATIOS) are measured end to end to
+    calibrate the sum of ops.
+    """
     wanted = shapes_to_profile(graph, channel_step, max_points)
     todo = [s for s in wanted if s not in table]
     key = graph_fingerprint(graph)
-    calibrate = whole_model is not None and key not in table.models
-    total = len(todo) + int(calibrate)
+    calibrate = build_variant is not None and key not in table.models
+    total = len(todo) + (len(CALIBRATION_RATIOS) if calibrate else 0)
     done = 0
     if on_progress:
         on_progress(0, total)
@@ -94,12 +99,16 @@ def profile(
         if calibrate:
             from .predictor import LatencyPredictor
 
-            measured = runner.time_models([whole_model()])[0]
-            ops_sum = sum(LatencyPredictor(graph, table).op_latencies())
-            table.add_model(key, ModelCalibration(measured.median_ms, ops_sum))
-            done += 1
-            if on_progress:
-                on_progress(done, total)
+            uncalibrated = LatencyPredictor(graph, table)
+            sums, measured = [], []
+            for ratio in CALIBRATION_RATIOS:
+                keep = [round_channels(ratio, g.channels, channel_step) for g in graph.groups]
+                measured.append(runner.time_models([build_variant(keep)])[0].median_ms)
+                sums.append(sum(uncalibrated.op_latencies(keep)))
+                done += 1
+                if on_progress:
+                    on_progress(done, total)
+            table.add_model(key, ModelCalibration(tuple(sums), tuple(measured)))
     finally:
         table.save()
     return ProfileResult(len(wanted), len(todo), calibrate)

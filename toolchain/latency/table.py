@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ToolchainError
 from .runners import Target, Timing
 from .signature import OpSignature
@@ -23,15 +25,21 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class ModelCalibration:
-    """A whole model measured end to end next to the sum of its table entries, to correct the sum for effects
-    single-op runs miss (cache reuse between ops, fusion, per-invoke overhead)."""
+    """Whole-model variants of one architecture measured end to end next to the sum of their table entries.
 
-    measured_ms: float
-    ops_sum_ms: float
+    Single-op runs miss what happens between ops (cache reuse, per-invoke overhead), so the predictor maps the
+    per-op sum through the straight line fitted to these points: `measured = scale * ops_sum + offset`.
+    """
 
-    @property
-    def scale(self) -> float:
-        return self.measured_ms / self.ops_sum_ms
+    ops_sum_ms: tuple[float, ...]
+    measured_ms: tuple[float, ...]
+
+    def line(self) -> tuple[float, float]:
+        x, y = np.array(self.ops_sum_ms), np.array(self.measured_ms)
+        if len(x) < 2 or np.ptp(x) < 1e-9:
+            return float(y.sum() / x.sum()), 0.0
+        scale, offset = np.polyfit(x, y, 1)
+        return float(scale), float(offset)
 
 
 class LatencyTable:
@@ -83,7 +91,7 @@ class LatencyTable:
             for key, e in blob["entries"].items():
                 table.entries[OpSignature.from_key(key)] = Timing(e["median_ms"], e["p10_ms"], e["p90_ms"], e["runs"])
             for key, m in blob.get("models", {}).items():
-                table.models[key] = ModelCalibration(m["measured_ms"], m["ops_sum_ms"])
+                table.models[key] = ModelCalibration(tuple(m["ops_sum_ms"]), tuple(m["measured_ms"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ToolchainError(f"latency table {path} has a malformed entry ({e}): fix or delete it and rerun `toolchain profile`") from None
         return table
@@ -120,7 +128,7 @@ class LatencyTable:
                 if "op" in r:
                     self.entries[OpSignature.from_key(r["op"])] = Timing(r["median_ms"], r["p10_ms"], r["p90_ms"], r["runs"])
                 else:
-                    self.models[r["model"]] = ModelCalibration(r["measured_ms"], r["ops_sum_ms"])
+                    self.models[r["model"]] = ModelCalibration(tuple(r["ops_sum_ms"]), tuple(r["measured_ms"]))
             except (ValueError, KeyError):
                 continue  # a line torn by a kill mid-write: that one entry is measured again
 

@@ -1,0 +1,241 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from toolchain.errors import ToolchainError
+from toolchain.export import to_tflite
+from toolchain.graph import analyze
+from toolchain.latency.predictor import LatencyPredictor
+from toolchain.latency.profiler import channel_grid, profile, shapes_to_profile
+from toolchain.latency.runners import LiteRTHostRunner, Target, Timing
+from toolchain.latency.signature import OpSignature
+from toolchain.latency.table import LatencyTable
+from toolchain.latency.tflite import read_signatures, single_op_model
+from toolchain.models import create_model
+from toolchain.policy import PruningPolicy
+
+TARGET = Target("test", "synthetic", "1", fingerprint="abc")
+
+
+class SyntheticRunner:
+    """Times a single-op model by formula (reading its signature back), so expected sums are exact."""
+
+    target = TARGET
+
+    def __init__(self):
+        self.calls = 0
+
+    def time_models(self, models):
+        self.calls += len(models)
+        return [Timing(*(3 * [cost(read_signatures(m))]), runs=1) for m in models]
+
+
+class RecordingRunner:
+    """Wraps a runner and records the signature keys of the single-op models it times."""
+
+    def __init__(self, runner):
+        self.runner, self.target, self.measured = runner, runner.target, []
+
+    def time_models(self, models):
+        self.measured += [read_signatures(m)[0].key() for m in models]
+        return self.runner.time_models(models)
+
+
+def cost(sigs) -> float:
+    return sum(1e-6 * s.h * s.w * s.c_in * s.c_out * s.kernel ** 2 + 1e-3 for s in sigs)
+
+
+class Tiny(nn.Module):
+    """conv-bn-relu, depthwise, pointwise, residual add, max pool, global pool, classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1, groups=16, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.pw = nn.Sequential(nn.Conv2d(16, 24, 1, bias=False), nn.BatchNorm2d(24))
+        self.pw2 = nn.Sequential(nn.Conv2d(24, 24, 1, bias=False), nn.BatchNorm2d(24))
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(24, 5)
+
+    def forward(self, x):
+        x = self.dw(self.stem(x))
+        x = self.pw(x)
+        x = torch.relu(x + self.pw2(x))
+        x = self.pool(x)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_traced_ops_match_the_converter_op_for_op():
+    for model, size in ((Tiny(), 16), (create_model("resnet20"), 32)):
+        graph = analyze(model, size)
+        assert graph.signatures() == read_signatures(to_tflite(model, size))
+
+
+def test_single_op_models_read_back_and_run():
+    sigs = {s for s in analyze(Tiny(), 16).signatures()} | {
+        OpSignature("PADV2", 8, 8, 16, 16, kernel=1), OpSignature("AVERAGE_POOL_2D", 8, 8, 16, 16, 2, 2)}
+    runner = LiteRTHostRunner(warmup=1, runs=3, min_runs=3, budget_s=0.0)
+    for sig in sigs:
+        model = single_op_model(sig)
+        assert read_signatures(model) == [sig]
+        timing = runner.time_model(model)
+        assert timing.median_ms > 0 and timing.runs == 3
+
+
+def test_channel_grid():
+    assert channel_grid(64, 8) == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert channel_grid(20, 8) == [8, 16, 20]
+    wide = channel_grid(1280, 8, max_points=16)
+    assert len(wide) == 16 and wide[0] == 8 and wide[-1] == 1280 and all(c % 8 == 0 for c in wide)
+
+
+def test_table_round_trip_merge_and_shared_entries(tmp_path):
+    path = tmp_path / "t.json"
+    runner = SyntheticRunner()
+    table = LatencyTable.open(path, TARGET)
+    first = profile(analyze(create_model("resnet20"), 32), runner, table)
+    assert first.measured == first.wanted == runner.calls
+    reloaded = LatencyTable.open(path, TARGET)
+    assert reloaded.entries == table.entries and not table.journal_path.exists()
+    # resnet56 has the same layer shapes as resnet20: nothing new to measure.
+    again = profile(analyze(create_model("resnet56"), 32), runner, reloaded)
+    assert again.measured == 0 and runner.calls == first.measured
+    # plain20 lacks the residual ADDs but adds nothing new either; vgg11 brings its own shapes.
+    vgg = profile(analyze(create_model("vgg11_cifar"), 32), runner, reloaded)
+    assert vgg.measured > 0 and len(LatencyTable.open(path, TARGET)) == first.wanted + vgg.measured
+    text = path.read_text()
+    assert '"CONV_2D 32x32 16->16 k3 s1 SAME RELU": {"median_ms"' in text  # one readable line per entry
+
+
+def test_predictor_is_the_exact_sum_and_interpolates_between_grid_points(tmp_path):
+    graph = analyze(Tiny(), 16)
+    table = LatencyTable(TARGET)
+    profile(graph, SyntheticRunner(), table, channel_step=8)
+    predictor = LatencyPredictor(graph, table)
+    assert not predictor.calibrated
+    assert predictor.predict() == pytest.approx(cost(graph.signatures()), rel=1e-12)
+    on_grid = [8, 16]
+    assert predictor.predict(on_grid) == pytest.approx(cost(graph.signatures(on_grid)), rel=1e-12)
+    # 12 channels lies between the 8 and 16 grid points; bilinear cost in (c_in, c_out) is exact for this formula
+    # along one axis at a time, so the prediction matches the formula up to the cross term.
+    between = predictor.predict([12, 16])
+    assert cost(graph.signatures([8, 16])) < between < cost(graph.signatures([16, 16]))
+
+
+def test_missing_op_kind_is_an_error_naming_it():
+    graph = analyze(Tiny(), 16)
+    table = LatencyTable(TARGET)
+    profile(graph, SyntheticRunner(), table)
+    for sig in [s for s in table.entries if s.kind == "MAX_POOL_2D"]:
+        del table.entries[sig]
+    with pytest.raises(ToolchainError, match="no entry for MAX_POOL_2D"):
+        LatencyPredictor(graph, table)
+
+
+def test_corrupt_and_foreign_tables_are_refused_without_losing_entries(tmp_path):
+    path = tmp_path / "t.json"
+    table = LatencyTable.open(path, TARGET)
+    profile(analyze(Tiny(), 16), SyntheticRunner(), table)
+    lines = path.read_text().splitlines()
+    lines[9] = lines[9][:20]  # damage one entry line
+    path.write_text("\n".join(lines))
+    with pytest.raises(ToolchainError, match=rf"{path.name} is corrupt at line 10"):
+        LatencyTable.open(path, TARGET)
+    assert len(path.read_text().splitlines()) == len(lines)  # the file is left for the user to mend
+    other = tmp_path / "o.json"
+    LatencyTable.open(other, Target("host", "litert", "2.3.0", fingerprint="zzz")).save()
+    with pytest.raises(ToolchainError, match="was measured on host"):
+        LatencyTable.open(other, TARGET)
+
+
+def test_journal_replays_after_a_kill_and_drops_a_torn_line(tmp_path):
+    path = tmp_path / "t.json"
+    table = LatencyTable.open(path, TARGET)
+    sigs = shapes_to_profile(analyze(Tiny(), 16))
+    for s in sigs[:5]:
+        table.add(s, Timing(1.0, 0.9, 1.1, 10))
+    with open(table.journal_path, "a") as f:
+        f.write('{"op": "CONV_2D 8x8 16->')  # killed mid-write
+    reopened = LatencyTable.open(path, TARGET)
+    assert set(reopened.entries) == set(sigs[:5])
+
+
+@pytest.mark.slow
+def test_killed_profile_resumes_without_remeasuring(tmp_path):
+    table_path = tmp_path / "host.json"
+    cmd = [sys.executable, "-m", "toolchain.cli", "profile", "--model", "resnet20", "--table", str(table_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = tmp_path / "host.json.journal"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 40):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    journaled = {json.loads(line)["op"] for line in journal.read_text().splitlines() if line.endswith("}")}
+    assert 40 <= len(journaled) < 286
+
+    runner = RecordingRunner(LiteRTHostRunner(warmup=2, runs=5, min_runs=5, budget_s=0.0))
+    table = LatencyTable.open(table_path, runner.target)
+    graph = analyze(create_model("resnet20"), 32)
+    result = profile(graph, runner, table)
+    assert not set(runner.measured) & journaled  # nothing measured twice
+    assert result.measured == result.wanted - len(journaled)
+    assert {s.key() for s in shapes_to_profile(graph)} <= {s.key() for s in LatencyTable.open(table_path, runner.target).entries}
+
+
+@pytest.mark.slow
+def test_fidelity_on_resnet20_within_a_loose_bound(tmp_path):
+    from toolchain.graph import pruned_copy
+    from toolchain.latency.fidelity import measure_fidelity
+
+    model = create_model("resnet20")
+    graph = analyze(model, 32)
+    runner = LiteRTHostRunner()
+    table = LatencyTable.open(tmp_path / "host.json", runner.target)
+    profile(graph, runner, table, lambda keep: to_tflite(pruned_copy(model, graph, keep), 32))
+    predictor = LatencyPredictor(graph, table)
+    assert predictor.calibrated
+    report = measure_fidelity(graph, predictor, runner, lambda keep: to_tflite(pruned_copy(model, graph, keep), 32), samples=4)
+    assert report.mape < 0.15, report.variants
+
+
+def test_policy_json_round_trip_and_validation(tmp_path):
+    graph = analyze(create_model("resnet20"), 32)
+    policy = PruningPolicy.uniform(graph, "resnet20", 0.5)
+    assert policy.keep == (8,) * 4 + (16,) * 4 + (32,) * 4
+    path = tmp_path / "p.json"
+    policy.save(path)
+    from toolchain.policy import load_policy
+
+    assert load_policy(str(path), graph, "resnet20") == policy
+    with pytest.raises(ToolchainError, match="does not fit this model"):
+        load_policy(str(path), analyze(create_model("resnet56"), 32), "resnet56")
+    with pytest.raises(ToolchainError, match="uniform:R needs"):
+        load_policy("uniform:1.5", graph, "resnet20")
+
+
+def test_predict_cli_json(tmp_path, capsys):
+    from toolchain.cli import main
+
+    graph = analyze(create_model("resnet20"), 32)
+    runner = LiteRTHostRunner()
+    table = LatencyTable.open(tmp_path / "host.json", runner.target)
+    profile(graph, SyntheticRunnerFor(runner.target), table)
+    assert main(["predict", "--model", "resnet20", "--table", str(tmp_path / "host.json"), "--policy", "uniform:0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["latency_ms"] == pytest.approx(cost(graph.signatures(PruningPolicy.uniform(graph, "resnet20", 0.5).keep)))
+    assert main(["predict", "--model", "resnet20", "--table", str(tmp_path / "none.json")]) == 2
+
+
+class SyntheticRunnerFor(SyntheticRunner):
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
