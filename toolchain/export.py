@@ -12,13 +12,13 @@ from torch import nn
 from .errors import ToolchainError
 
 
-def to_tflite(model: nn.Module, input_size: int) -> bytes:
+def to_tflite(model: nn.Module, input_size: int, in_channels: int = 3) -> bytes:
     """Convert to an fp32 `.tflite` with a (1, H, W, 3) NHWC input; BN is folded and ReLU/ReLU6 fused."""
     import litert_torch
 
     model = model.eval()
     wrapped = litert_torch.to_channel_last_io(model, args=[0])
-    sample = (torch.zeros(1, input_size, input_size, 3),)
+    sample = (torch.zeros(1, input_size, input_size, in_channels),)
     try:
         with _quiet():
             converted = litert_torch.convert(wrapped, sample)

@@ -76,15 +76,17 @@ def host_fingerprint() -> str:
 class LiteRTHostRunner:
     """The deployment runtime on the host: ai-edge-litert's Interpreter, whose default resolver applies XNNPACK.
 
-    Each model gets a fresh interpreter, `warmup` invokes, then timed invokes until `runs` samples or `budget_s`
-    seconds (whichever comes first, at least `min_runs`). A measurement whose p10..p90 spread exceeds
+    Each model gets a fresh interpreter, `warmup` invokes (fewer for slow models: at most `warmup_s` seconds,
+    at least 3), then timed invokes until `runs` samples or `budget_s` seconds (whichever comes first, at least
+    `min_runs`). A measurement whose p10..p90 spread exceeds
     `max_spread` of the median is repeated (up to `retries` times) and the tightest one kept: on a shared machine
     a background burst shows up as a wide spread.
     """
 
-    def __init__(self, threads: int = 1, warmup: int = 20, runs: int = 200, min_runs: int = 30, budget_s: float = 0.3,
-                 max_spread: float = 0.25, retries: int = 2):
-        self.threads, self.warmup, self.runs, self.min_runs, self.budget_s = threads, warmup, runs, min_runs, budget_s
+    def __init__(self, threads: int = 1, warmup: int = 20, warmup_s: float = 0.05, runs: int = 200, min_runs: int = 15,
+                 budget_s: float = 0.3, max_spread: float = 0.25, retries: int = 2):
+        self.threads, self.warmup, self.warmup_s = threads, warmup, warmup_s
+        self.runs, self.min_runs, self.budget_s = runs, min_runs, budget_s
         self.max_spread, self.retries = max_spread, retries
         self.target = Target("host", "litert", version("ai-edge-litert"), "fp32", threads, "xnnpack", host_fingerprint())
 
@@ -109,8 +111,11 @@ class LiteRTHostRunner:
         for d in interpreter.get_input_details():
             interpreter.set_tensor(d["index"], rng.standard_normal(d["shape"]).astype(d["dtype"]))
         invoke = interpreter.invoke
-        for _ in range(self.warmup):
+        deadline = time.perf_counter() + self.warmup_s
+        for i in range(self.warmup):
             invoke()
+            if i >= 2 and time.perf_counter() > deadline:
+                break
         samples = []
         deadline = time.perf_counter() + self.budget_s
         while len(samples) < self.runs and (len(samples) < self.min_runs or time.perf_counter() < deadline):

@@ -1,0 +1,38 @@
+"""Shared by the benchmark scripts: each one owns a section of BENCHMARKS.md and rewrites only that section."""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+from datetime import date
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+HEADER = """# Benchmarks
+
+Figures written by the scripts in `benchmarks/`; each section names the command that produced it. Timings are
+medians over repeated runs on a shared 2-core x86-64 machine, so expect a few percent of noise between runs;
+ratios are measured side by side in one run.
+"""
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, Python {platform.python_version()}"
+
+
+def write_section(name: str, command: str, body: str) -> None:
+    """Replace (or append) the section `## name` of BENCHMARKS.md."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    section = f"## {name}\n\n`{command}` ({date.today().isoformat()}, {machine()})\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    BENCHMARKS.write_text(text.rstrip() + "\n")
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
