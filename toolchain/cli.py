@@ -187,6 +187,43 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     return {"latency_ms": latency, "table": str(path), "calibrated": predictor.calibrated}
 
 
+def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from .data import load_split, normalize
+    from .graph import analyze
+    from .models import count_macs, count_params, load_model, save_checkpoint
+    from .policy import load_policy
+    from .prune import apply_policy, collect_features
+
+    loaded = load_model(args.model, args.num_classes, args.input_size)
+    if loaded.spec.policy is not None:
+        raise ToolchainError(f"{args.model} is already pruned: prune the dense model it came from with a smaller policy")
+    graph = analyze(loaded.model, loaded.spec.input_size)
+    for warning in graph.warnings:
+        console.info(f"warning: {warning}")
+    policy = load_policy(args.policy, graph, loaded.spec.arch, args.channel_multiple, args.min_channels)
+    features = None
+    if not args.no_reconstruct:
+        if not args.data:
+            raise ToolchainError("least-squares reconstruction needs training images: pass --data DATA, or --no-reconstruct")
+        images = load_split(args.data, "train", loaded.spec.input_size, args.calibration_images)
+        check_classes(loaded.spec.classes, images.classes, args.model)
+        console.info(f"sampling features of {len(images)} training images for least-squares reconstruction")
+        batches = (normalize(x, loaded.spec.mean, loaded.spec.std) for x, _ in images.batches(250))
+        features = collect_features(loaded.model, graph, batches)
+    pruned = apply_policy(loaded.model, graph, policy, features)
+    spec = replace(loaded.spec, policy=policy.to_dict())
+    size = loaded.spec.input_size
+    stats = {"params": count_params(pruned), "macs": count_macs(pruned, size),
+             "dense_params": count_params(loaded.model), "dense_macs": count_macs(loaded.model, size)}
+    save_checkpoint(args.out, pruned, spec, {"pruned_from": args.model, "reconstructed": features is not None, **stats})
+    if not args.json:
+        print(f"wrote {args.out}: {stats['params'] / 1e6:.3f}M params ({100 * stats['params'] / stats['dense_params']:.0f}% of dense), "
+              f"{stats['macs'] / 1e6:.1f}M MACs ({100 * stats['macs'] / stats['dense_macs']:.0f}%)")
+    return {"checkpoint": str(args.out), "keep": list(policy.keep), **stats}
+
+
 def check_classes(model_classes: tuple[str, ...], data_classes: tuple[str, ...], model: str) -> None:
     if len(model_classes) != len(data_classes):
         raise ToolchainError(f"model {model} predicts {len(model_classes)} classes but the data has {len(data_classes)}: "
@@ -203,7 +240,6 @@ def not_implemented(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]
 # --- parser --------------------------------------------------------------------------------------------------------
 
 PLANNED = {
-    "prune": "apply a pruning policy and write the physically smaller checkpoint",
     "compress": "AMC search under a latency budget, prune, fine-tune and export",
     "export": "export a checkpoint to .tflite (fp32/fp16/int8) or .onnx with a parity check",
     "bench": "measure a .tflite file's end-to-end latency on a target",
@@ -259,6 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=20, help="variants for --validate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="where --validate writes its predicted-vs-measured PNG")
+
+    p = add("prune", "apply a pruning policy and write the physically smaller checkpoint", cmd_prune)
+    model_args(p)
+    p.add_argument("--policy", required=True, help="pruning policy JSON, or uniform:RATIO (every group keeps RATIO)")
+    p.add_argument("--data", help=DATA_HELP + "; training images for least-squares reconstruction")
+    p.add_argument("--no-reconstruct", action="store_true", help="keep the selected channels' weights as they are")
+    p.add_argument("--calibration-images", type=int, default=2000, help="training images sampled for reconstruction")
+    p.add_argument("--channel-multiple", type=int, default=8, help="round kept channels of uniform:R to this multiple")
+    p.add_argument("--min-channels", type=int, default=8, help="never keep fewer channels than this (or the layer's width)")
+    p.add_argument("--out", required=True, help="pruned checkpoint to write (.pt)")
 
     p = add("predict", "predict a model's (or pruned variant's) latency from a latency table", cmd_predict)
     model_args(p)

@@ -9,7 +9,7 @@
     the add + ReLU of a residual into one ADD, and so on), each with its channel counts expressed through the
     groups, so that any pruning policy maps to concrete `OpSignature`s without converting anything.
 
-Torch-Pruning objects never cross this module's API; `prune_channels` uses them to cut channels physically.
+Torch-Pruning objects never cross this module's API; `ChannelSurgery` uses them to cut channels physically.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class ChannelGroup:
     channels: int
     lead: str  # module name of the first conv/linear, in forward order, that produces these channels
     members: tuple[str, ...]  # every conv/linear/BN whose out- or in-channels are these channels
+    consumers: tuple[str, ...]  # the non-depthwise convs and linears that read these channels
     kind: str  # "conv" or "linear": the lead's layer kind
     in_channels: int
     h: int  # the lead's input feature map
@@ -85,8 +86,16 @@ class GraphOp:
 @dataclass(frozen=True)
 class ModelGraph:
     groups: tuple[ChannelGroup, ...]
-    ops: tuple[GraphOp, ...]
+    exported_ops: tuple[GraphOp, ...] | None  # None when a layer has no op rule; `ops` then raises why
     input_size: int
+    ops_error: str = ""
+    warnings: tuple[str, ...] = ()  # channels left unpruned, and why
+
+    @property
+    def ops(self) -> tuple[GraphOp, ...]:
+        if self.exported_ops is None:
+            raise ToolchainError(self.ops_error)
+        return self.exported_ops
 
     @property
     def full_widths(self) -> tuple[int, ...]:
@@ -112,9 +121,11 @@ def analyze(model: nn.Module, input_size: int) -> ModelGraph:
     with torch.no_grad():
         ShapeProp(traced).propagate(example)
     classifier = _classifier_name(traced)
-    groups, out_group = _channel_groups(model, example, classifier)
-    ops = _exported_ops(traced, out_group)
-    return ModelGraph(groups, tuple(ops), input_size)
+    groups, out_group, warnings = _channel_groups(model, example, classifier)
+    try:
+        return ModelGraph(groups, tuple(_exported_ops(traced, out_group)), input_size, warnings=warnings)
+    except ToolchainError as e:  # pruning still works; only latency prediction needs the op list
+        return ModelGraph(groups, None, input_size, str(e), warnings)
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
@@ -135,37 +146,51 @@ def _classifier_name(traced: fx.GraphModule) -> str:
     raise ToolchainError("cannot find the classifier layer (a Linear or Conv2d producing the output): the model must end in one")
 
 
-def _channel_groups(model: nn.Module, example: torch.Tensor, classifier: str) -> tuple[tuple[ChannelGroup, ...], dict[str, int]]:
+def _channel_groups(model: nn.Module, example: torch.Tensor, classifier: str):
     names = {module: name for name, module in model.named_modules()}
     order = {name: i for i, name in enumerate(names.values())}
-    dep_graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    found = []
-    for group in dep_graph.get_all_groups(ignored_layers=[model.get_submodule(classifier)], root_module_types=[nn.Conv2d, nn.Linear]):
-        producers, members = [], set()
+    try:
+        dep_graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        all_groups = list(dep_graph.get_all_groups(ignored_layers=[model.get_submodule(classifier)], root_module_types=[nn.Conv2d, nn.Linear]))
+    except Exception as e:
+        raise ToolchainError(f"cannot find the channel dependencies of {type(model).__name__} ({type(e).__name__}: {e}): "
+                             "this topology (e.g. a channel shuffle) is not prunable yet") from None
+    found, warnings = [], []
+    for group in all_groups:
+        grouped = [names[i.dep.target.module] for i in group.items if isinstance(i.dep.target.module, nn.Conv2d)
+                   and i.dep.target.module.groups > 1 and not _is_depthwise(i.dep.target.module)]
+        if grouped:
+            warnings.append(f"{grouped[0]}: grouped convolution (groups={model.get_submodule(grouped[0]).groups}); "
+                            "its channels are left unpruned to keep group alignment")
+            continue
+        producers, consumers, members = [], [], set()
         for item in group.items:
             module = item.dep.target.module
             if module not in names or not isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
                 continue
             members.add(names[module])
-            if item.dep.handler.__name__ == "prune_out_channels" and isinstance(module, (nn.Conv2d, nn.Linear)):
-                producers.append(names[module])
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                if item.dep.handler.__name__ == "prune_out_channels":
+                    producers.append(names[module])
+                elif not _is_depthwise(module):
+                    consumers.append(names[module])
         if not producers:
             continue
         producers.sort(key=order.__getitem__)
         lead = next((p for p in producers if not _is_depthwise(model.get_submodule(p))), None)
         if lead is None:
             continue  # only depthwise convs: their channels belong to a producer outside the group
-        found.append((order[lead], lead, producers, members, len(group.items[0].idxs)))
+        found.append((order[lead], lead, producers, sorted(set(consumers), key=order.__getitem__), members, len(group.items[0].idxs)))
     found.sort()
     shapes = _input_shapes(model, example)
     groups, out_group = [], {}
-    for index, (_, lead, producers, members, channels) in enumerate(found):
+    for index, (_, lead, producers, consumers, members, channels) in enumerate(found):
         module = model.get_submodule(lead)
         for p in producers:
             out_group[p] = index
         h, w = shapes[lead]
         groups.append(ChannelGroup(
-            index=index, channels=channels, lead=lead, members=tuple(sorted(members, key=order.__getitem__)),
+            index=index, channels=channels, lead=lead, members=tuple(sorted(members, key=order.__getitem__)), consumers=tuple(consumers),
             kind="conv" if isinstance(module, nn.Conv2d) else "linear",
             in_channels=module.in_channels if isinstance(module, nn.Conv2d) else module.in_features,
             h=h, w=w, kernel=module.kernel_size[0] if isinstance(module, nn.Conv2d) else 1,
@@ -173,7 +198,7 @@ def _channel_groups(model: nn.Module, example: torch.Tensor, classifier: str) ->
             params=sum(p.numel() for name in producers for p in model.get_submodule(name).parameters(recurse=False)),
             macs=sum(_macs(model.get_submodule(name), shapes[name]) for name in producers),
         ))
-    return tuple(groups), out_group
+    return tuple(groups), out_group, tuple(warnings)
 
 
 def _is_depthwise(module: nn.Module) -> bool:
@@ -259,6 +284,8 @@ def _exported_ops(traced: fx.GraphModule, out_group: dict[str, int]) -> list[Gra
         elif node.target in _FUNCTIONAL_ACTIVATIONS:
             _activation(node, node.args[0], _FUNCTIONAL_ACTIVATIONS[node.target], ops, producer, ref, shape, emit)
         elif node.target is torch.nn.functional.adaptive_avg_pool2d and _is_global(node.args[1]):
+            _global_pool(node, node.args[0], shape, ref, emit)
+        elif node.target == "mean" and tuple(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", ())) in ((2, 3), (-2, -1)):
             _global_pool(node, node.args[0], shape, ref, emit)
         elif node.target in _FLATTENS or node.target == "flatten":
             _flatten(node, node.args[0], shape, ref, ops, producer, emit)
@@ -347,26 +374,64 @@ def _is_global(size) -> bool:
 
 
 def _unsupported(what: str, where: str) -> ToolchainError:
-    return ToolchainError(f"{where}: {what} has no latency/pruning rule yet; supported layers are Conv2d (plain and "
-                          "depthwise), Linear, BatchNorm2d, ReLU/ReLU6, residual adds, max/avg/global-average pooling, flatten")
+    return ToolchainError(f"{where}: {what} has no latency rule yet, so this model's latency cannot be predicted; supported "
+                          "layers are Conv2d (plain and depthwise), Linear, BatchNorm2d, ReLU/ReLU6, residual adds, concat, "
+                          "max/avg/global-average pooling, flatten")
 
 
-def prune_channels(model: nn.Module, graph: ModelGraph, keep: Sequence[torch.Tensor], example: torch.Tensor) -> nn.Module:
-    """Physically remove channels in place: `keep[g]` holds the channel indices group g keeps (sorted)."""
-    dep_graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    for group, kept in zip(graph.groups, keep):
-        drop = sorted(set(range(group.channels)) - set(int(i) for i in kept))
-        if drop:
-            module = model.get_submodule(group.lead)
-            handler = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
-            dep_graph.get_pruning_group(module, handler, idxs=drop).prune()
-    return model
+class ChannelSurgery:
+    """Physical channel removal on one model instance, with Torch-Pruning's dependency graph.
+
+    `plan(keep)` records, for every consumer layer, which of its input channels will go (Torch-Pruning maps the
+    group's channel indices through concats and the like), so that weights can be rebuilt on the dense model
+    before `apply()` cuts. `apply()` cuts one group at a time and asks Torch-Pruning for each group's plan only
+    then: index maps through a concat depend on the current widths of its inputs, so plans made up front go
+    stale as soon as another group is cut.
+    """
+
+    def __init__(self, model: nn.Module, graph: ModelGraph):
+        self.model = model
+        self.graph = graph
+        example = torch.zeros(1, 3, graph.input_size, graph.input_size)
+        try:
+            self._dep_graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        except Exception as e:
+            raise ToolchainError(f"cannot build channel dependencies of {type(model).__name__} ({type(e).__name__}: {e}): "
+                                 "this topology is not prunable yet") from None
+        self._names = {m: n for n, m in model.named_modules()}
+        self._drops: list[tuple[ChannelGroup, list[int]]] = []
+        self.dropped_inputs: dict[str, set[int]] = {}
+
+    def _plan_group(self, group: ChannelGroup, drop: list[int]):
+        module = self.model.get_submodule(group.lead)
+        handler = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
+        return self._dep_graph.get_pruning_group(module, handler, idxs=drop)
+
+    def plan(self, keep: Sequence[torch.Tensor]) -> None:
+        """`keep[g]` holds the channel indices group g keeps."""
+        for group, kept in zip(self.graph.groups, keep):
+            drop = sorted(set(range(group.channels)) - {int(i) for i in kept})
+            if not drop:
+                continue
+            for item in self._plan_group(group, drop).items:
+                target = item.dep.target.module
+                if item.dep.handler.__name__ == "prune_in_channels" and isinstance(target, (nn.Conv2d, nn.Linear)) \
+                        and not _is_depthwise(target):
+                    self.dropped_inputs.setdefault(self._names[target], set()).update(int(i) for i in item.idxs)
+            self._drops.append((group, drop))
+
+    def apply(self) -> nn.Module:
+        for group, drop in self._drops:
+            self._plan_group(group, drop).prune()
+        self._drops = []
+        return self.model
 
 
 def pruned_copy(model: nn.Module, graph: ModelGraph, keep: Sequence[int]) -> nn.Module:
     """A copy of `model` with the first `keep[g]` channels of each group: the right shapes, arbitrary weights
-    (for measuring a variant's latency, where which channels survive does not matter)."""
+    (for measuring a variant's latency, or for loading a pruned checkpoint's weights into)."""
     import copy
 
-    example = torch.zeros(1, 3, graph.input_size, graph.input_size)
-    return prune_channels(copy.deepcopy(model).eval(), graph, [torch.arange(k) for k in keep], example)
+    surgery = ChannelSurgery(copy.deepcopy(model).eval(), graph)
+    surgery.plan([torch.arange(k) for k in keep])
+    return surgery.apply()

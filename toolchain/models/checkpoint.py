@@ -109,8 +109,21 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     s = blob["spec"]
     spec = ModelSpec(s["arch"], dict(s["kwargs"]), int(s["input_size"]), tuple(s["mean"]), tuple(s["std"]), tuple(s["classes"]), s.get("policy"))
     model = build(spec)
+    if spec.policy is not None:
+        model = _shrink(model, spec)
     _load_state(model, blob["state_dict"], path)
     return LoadedModel(model.eval(), spec, dict(blob["metrics"]), str(path))
+
+
+def _shrink(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """Replay the recorded pruning policy on the dense architecture, so the pruned weights fit."""
+    from ..graph import analyze, pruned_copy
+    from ..policy import PruningPolicy
+
+    graph = analyze(model, spec.input_size)
+    policy = PruningPolicy.from_dict(spec.policy or {}, "the checkpoint's pruning policy")
+    policy.validate(graph)
+    return pruned_copy(model, graph, policy.keep)
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
