@@ -224,6 +224,45 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     return {"checkpoint": str(args.out), "keep": list(policy.keep), **stats}
 
 
+def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
+    from .compress import SearchConfig, search_and_prune
+    from .models import load_model
+    from .search.env import Episode
+
+    if args.finetune_epochs:
+        raise ToolchainError("fine-tuning after the search is not implemented yet: pass --finetune-epochs 0 and fine-tune "
+                             "the written pruned.pt with `toolchain train --model OUT/pruned.pt`")
+    loaded = load_model(args.model, args.num_classes, args.input_size)
+    runner = open_runner(args.device, args.threads)
+    table = Path(args.table) if args.table else default_table_path(runner.target)
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.model).stem}-{args.strategy}"
+    config = SearchConfig(args.data, args.latency_ms, args.latency_ratio, args.protocol, args.strategy, args.episodes,
+                          args.seed, args.lbound, args.rbound, args.channel_multiple, args.reward_images,
+                          args.calibration_images, args.warmup_episodes)
+    with console.progress_bar() as progress:
+        profiling = progress.add_task("profile", total=None, status="")
+        searching = progress.add_task("search", total=config.episodes, status="", visible=False)
+
+        def on_profile(done: int, total: int) -> None:
+            progress.update(profiling, completed=done, total=max(total, 1))
+
+        def on_episode(i: int, episode: Episode, best: Episode) -> None:
+            progress.update(searching, completed=i, visible=True, status=(
+                f"reward {episode.reward:+.3f} | best top-1 {100 * best.accuracy:.2f}% at {best.latency_ms:.3f} ms"))
+
+        outcome = search_and_prune(loaded, runner, table, config, out, args.resume, on_profile, on_episode,
+                                   on_stage=lambda m: progress.console.print(m))
+    best = outcome.best
+    result = {"out": str(out), "policy": str(out / "best_policy.json"), "checkpoint": str(outcome.checkpoint),
+              "budget_ms": outcome.budget_ms, "dense_predicted_ms": outcome.dense_ms, "predicted_ms": best.latency_ms,
+              "top1_val": best.accuracy, "keep": list(best.keep), "strategy": args.strategy}
+    if not args.json:
+        print(f"best policy: top-1 {100 * best.accuracy:.2f}% on {config.reward_images} val images (no fine-tuning), "
+              f"{best.latency_ms:.3f} ms predicted for a {outcome.budget_ms:.3f} ms budget (unpruned {outcome.dense_ms:.3f} ms)")
+        print(f"wrote {out}/: best_policy.json, pruned.pt, search.csv")
+    return result
+
+
 def check_classes(model_classes: tuple[str, ...], data_classes: tuple[str, ...], model: str) -> None:
     if len(model_classes) != len(data_classes):
         raise ToolchainError(f"model {model} predicts {len(model_classes)} classes but the data has {len(data_classes)}: "
@@ -240,7 +279,6 @@ def not_implemented(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]
 # --- parser --------------------------------------------------------------------------------------------------------
 
 PLANNED = {
-    "compress": "AMC search under a latency budget, prune, fine-tune and export",
     "export": "export a checkpoint to .tflite (fp32/fp16/int8) or .onnx with a parity check",
     "bench": "measure a .tflite file's end-to-end latency on a target",
     "devices": "list reachable Android devices",
@@ -305,6 +343,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-multiple", type=int, default=8, help="round kept channels of uniform:R to this multiple")
     p.add_argument("--min-channels", type=int, default=8, help="never keep fewer channels than this (or the layer's width)")
     p.add_argument("--out", required=True, help="pruned checkpoint to write (.pt)")
+
+    from .search.strategies import STRATEGIES
+
+    p = add("compress", "AMC search under a latency budget, then prune (fine-tuning and export come next)", cmd_compress)
+    model_args(p)
+    target_args(p)
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--latency-ms", type=float, help="latency budget in milliseconds on the target")
+    budget.add_argument("--latency-ratio", type=float, help="latency budget as a fraction of the unpruned model's")
+    p.add_argument("--protocol", choices=["resource", "accuracy"], default="resource",
+                   help="resource: never exceed the budget (action wall); accuracy: reward -error*log(latency)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="amc")
+    p.add_argument("--episodes", type=int, default=400)
+    p.add_argument("--warmup-episodes", type=int, default=100, help="random-action episodes before DDPG learns")
+    p.add_argument("--lbound", type=float, default=0.2, help="smallest keep ratio per group")
+    p.add_argument("--rbound", type=float, default=1.0, help="largest keep ratio per group")
+    p.add_argument("--channel-multiple", type=int, default=8)
+    p.add_argument("--reward-images", type=int, default=1000, help="val images the reward is measured on")
+    p.add_argument("--calibration-images", type=int, default=2000, help="train images sampled for reconstruction")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after the search (0: none)")
+    p.add_argument("--out", help="output folder (default runs/MODEL-STRATEGY)")
+    p.add_argument("--resume", action="store_true", help="continue a killed search in --out")
+    p.add_argument("--seed", type=int, default=0)
 
     p = add("predict", "predict a model's (or pruned variant's) latency from a latency table", cmd_predict)
     model_args(p)

@@ -1,0 +1,152 @@
+"""DDPG as AMC uses it: actor and critic MLPs (300-300), soft target updates, every transition of an episode given
+the episode's final reward minus a moving-average baseline, truncated-normal exploration with decaying sigma."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DDPGConfig:
+    hidden: int = 300
+    lr_actor: float = 1e-4
+    lr_critic: float = 1e-3
+    tau: float = 0.01
+    discount: float = 1.0
+    batch_size: int = 64
+    buffer_episodes: int = 100
+    warmup_episodes: int = 100
+    sigma: float = 0.5
+    sigma_decay: float = 0.95
+    baseline_alpha: float = 0.5  # moving average: baseline += (1 - alpha) * (reward - baseline)
+
+
+def mlp(n_in: int, hidden: int, out_act: nn.Module | None) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)]
+    return nn.Sequential(*layers, *([out_act] if out_act else []))
+
+
+class Critic(nn.Module):
+    def __init__(self, state_size: int, hidden: int):
+        super().__init__()
+        self.net = mlp(state_size + 1, hidden, None)
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([state, action], 1))
+
+
+class ReplayBuffer:
+    """The last `capacity` transitions (state, action, reward, next state, done), as flat numpy arrays."""
+
+    def __init__(self, capacity: int, state_size: int):
+        self.capacity, self.size, self.next = capacity, 0, 0
+        self.state = np.zeros((capacity, state_size), np.float32)
+        self.action = np.zeros((capacity, 1), np.float32)
+        self.reward = np.zeros((capacity, 1), np.float32)
+        self.next_state = np.zeros((capacity, state_size), np.float32)
+        self.done = np.zeros((capacity, 1), np.float32)
+
+    def add(self, s, a, r, s2, done) -> None:
+        i = self.next
+        self.state[i], self.action[i], self.reward[i], self.next_state[i], self.done[i] = s, a, r, s2, done
+        self.next = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, n: int, rng: np.random.Generator):
+        idx = rng.integers(0, self.size, n)
+        return tuple(torch.from_numpy(x[idx]) for x in (self.state, self.action, self.reward, self.next_state, self.done))
+
+    def state_dict(self) -> dict:
+        return {k: torch.from_numpy(getattr(self, k).copy()) for k in ("state", "action", "reward", "next_state", "done")} | {
+            "size": self.size, "next": self.next}
+
+    def load_state_dict(self, d: dict) -> None:
+        for k in ("state", "action", "reward", "next_state", "done"):
+            getattr(self, k)[:] = d[k].numpy()
+        self.size, self.next = int(d["size"]), int(d["next"])
+
+
+class DDPGAgent:
+    def __init__(self, state_size: int, steps_per_episode: int, lbound: float, rbound: float, config: DDPGConfig, seed: int = 0):
+        self.config, self.lbound, self.rbound = config, lbound, rbound
+        torch.manual_seed(seed)
+        self.actor = mlp(state_size, config.hidden, nn.Sigmoid())
+        self.critic = Critic(state_size, config.hidden)
+        self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr_actor)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr_critic)
+        self.buffer = ReplayBuffer(config.buffer_episodes * steps_per_episode, state_size)
+        self.rng = np.random.default_rng(seed)
+        self.sigma = config.sigma
+        self.baseline: float | None = None
+        self.episodes = 0
+
+    def act(self, state: np.ndarray, explore: bool) -> float:
+        """Random during warm-up; then the actor's action plus truncated-normal noise within [lbound, rbound]."""
+        if explore and self.episodes < self.config.warmup_episodes:
+            return float(self.rng.uniform(self.lbound, self.rbound))
+        with torch.no_grad():
+            mean = float(self.actor(torch.from_numpy(state)[None])[0, 0])
+        if not explore:
+            return float(np.clip(mean, self.lbound, self.rbound))
+        return self._truncated_normal(mean, self.sigma)
+
+    def _truncated_normal(self, mean: float, sigma: float) -> float:
+        for _ in range(100):  # rejection sampling: cheap while the mean lies inside the bounds
+            x = self.rng.normal(mean, sigma)
+            if self.lbound <= x <= self.rbound:
+                return float(x)
+        return float(np.clip(mean, self.lbound, self.rbound))
+
+    def observe(self, states: list[np.ndarray], actions: list[float], reward: float) -> None:
+        """Store an episode: every transition gets the final reward minus the moving-average baseline; then train
+        (after warm-up) one update per transition and decay the exploration noise."""
+        if self.baseline is None:
+            self.baseline = reward
+        else:
+            self.baseline += (1 - self.config.baseline_alpha) * (reward - self.baseline)
+        advantage = reward - self.baseline
+        for t, (s, a) in enumerate(zip(states, actions)):
+            last = t == len(states) - 1
+            self.buffer.add(s, a, advantage, states[t] if last else states[t + 1], float(last))
+        self.episodes += 1
+        if self.episodes > self.config.warmup_episodes:
+            for _ in range(len(states)):
+                self._update()
+            self.sigma *= self.config.sigma_decay
+
+    def _update(self) -> None:
+        c = self.config
+        s, a, r, s2, done = self.buffer.sample(c.batch_size, self.rng)
+        with torch.no_grad():
+            target = r + c.discount * (1 - done) * self.critic_target(s2, self.actor_target(s2))
+        critic_loss = nn.functional.mse_loss(self.critic(s, a), target)
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        self.critic_opt.step()
+        actor_loss = -self.critic(s, self.actor(s)).mean()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+        with torch.no_grad():
+            for net, target_net in ((self.actor, self.actor_target), (self.critic, self.critic_target)):
+                for p, tp in zip(net.parameters(), target_net.parameters()):
+                    tp.mul_(1 - c.tau).add_(c.tau * p)
+
+    def state_dict(self) -> dict:
+        nets = ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt")
+        return {n: getattr(self, n).state_dict() for n in nets} | {
+            "buffer": self.buffer.state_dict(), "sigma": self.sigma, "baseline": self.baseline, "episodes": self.episodes,
+            "rng": self.rng.bit_generator.state, "config": asdict(self.config)}
+
+    def load_state_dict(self, d: dict) -> None:
+        for n in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt"):
+            getattr(self, n).load_state_dict(d[n])
+        self.buffer.load_state_dict(d["buffer"])
+        self.sigma, self.baseline, self.episodes = float(d["sigma"]), d["baseline"], int(d["episodes"])
+        self.rng.bit_generator.state = d["rng"]

@@ -1,0 +1,141 @@
+"""The AMC environment: one episode walks the channel groups first to last and picks a keep ratio for each.
+
+It knows only the groups, a cost function (kept channels -> predicted latency in ms), an evaluator (kept
+channels -> top-1 accuracy of the pruned model) and the budget; it owns the state features, the action wall and
+the reward.
+
+State of group t (11 features, each normalised to [0, 1] over the network): t, n (out channels), c (in channels),
+h, w, stride, k, the group's latency at full width, latency already removed by earlier decisions, latency of the
+groups still to come, and the previous action. "Group latency" is the predicted latency of every op that reads or
+writes the group's channels.
+
+Resource-constrained protocol: the wall clips each action to the largest channel count whose predicted total
+stays within budget when every later group is at its lower bound, so every episode ends within budget.
+Accuracy-guaranteed protocol: no wall; reward -error * log(latency in microseconds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from ..errors import ToolchainError
+from ..graph import ModelGraph
+from ..policy import round_channels
+
+Protocol = Literal["resource", "accuracy"]
+STATE_SIZE = 11
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    budget_ms: float
+    protocol: Protocol = "resource"
+    lbound: float = 0.2
+    rbound: float = 1.0
+    multiple: int = 8
+    floor: int = 8
+
+
+@dataclass(frozen=True)
+class Episode:
+    actions: tuple[float, ...]  # keep ratios actually applied (after the wall and rounding)
+    keep: tuple[int, ...]
+    states: tuple[tuple[float, ...], ...]
+    latency_ms: float
+    accuracy: float
+    reward: float
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Episode":
+        return cls(tuple(d["actions"]), tuple(d["keep"]), tuple(tuple(s) for s in d["states"]),
+                   float(d["latency_ms"]), float(d["accuracy"]), float(d["reward"]))
+
+
+class PruningEnv:
+    def __init__(self, graph: ModelGraph, cost: Callable[[Sequence[int]], float], evaluate: Callable[[Sequence[int]], float],
+                 config: EnvConfig, op_cost: Callable[[Sequence[int]], list[float]] | None = None):
+        self.graph, self.cost, self.evaluate, self.config = graph, cost, evaluate, config
+        self.full = tuple(g.channels for g in graph.groups)
+        self.lower = tuple(round_channels(config.lbound, c, config.multiple, config.floor) for c in self.full)
+        self.full_ms = cost(self.full)
+        self.min_ms = cost(self.lower)
+        if config.protocol == "resource":
+            if config.budget_ms < self.min_ms:
+                raise ToolchainError(f"a {config.budget_ms:.3f} ms budget is infeasible: the smallest this model gets with every layer at "
+                                     f"keep ratio {config.lbound} is {self.min_ms:.3f} ms; raise the budget or lower --lbound")
+            if config.budget_ms >= self.full_ms:
+                raise ToolchainError(f"the model already runs in {self.full_ms:.3f} ms, within the {config.budget_ms:.3f} ms budget: "
+                                     "nothing to prune; pass a smaller --latency-ms or --latency-ratio")
+        self.group_ms = self._group_latencies(op_cost)
+        self._static = self._static_features()
+
+    def _group_latencies(self, op_cost) -> np.ndarray:
+        if op_cost is None:  # without per-op costs, a group's latency is what removing it down to the floor saves
+            return np.array([self.full_ms - self.cost(self.full[:t] + (self.lower[t],) + self.full[t + 1:]) for t in range(len(self.full))])
+        per_op = op_cost(self.full)
+        out = np.zeros(len(self.full))
+        for op, ms in zip(self.graph.ops, per_op):
+            for g in op.groups_read:
+                out[g] += ms
+        return out
+
+    def _static_features(self) -> np.ndarray:
+        groups = self.graph.groups
+        raw = np.array([[t, g.channels, g.in_channels, g.h, g.w, g.stride, g.kernel, self.group_ms[t]]
+                        for t, g in enumerate(groups)], dtype=np.float64)
+        return raw / np.maximum(raw.max(0), 1e-12)
+
+    def state(self, t: int, keep: Sequence[int], prev_action: float) -> np.ndarray:
+        current = tuple(keep[:t]) + self.full[t:]
+        reduced = self.full_ms - self.cost(current)  # only decisions already taken; later groups at full width
+        rest = float(self.group_ms[t + 1:].sum())
+        total = float(self.group_ms.sum())
+        return np.concatenate([self._static[t], [reduced / self.full_ms, rest / total, prev_action]]).astype(np.float32)
+
+    def wall(self, t: int, keep: Sequence[int]) -> int:
+        """Largest channel count for group t keeping the budget, with later groups at their lower bound."""
+        channels = self.full[t]
+        candidates = sorted({self.lower[t], channels} | set(range(self.lower[t], channels + 1, self.config.multiple)), reverse=True)
+        head = tuple(keep[:t])
+        tail = self.lower[t + 1:]
+        for c in candidates:
+            if self.cost(head + (c,) + tail) <= self.config.budget_ms:
+                return c
+        return self.lower[t]
+
+    def step_keep(self, t: int, action: float, keep: Sequence[int]) -> int:
+        """Turn a keep ratio into a channel count on the grid (clipped by the wall under the resource protocol)."""
+        action = float(np.clip(action, self.config.lbound, self.config.rbound))
+        kept = max(self.lower[t], round_channels(action, self.full[t], self.config.multiple, self.config.floor))
+        if self.config.protocol == "resource":
+            kept = min(kept, self.wall(t, keep))
+        return kept
+
+    def rollout(self, act: Callable[[np.ndarray, int], float]) -> Episode:
+        """Run one episode; `act(state, t)` returns a keep ratio for group t."""
+        keep: list[int] = []
+        states, actions = [], []
+        prev = 1.0
+        for t in range(len(self.full)):
+            s = self.state(t, keep, prev)
+            kept = self.step_keep(t, act(s, t), keep)
+            keep.append(kept)
+            prev = kept / self.full[t]
+            states.append(tuple(float(x) for x in s))
+            actions.append(prev)
+        return self.finish(tuple(keep), tuple(actions), tuple(states))
+
+    def finish(self, keep: tuple[int, ...], actions: tuple[float, ...], states: tuple = ()) -> Episode:
+        latency = self.cost(keep)
+        accuracy = self.evaluate(keep)
+        return Episode(actions, keep, states, latency, accuracy, self.reward(accuracy, latency))
+
+    def reward(self, accuracy: float, latency_ms: float) -> float:
+        error = 1.0 - accuracy
+        if self.config.protocol == "resource":
+            return -error
+        return -error * math.log(latency_ms * 1e3)  # in microseconds, so the log stays positive for any real model

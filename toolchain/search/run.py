@@ -1,0 +1,80 @@
+"""The search loop: episodes of a strategy, logged as they finish, checkpointed so a killed run resumes to the
+result it would have reached.
+
+Writes into the output folder: `search.csv` (episode, reward, accuracy, predicted latency, each applied keep
+ratio), and `search_state.pt` (the strategy, e.g. the agent and its replay buffer, with the best episode so
+far) every `checkpoint_every` episodes. On resume the log is cut back to the last checkpoint and the run goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ToolchainError
+from .env import Episode, PruningEnv
+from .strategies import Strategy
+
+LOG = "search.csv"
+STATE = "search_state.pt"
+
+
+def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, resume: bool = False,
+               checkpoint_every: int = 10, on_episode: Callable[[int, Episode, Episode], None] | None = None) -> Episode:
+    """Run `episodes` episodes (one for deterministic strategies) and return the best."""
+    out.mkdir(parents=True, exist_ok=True)
+    episodes = 1 if strategy.deterministic else episodes
+    start, best = 0, None
+    state_path, log_path = out / STATE, out / LOG
+    if resume and state_path.exists():
+        state = torch.load(state_path, weights_only=True)
+        if state["strategy_name"] != strategy.name:
+            raise ToolchainError(f"{out} holds a {state['strategy_name']} search, not {strategy.name}: use another --out or the same --strategy")
+        strategy.load_state_dict(state["strategy"])
+        start, best = int(state["episode"]), Episode.from_dict(state["best"]) if state["best"] else None
+        _truncate_log(log_path, start)
+    elif log_path.exists() and not resume:
+        raise ToolchainError(f"{out} already holds a search: pass --resume to continue it, or another --out")
+    if start == 0:
+        _write_header(log_path, len(env.full))
+    for i in range(start, episodes):
+        episode = strategy.episode(env)
+        if best is None or episode.reward > best.reward:
+            best = episode
+        with open(log_path, "a", newline="") as f:
+            csv.writer(f).writerow([i + 1, f"{episode.reward:.6f}", f"{episode.accuracy:.6f}", f"{episode.latency_ms:.6f}",
+                                    *(f"{a:.4f}" for a in episode.actions)])
+        if (i + 1) % checkpoint_every == 0 or i + 1 == episodes:
+            _save_state(state_path, strategy, i + 1, best)
+        if on_episode:
+            on_episode(i + 1, episode, best)
+    assert best is not None
+    return best
+
+
+def _write_header(path: Path, groups: int) -> None:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerow(["episode", "reward", "accuracy", "latency_ms", *(f"keep_{t}" for t in range(groups))])
+
+
+def _truncate_log(path: Path, episodes: int) -> None:
+    rows = path.read_text().splitlines()[: episodes + 1] if path.exists() else []
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _save_state(path: Path, strategy: Strategy, episode: int, best: Episode | None) -> None:
+    state = {"strategy_name": strategy.name, "strategy": strategy.state_dict(), "episode": episode,
+             "best": asdict(best) if best else None}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def read_log(out: Path) -> list[dict]:
+    with open(out / LOG) as f:
+        return list(csv.DictReader(f))
