@@ -11,7 +11,7 @@ import numpy as np
 from ..graph import ModelGraph
 from ..policy import round_channels
 from .predictor import LatencyPredictor
-from .runners import Runner
+from .runners import Runner, best_of
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def measure_fidelity(graph: ModelGraph, predictor: LatencyPredictor, runner: Run
     """`build(keep)` returns the pruned variant as a model file the runner can time."""
     report = FidelityReport()
     for i, (kind, keep) in enumerate(random_keeps(graph, samples, seed)):
-        measured = runner.time_models([build(keep)])[0].median_ms
+        measured = best_of(runner, build(keep)).median_ms
         report.variants.append(Variant(kind, tuple(keep), predictor.predict(keep), measured))
         if on_progress:
             on_progress(i + 1, samples)

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 from ..graph import GraphOp, ModelGraph
 from ..policy import graph_fingerprint, round_channels
-from .runners import Runner
+from .runners import Runner, best_of
 from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration
 from .tflite import single_op_model
@@ -103,7 +103,7 @@ def profile(
             sums, measured = [], []
             for ratio in CALIBRATION_RATIOS:
                 keep = [round_channels(ratio, g.channels, channel_step) for g in graph.groups]
-                measured.append(runner.time_models([build_variant(keep)])[0].median_ms)
+                measured.append(best_of(runner, build_variant(keep)).median_ms)
                 sums.append(sum(uncalibrated.op_latencies(keep)))
                 done += 1
                 if on_progress:

@@ -59,6 +59,12 @@ class Runner(Protocol):
         ...
 
 
+def best_of(runner: Runner, model: bytes, repeats: int = 3) -> Timing:
+    """The fastest of `repeats` measurements of one model. Other load on the machine only ever slows a run down,
+    so for a whole-model figure that anchors many predictions the minimum is the robust choice."""
+    return min(runner.time_models([model] * repeats), key=lambda t: t.median_ms)
+
+
 def host_fingerprint() -> str:
     """CPU model, core count and architecture, hashed: tables measured on another machine are refused."""
     cpu = platform.processor() or ""

@@ -1,0 +1,148 @@
+import csv
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolchain.errors import ToolchainError
+from toolchain.graph import analyze
+from toolchain.models import create_model
+from toolchain.search.ddpg import DDPGConfig
+from toolchain.search.env import EnvConfig, PruningEnv
+from toolchain.search.run import run_search
+from toolchain.search.strategies import AMC, RandomSearch, Uniform, make_strategy
+
+GRAPH = analyze(create_model("resnet20"), 32)
+
+
+def op_cost_fn(weights):
+    """A latency model over the real resnet20 ops: each op costs weight * c_in * c_out (plus a constant)."""
+    def op_latencies(keep):
+        return [w * s.c_in * s.c_out * 1e-4 + 1e-3 for w, s in zip(weights, GRAPH.signatures(keep))]
+    return op_latencies, (lambda keep: sum(op_latencies(keep)))
+
+
+def importance_accuracy(keep):
+    """A smooth stand-in for accuracy: the first and last groups matter most."""
+    ratios = np.array(keep) / np.array(GRAPH.full_widths)
+    weight = np.linspace(1.0, 0.2, len(ratios)) ** 2
+    return float(1.0 - 0.5 * (weight * (1 - ratios) ** 2).sum() / weight.sum())
+
+
+def make_env(budget_ratio=0.5, weights=None, protocol="resource"):
+    weights = weights if weights is not None else [1.0] * len(GRAPH.ops)
+    op_latencies, cost = op_cost_fn(weights)
+    full = cost(GRAPH.full_widths)
+    return PruningEnv(GRAPH, cost, importance_accuracy, EnvConfig(budget_ratio * full, protocol), op_latencies)
+
+
+@settings(max_examples=40, deadline=None)
+@given(weights=st.lists(st.floats(0.01, 10.0), min_size=len(GRAPH.ops), max_size=len(GRAPH.ops)),
+       actions=st.lists(st.floats(0.0, 1.0), min_size=len(GRAPH.groups), max_size=len(GRAPH.groups)),
+       budget=st.floats(0.35, 0.95))
+def test_wall_never_lets_a_policy_exceed_the_budget(weights, actions, budget):
+    try:
+        env = make_env(budget, weights)
+    except ToolchainError:  # this random table makes the budget infeasible
+        return
+    episode = env.rollout(lambda state, t: actions[t])
+    assert episode.latency_ms <= env.config.budget_ms + 1e-9
+    assert all(env.lower[t] <= k <= env.full[t] for t, k in enumerate(episode.keep))
+    assert all(k % 8 == 0 for k in episode.keep)
+
+
+def test_state_features_are_normalised_and_defined():
+    env = make_env()
+    episode = env.rollout(lambda state, t: 0.5)
+    states = np.array(episode.states)
+    assert states.shape == (len(GRAPH.groups), 11)
+    assert states.min() >= 0 and states.max() <= 1
+    assert states[0, 8] == 0  # nothing removed before the first decision
+    assert states[-1, 9] == 0  # nothing left after the last group
+    assert np.all(np.diff(states[:, 9]) <= 0)  # latency still to come only shrinks
+
+
+def test_budget_errors_are_one_line_and_state_the_bound():
+    with pytest.raises(ToolchainError, match="infeasible: the smallest this model gets"):
+        make_env(0.01)
+    with pytest.raises(ToolchainError, match="nothing to prune"):
+        make_env(1.5)
+
+
+def test_accuracy_protocol_has_no_wall_and_penalises_latency():
+    env = make_env(0.5, protocol="accuracy")
+    full = env.rollout(lambda state, t: 1.0)
+    assert full.keep == env.full  # no wall
+    assert full.reward == pytest.approx(-(1 - full.accuracy) * np.log(full.latency_ms * 1e3))
+
+
+def test_uniform_baseline_is_the_largest_fitting_ratio():
+    env = make_env()
+    episode = Uniform().episode(env)
+    assert episode.latency_ms <= env.config.budget_ms
+    ratios = [r for r in np.linspace(0, 1, 2001) if Uniform().keep(env, r) == episode.keep]
+    assert ratios, "the chosen widths are one uniform ratio, rounded to the channel grid"
+    larger = {Uniform().keep(env, r) for r in np.linspace(max(ratios), 1, 200)} - {episode.keep}
+    assert larger and all(env.cost(k) > env.config.budget_ms for k in larger)
+
+
+def test_search_resumes_to_the_same_result(tmp_path):
+    config = DDPGConfig(warmup_episodes=5, batch_size=16)
+    straight = run_search(make_env(), AMC(make_env(), config, seed=3), 16, tmp_path / "a", checkpoint_every=4)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_11(i, episode, best):
+        if i == 11:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_search(make_env(), AMC(make_env(), config, seed=3), 16, tmp_path / "b", checkpoint_every=4, on_episode=kill_at_11)
+    resumed = run_search(make_env(), AMC(make_env(), config, seed=3), 16, tmp_path / "b", resume=True, checkpoint_every=4)
+    assert resumed == straight
+    assert (tmp_path / "a" / "search.csv").read_text() == (tmp_path / "b" / "search.csv").read_text()
+    with pytest.raises(ToolchainError, match="--resume"):
+        run_search(make_env(), RandomSearch(make_env()), 4, tmp_path / "a")
+
+
+def test_short_amc_search_improves_over_its_warmup(tmp_path):
+    env = make_env(0.6)
+    run_search(env, AMC(env, DDPGConfig(warmup_episodes=20), seed=0), 80, tmp_path, checkpoint_every=20)
+    with open(tmp_path / "search.csv") as f:
+        rewards = [float(r["reward"]) for r in csv.DictReader(f)]
+    assert np.mean(rewards[-15:]) > np.mean(rewards[:20])
+
+
+def test_every_strategy_meets_the_budget():
+    env = make_env(0.5)
+    for name in ("uniform", "shallow", "deep", "random", "torch-pruning", "amc"):
+        episode = make_strategy(name, env, create_model("resnet20"), seed=0).episode(env)
+        assert episode.latency_ms <= env.config.budget_ms, name
+
+
+@pytest.mark.slow
+def test_compress_cli_end_to_end(tmp_path, capsys, cifar10):
+    import json
+
+    from toolchain.cli import main
+    from toolchain.models import load_checkpoint
+    from toolchain.policy import load_policy
+
+    table, out = tmp_path / "host.json", tmp_path / "run"
+    common = ["compress", "--model", "resnet20", "--data", cifar10, "--table", str(table), "--reward-images", "100",
+              "--calibration-images", "100", "--out", str(out)]
+    assert main([*common, "--latency-ratio", "0.6", "--episodes", "6", "--warmup-episodes", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["predicted_ms"] <= result["budget_ms"] < result["dense_predicted_ms"]
+    rows = (out / "search.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[0].startswith("episode,reward,accuracy,latency_ms,keep_0")
+    pruned = load_checkpoint(out / "pruned.pt")
+    policy = load_policy(str(out / "best_policy.json"), analyze(create_model("resnet20"), 32), "resnet20")
+    assert list(policy.keep) == result["keep"] and pruned.spec.policy["groups"][0]["keep"] == policy.keep[0]
+    # a finished run resumes to the same answer without searching again
+    assert main([*common, "--latency-ratio", "0.6", "--episodes", "6", "--warmup-episodes", "3", "--resume", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["keep"] == result["keep"]
+    assert main([*common, "--latency-ms", "0.001", "--resume"]) == 2
+    assert "infeasible" in capsys.readouterr().err
