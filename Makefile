@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TOOLCHAIN_CIFAR10 ?= $(abspath ../shared/datasets/cifar10-jpeg.tar.gz)
 export TOOLCHAIN_CIFAR10
 
-.PHONY: setup test test-fast demo zoo clean
+.PHONY: setup test test-fast demo profile zoo clean
 
 setup: $(VENV)/.installed
 
@@ -23,9 +23,19 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m 'not slow'
 
+# The main job on a built-in default: AMC search for resnet20 under half its host latency, then the pruned
+# model's test accuracy (before fine-tuning).
 demo: setup
-	$(BIN)/toolchain zoo
-	$(BIN)/toolchain eval --model resnet20 --data cifar10 --split test
+	rm -rf runs/demo
+	$(BIN)/toolchain compress --model resnet20 --data cifar10 --device host --latency-ratio 0.5 \
+	  --episodes 60 --warmup-episodes 20 --out runs/demo
+	$(BIN)/toolchain eval --model runs/demo/pruned.pt --data cifar10 --split test
+
+# Build or extend the latency table of a target: make profile DEVICE=host MODEL=resnet56
+DEVICE ?= host
+MODEL ?= resnet20
+profile: setup
+	$(BIN)/toolchain profile --device $(DEVICE) --model $(MODEL)
 
 # Retrain the committed zoo checkpoints with the recipe reported in README (about 40 min each on 2 CPU cores for
 # the ResNets; pass EPOCHS=... to change the schedule).
