@@ -29,6 +29,7 @@ class SyntheticRunner:
     """Times a single-op model by formula (reading its signature back), so expected sums are exact."""
 
     target = TARGET
+    model_format = "tflite"
 
     def __init__(self):
         self.calls = 0
@@ -43,6 +44,7 @@ class RecordingRunner:
 
     def __init__(self, runner):
         self.runner, self.target, self.measured = runner, runner.target, []
+        self.model_format = runner.model_format
 
     def time_models(self, models):
         self.measured += [read_signatures(m)[0].key() for m in models]
@@ -239,3 +241,26 @@ class SyntheticRunnerFor(SyntheticRunner):
     def __init__(self, target):
         super().__init__()
         self.target = target
+
+
+def test_onnx_single_op_models_run_in_onnx_runtime():
+    from toolchain.latency.onnx_ops import single_op_onnx
+    from toolchain.latency.runners import OnnxRuntimeHostRunner
+
+    runner = OnnxRuntimeHostRunner(warmup=1, runs=3, min_runs=3, budget_s=0.0)
+    sigs = set(analyze(Tiny(), 16).signatures()) | {OpSignature("CONCATENATION", 4, 4, 24, 24), OpSignature("RESHAPE", 2, 2, 8, 8)}
+    for sig in sigs:
+        assert runner.time_model(single_op_onnx(sig)).median_ms > 0
+
+
+@pytest.mark.slow
+def test_host_ort_profile_and_fidelity(tmp_path, capsys):
+    from toolchain.cli import main
+
+    argv = ["profile", "--device", "host-ort", "--model", "resnet20", "--table", str(tmp_path / "ort.json"),
+            "--validate", "--samples", "4", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["target"]["runtime"] == "onnxruntime" and out["measured"] == out["shapes"]
+    assert out["fidelity"]["mape"] < 0.15
+    assert (tmp_path / "fidelity-resnet20.png").stat().st_size > 10_000

@@ -105,13 +105,13 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def open_runner(device: str, threads: int):
-    from .latency.runners import LiteRTHostRunner
+    from .latency.runners import LiteRTHostRunner, OnnxRuntimeHostRunner
 
     if device == "host":
         return LiteRTHostRunner(threads=threads)
     if device == "host-ort":
-        raise ToolchainError("the host-ort (ONNX Runtime) runner is not implemented yet: use --device host (LiteRT + XNNPACK)")
-    raise ToolchainError(f"device {device!r} is not supported yet: use --device host")
+        return OnnxRuntimeHostRunner(threads=threads)
+    raise ToolchainError(f"device {device!r} is not supported yet: use --device host (LiteRT + XNNPACK) or host-ort (ONNX Runtime)")
 
 
 def default_table_path(target) -> Path:
@@ -119,7 +119,7 @@ def default_table_path(target) -> Path:
 
 
 def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
-    from .export import to_tflite
+    from .export import to_model_file
     from .graph import analyze, pruned_copy
     from .latency.fidelity import measure_fidelity, plot_fidelity
     from .latency.predictor import LatencyPredictor
@@ -133,7 +133,7 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.table) if args.table else default_table_path(runner.target)
     table = LatencyTable.open(path, runner.target)
     def build(keep):
-        return to_tflite(pruned_copy(loaded.model, graph, keep), loaded.spec.input_size)
+        return to_model_file(pruned_copy(loaded.model, graph, keep), loaded.spec.input_size, runner.model_format)
 
     console.info(f"profiling {args.model} ({len(graph.groups)} channel groups, {len(graph.ops)} ops) on {runner.target.describe()} into {path}")
     with console.progress_bar() as progress:
@@ -163,16 +163,13 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from .graph import analyze
     from .latency.predictor import LatencyPredictor
-    from .latency.runners import LiteRTHostRunner
     from .latency.table import LatencyTable
     from .models import load_model
     from .policy import load_policy
 
     loaded = load_model(args.model, args.num_classes, args.input_size)
     graph = analyze(loaded.model, loaded.spec.input_size)
-    if args.device != "host":
-        open_runner(args.device, args.threads)  # raises the unsupported-device error
-    target = LiteRTHostRunner(threads=args.threads).target
+    target = open_runner(args.device, args.threads).target
     path = Path(args.table) if args.table else default_table_path(target)
     if not path.exists():
         raise ToolchainError(f"no latency table at {path}: run `toolchain profile --device {args.device} --model {args.model}` first")
@@ -321,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("zoo", "list the model zoo with checkpoints, accuracy, parameters and MACs", cmd_zoo)
 
     def target_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", default="host", help="host (LiteRT + XNNPACK on this CPU)")
+        p.add_argument("--device", default="host", help="host (LiteRT + XNNPACK on this CPU) or host-ort (ONNX Runtime)")
         p.add_argument("--threads", type=int, default=1, help="interpreter threads")
         p.add_argument("--table", help="latency table JSON (default: latency_tables/<target>.json)")
 

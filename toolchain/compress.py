@@ -15,7 +15,7 @@ import torch
 
 from .data import load_split, normalize
 from .errors import ToolchainError
-from .export import to_tflite
+from .export import to_model_file
 from .graph import analyze, pruned_copy
 from .latency.predictor import LatencyPredictor
 from .latency.profiler import profile
@@ -91,7 +91,7 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
 
     table = LatencyTable.open(table_path, runner.target)
     on_stage(f"latency table {table_path}: profiling the shapes it lacks")
-    profile(graph, runner, table, lambda keep: to_tflite(pruned_copy(model, graph, keep), spec.input_size),
+    profile(graph, runner, table, lambda keep: to_model_file(pruned_copy(model, graph, keep), spec.input_size, runner.model_format),
             config.channel_multiple, on_progress=on_profile)
     predictor = LatencyPredictor(graph, table)
     dense_ms = predictor.predict()

@@ -1,4 +1,4 @@
-"""Exporters: PyTorch -> `.tflite` (NHWC input, as Android camera pipelines deliver it)."""
+"""Exporters: PyTorch -> `.tflite` (NHWC input, as Android camera pipelines deliver it) and ONNX."""
 
 from __future__ import annotations
 
@@ -26,6 +26,24 @@ def to_tflite(model: nn.Module, input_size: int, in_channels: int = 3) -> bytes:
     except Exception as e:
         raise ToolchainError(f"the TFLite converter failed on {type(model).__name__} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return content
+
+
+def to_onnx(model: nn.Module, input_size: int) -> bytes:
+    """Export to a single-file ONNX model (opset 20, NCHW input) with torch.onnx's default exporter."""
+    import io
+
+    buffer = io.BytesIO()
+    try:
+        with _quiet():
+            torch.onnx.export(model.eval(), (torch.zeros(1, 3, input_size, input_size),), buffer, external_data=False)
+    except Exception as e:
+        raise ToolchainError(f"ONNX export failed on {type(model).__name__} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return buffer.getvalue()
+
+
+def to_model_file(model: nn.Module, input_size: int, model_format: str) -> bytes:
+    """The model in the format a runner times: "tflite" or "onnx"."""
+    return {"tflite": to_tflite, "onnx": to_onnx}[model_format](model, input_size)
 
 
 @contextlib.contextmanager

@@ -17,10 +17,12 @@ from ..policy import graph_fingerprint, round_channels
 from .runners import Runner, best_of
 from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration
+from .onnx_ops import single_op_onnx
 from .tflite import single_op_model
 
 BATCH = 8  # models handed to the runner at once (phones push a batch, then time it)
-CALIBRATION_RATIOS = (1.0, 0.25)  # whole-model variants measured per architecture: both ends of the search range
+CALIBRATION_RATIOS = (1.0, 0.25)
+SINGLE_OP_BUILDERS = {"tflite": single_op_model, "onnx": single_op_onnx}  # by Runner.model_format  # whole-model variants measured per architecture: both ends of the search range
 
 
 def channel_grid(channels: int, step: int = 8, max_points: int = 16) -> list[int]:
@@ -91,7 +93,8 @@ def profile(
     try:
         for start in range(0, len(todo), BATCH):
             batch = todo[start:start + BATCH]
-            for sig, timing in zip(batch, runner.time_models([single_op_model(s) for s in batch])):
+            build = SINGLE_OP_BUILDERS[runner.model_format]
+            for sig, timing in zip(batch, runner.time_models([build(s) for s in batch])):
                 table.add(sig, timing)
             done += len(batch)
             if on_progress:

@@ -8,7 +8,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -53,6 +53,7 @@ class Timing:
 
 class Runner(Protocol):
     target: Target
+    model_format: str  # "tflite" or "onnx": what time_models expects
 
     def time_models(self, models: Sequence[bytes]) -> list[Timing]:
         """End-to-end invoke latency of each model, after warm-up."""
@@ -79,14 +80,13 @@ def host_fingerprint() -> str:
     return hashlib.sha1(raw.encode()).hexdigest()[:10]
 
 
-class LiteRTHostRunner:
-    """The deployment runtime on the host: ai-edge-litert's Interpreter, whose default resolver applies XNNPACK.
+class _HostRunner:
+    """Times models in-process on this CPU.
 
-    Each model gets a fresh interpreter, `warmup` invokes (fewer for slow models: at most `warmup_s` seconds,
-    at least 3), then timed invokes until `runs` samples or `budget_s` seconds (whichever comes first, at least
-    `min_runs`). A measurement whose p10..p90 spread exceeds
-    `max_spread` of the median is repeated (up to `retries` times) and the tightest one kept: on a shared machine
-    a background burst shows up as a wide spread.
+    Each model gets a fresh session, `warmup` invokes (fewer for slow models: at most `warmup_s` seconds, at
+    least 3), then timed invokes until `runs` samples or `budget_s` seconds (whichever comes first, at least
+    `min_runs`). A measurement whose p10..p90 spread exceeds `max_spread` of the median is repeated (up to
+    `retries` times) and the tightest one kept: on a shared machine a background burst shows up as a wide spread.
     """
 
     def __init__(self, threads: int = 1, warmup: int = 20, warmup_s: float = 0.05, runs: int = 200, min_runs: int = 15,
@@ -94,7 +94,6 @@ class LiteRTHostRunner:
         self.threads, self.warmup, self.warmup_s = threads, warmup, warmup_s
         self.runs, self.min_runs, self.budget_s = runs, min_runs, budget_s
         self.max_spread, self.retries = max_spread, retries
-        self.target = Target("host", "litert", version("ai-edge-litert"), "fp32", threads, "xnnpack", host_fingerprint())
 
     def time_models(self, models: Sequence[bytes]) -> list[Timing]:
         return [self.time_model(m) for m in models]
@@ -108,15 +107,12 @@ class LiteRTHostRunner:
             best = again if again.spread < best.spread else best
         return best
 
-    def _measure(self, model: bytes) -> Timing:
-        from ai_edge_litert.interpreter import Interpreter
+    def _session(self, model: bytes) -> Callable[[], object]:
+        """Load `model` with random inputs bound; return the zero-argument call to time."""
+        raise NotImplementedError
 
-        interpreter = Interpreter(model_content=model, num_threads=self.threads)
-        interpreter.allocate_tensors()
-        rng = np.random.default_rng(0)
-        for d in interpreter.get_input_details():
-            interpreter.set_tensor(d["index"], rng.standard_normal(d["shape"]).astype(d["dtype"]))
-        invoke = interpreter.invoke
+    def _measure(self, model: bytes) -> Timing:
+        invoke = self._session(model)
         deadline = time.perf_counter() + self.warmup_s
         for i in range(self.warmup):
             invoke()
@@ -129,3 +125,45 @@ class LiteRTHostRunner:
             invoke()
             samples.append((time.perf_counter() - t0) * 1e3)
         return Timing.from_samples(samples)
+
+
+class LiteRTHostRunner(_HostRunner):
+    """The deployment runtime on the host: ai-edge-litert's Interpreter, whose default resolver applies XNNPACK."""
+
+    model_format = "tflite"
+
+    def __init__(self, threads: int = 1, **timing):
+        super().__init__(threads, **timing)
+        self.target = Target("host", "litert", version("ai-edge-litert"), "fp32", threads, "xnnpack", host_fingerprint())
+
+    def _session(self, model: bytes) -> Callable[[], object]:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_content=model, num_threads=self.threads)
+        interpreter.allocate_tensors()
+        rng = np.random.default_rng(0)
+        for d in interpreter.get_input_details():
+            interpreter.set_tensor(d["index"], rng.standard_normal(d["shape"]).astype(d["dtype"]))
+        return interpreter.invoke
+
+
+class OnnxRuntimeHostRunner(_HostRunner):
+    """ONNX Runtime's CPU execution provider with its default graph optimisations, for users who deploy ONNX."""
+
+    model_format = "onnx"
+
+    def __init__(self, threads: int = 1, **timing):
+        super().__init__(threads, **timing)
+        self.target = Target("host", "onnxruntime", version("onnxruntime"), "fp32", threads, "cpu", host_fingerprint())
+
+    def _session(self, model: bytes) -> Callable[[], object]:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feeds = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+                 for i in session.get_inputs()}
+        return lambda: session.run(None, feeds)
