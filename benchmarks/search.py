@@ -1,0 +1,79 @@
+"""AMC against the baselines on CIFAR-10 under a host latency budget (50% of the unpruned model's), no fine-tuning.
+
+    .venv/bin/python benchmarks/search.py                          # resnet20 and plain20 (+ resnet56 if trained)
+    .venv/bin/python benchmarks/search.py --models resnet20 --episodes 400
+
+Every strategy runs in the same harness (same table, budget, reward set of 1,000 `val` images, features).
+The best policy of each is then scored on the full `test` split and its whole `.tflite` timed on the host.
+Writes the section "Search under a latency budget" of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import table, write_section  # noqa: E402
+
+from toolchain.compress import SearchConfig, search_and_prune  # noqa: E402
+from toolchain.data import load_split  # noqa: E402
+from toolchain.export import to_tflite  # noqa: E402
+from toolchain.latency.runners import LiteRTHostRunner, best_of  # noqa: E402
+from toolchain.models import load_checkpoint, load_model, zoo_checkpoint  # noqa: E402
+from toolchain.search.strategies import STRATEGIES  # noqa: E402
+from toolchain.train import evaluate  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="+", default=["resnet20", "plain20", "resnet56"])
+    parser.add_argument("--episodes", type=int, default=400)
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--out", default="runs/bench-search")
+    args = parser.parse_args()
+    runner = LiteRTHostRunner()
+    table_path = Path("latency_tables") / f"host-{runner.target.fingerprint}-litert-fp32-t1.json"
+    rows = []
+    for name in args.models:
+        if not zoo_checkpoint(name).exists():
+            print(f"skipping {name}: no trained checkpoint committed", flush=True)
+            continue
+        loaded = load_model(name)
+        test = load_split("cifar10", "test", loaded.spec.input_size)
+        dense_test = evaluate(loaded.model, loaded.spec, test)
+        for strategy in STRATEGIES:
+            out = Path(args.out) / f"{name}-{strategy}"
+            shutil.rmtree(out, ignore_errors=True)
+            config = SearchConfig("cifar10", latency_ratio=args.ratio, strategy=strategy, episodes=args.episodes)
+            t = time.perf_counter()
+            outcome = search_and_prune(loaded, runner, table_path, config, out)
+            seconds = time.perf_counter() - t
+            pruned = load_checkpoint(outcome.checkpoint)
+            measured = best_of(runner, to_tflite(pruned.model, pruned.spec.input_size)).median_ms
+            best = outcome.best
+            rows.append([name, strategy, f"{100 * dense_test:.2f}%", f"{100 * best.accuracy:.2f}%",
+                         f"{100 * evaluate(pruned.model, pruned.spec, test):.2f}%", f"{outcome.budget_ms:.3f}",
+                         f"{best.latency_ms:.3f} ({100 * best.latency_ms / outcome.budget_ms:.1f}%)",
+                         f"{measured:.3f} ({100 * (measured / best.latency_ms - 1):+.1f}%)",
+                         1 if strategy in ("uniform", "shallow", "deep", "torch-pruning") else args.episodes, f"{seconds / 60:.1f}"])
+            print(rows[-1], flush=True)
+    body = "\n".join([
+        f"Budget: {int(100 * args.ratio)}% of each unpruned model's predicted host latency (LiteRT + XNNPACK, 1 thread).",
+        "Top-1 without fine-tuning, after L1 selection and least-squares reconstruction; the reward is top-1 on 1,000",
+        "`val` images (held out from train), `test` is scored once on the best policy. Measured latency: the whole",
+        "pruned model converted with litert-torch and timed end to end (fastest of three medians), next to the prediction.",
+        "",
+        table(["model", "strategy", "unpruned test", "best val (reward)", "test", "budget ms", "predicted ms (of budget)",
+               "measured ms (vs predicted)", "episodes", "minutes"], rows),
+    ])
+    print(body)
+    write_section("Search under a latency budget", "python benchmarks/search.py " + " ".join(
+        [f"--models {' '.join(args.models)}", f"--episodes {args.episodes}", f"--ratio {args.ratio}"]), body)
+
+
+if __name__ == "__main__":
+    main()
