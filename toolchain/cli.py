@@ -118,7 +118,32 @@ def default_table_path(target) -> Path:
     return Path("latency_tables") / f"{target.device}-{target.fingerprint}-{target.runtime}-{target.precision}-t{target.threads}.json"
 
 
+def cmd_import_logs(args: argparse.Namespace) -> dict[str, Any]:
+    from .latency.importer import import_logs, load_model_config, read_logs
+    from .latency.runners import Target
+    from .latency.table import LatencyTable
+
+    if not args.model_config:
+        raise ToolchainError("--import-log needs --model-config CONFIG.json naming the signature of every logged op, in order")
+    if args.device.startswith("host"):
+        raise ToolchainError("--import-log is for phone logs: pass the phone's device name, e.g. --device pixel1")
+    target = Target(args.device, "benchmark_model", args.runtime_version, "fp32", args.threads, args.delegate, args.device)
+    name, signatures = load_model_config(args.model_config)
+    logs = read_logs(args.import_log)
+    path = Path(args.table) if args.table else default_table_path(target)
+    table = LatencyTable.open(path, target)
+    added = import_logs(table, signatures, logs, name)
+    table.save()
+    if not args.json:
+        print(f"{path}: {added} op entries from {len(args.import_log)} logs of {name} ({len(table)} entries in the table)")
+    return {"table": str(path), "imported": added, "logs": len(args.import_log), "entries": len(table), "target": target.as_dict()}
+
+
 def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
+    if args.import_log:
+        return cmd_import_logs(args)
+    if not args.model:
+        raise ToolchainError("profile needs --model MODEL (or --import-log LOG... --model-config CONFIG.json)")
     from .export import to_model_file
     from .graph import analyze, pruned_copy
     from .latency.fidelity import measure_fidelity, plot_fidelity
@@ -292,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help=MODEL_HELP)
+    def model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+        p.add_argument("--model", required=required, help=MODEL_HELP)
         p.add_argument("--num-classes", type=int, help="classifier outputs for a new zoo/torchvision model")
         p.add_argument("--input-size", type=int, help="input image side for a new model (zoo 32, torchvision 224)")
 
@@ -323,13 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--table", help="latency table JSON (default: latency_tables/<target>.json)")
 
     p = add("profile", "measure per-layer latency on a target and store it in a latency table", cmd_profile)
-    model_args(p)
+    model_args(p, required=False)
     target_args(p)
     p.add_argument("--channel-step", type=int, default=8, help="channel grid spacing for pruned widths")
     p.add_argument("--validate", action="store_true", help="also measure random pruned variants end to end and report prediction error")
     p.add_argument("--samples", type=int, default=20, help="variants for --validate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="where --validate writes its predicted-vs-measured PNG")
+    p.add_argument("--import-log", nargs="+", metavar="LOG", help="benchmark_model logs with per-op profiles to import instead of measuring")
+    p.add_argument("--model-config", help="JSON naming the signature of every op in the logs, in run order")
+    p.add_argument("--runtime-version", default="unknown", help="runtime version of the imported logs' benchmark_model")
+    p.add_argument("--delegate", default="none", help="delegate the imported logs ran with (none, xnnpack, ...)")
 
     p = add("prune", "apply a pruning policy and write the physically smaller checkpoint", cmd_prune)
     model_args(p)

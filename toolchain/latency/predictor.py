@@ -4,7 +4,9 @@ Each exported op is looked up by its signature. Channel counts between measured 
 (bilinearly over input x output channels for convs and fully-connected layers, linearly otherwise) inside the
 op's family (same kind, spatial size, kernel, stride, padding, activation). The per-op sum then goes through the
 model's calibration line (fitted by the profiler to whole-model variants measured end to end), which absorbs
-what single-op runs miss: cache reuse between consecutive ops and per-invoke overhead.
+what single-op runs miss: cache reuse between consecutive ops and per-invoke overhead. A model the table has
+no calibration for (e.g. one priced from other models' imported phone logs) uses the line fitted to all the
+target's calibration points.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class LatencyPredictor:
             if family not in families:
                 families[family] = self._family(family, op)
             self._ops.append((op, families[family]))
-        calibration = table.models.get(graph_fingerprint(graph))
+        calibration = table.models.get(graph_fingerprint(graph)) or table.pooled_calibration()
         self.scale, self.offset = calibration.line() if calibration else (1.0, 0.0)
         self.calibrated = calibration is not None
 

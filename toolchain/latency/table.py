@@ -58,6 +58,13 @@ class LatencyTable:
     def get(self, sig: OpSignature) -> Timing | None:
         return self.entries.get(sig)
 
+    def pooled_calibration(self) -> ModelCalibration | None:
+        """Every model's calibration points together: the target's typical whole-model vs op-sum relation."""
+        if not self.models:
+            return None
+        points = [(x, y) for m in self.models.values() for x, y in zip(m.ops_sum_ms, m.measured_ms)]
+        return ModelCalibration(tuple(x for x, _ in points), tuple(y for _, y in points))
+
     # --- persistence -----------------------------------------------------------------------------------------------
 
     @classmethod
