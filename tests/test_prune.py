@@ -180,3 +180,17 @@ def test_policy_errors():
     with pytest.raises(ToolchainError, match="keeps 99 channels"):
         PruningPolicy(bad.arch, bad.input_size, bad.fingerprint, bad.leads, bad.channels, (99,) + bad.keep[1:], bad.ratios).validate(graph)
     assert round_channels(0.2, 16) == 8 and round_channels(0.01, 64) == 8 and round_channels(0.5, 6) == 6
+
+
+def test_residual_adds_tie_channels_and_depthwise_follows_its_producer():
+    resnet = analyze(create_model("resnet20"), 32)
+    stage1 = resnet.groups[0]
+    assert stage1.lead == "stem.0" and stage1.channels == 16
+    assert {"blocks.0.conv2", "blocks.1.conv2", "blocks.2.conv2"} <= set(stage1.members)  # summed by the adds
+    assert {"blocks.0.conv1", "blocks.1.conv1", "blocks.2.conv1", "blocks.3.conv1", "blocks.3.shortcut.0"} == set(stage1.consumers)
+    assert len(resnet.groups) == 12  # 3 residual stages + 9 inner block convs; the classifier output is never a group
+    mbv2 = analyze(create_model("mobilenet_v2_cifar"), 32)
+    expand = next(g for g in mbv2.groups if g.lead == "features.2.conv.0")
+    assert "features.2.conv.3" in expand.members  # the depthwise conv after the expansion
+    assert expand.consumers == ("features.2.conv.6",)  # only the projection reads them: depthwise is not a consumer
+    assert all(g.lead != "fc" for g in mbv2.groups)
