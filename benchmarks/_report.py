@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import subprocess
 from datetime import date
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "BENCHMARKS.md"
+# The same default CIFAR-10 location as the Makefile and the tests.
+os.environ.setdefault("TOOLCHAIN_CIFAR10", str(REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"))
 HEADER = """# Benchmarks
 
 Figures written by the scripts in `benchmarks/`; each section names the command that produced it. Timings are
