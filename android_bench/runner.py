@@ -1,0 +1,253 @@
+"""Time `.tflite` models on a phone with LiteRT's `benchmark_model`.
+
+`AndroidBenchmark` pushes the benchmark binary once, pushes each batch of models, and runs
+
+    taskset MASK /data/local/tmp/benchmark_model --graph=... --num_threads=N --warmup_runs=... --num_runs=...
+
+on the profile's big cores, every argument shell-quoted. Before each measurement it waits (showing a countdown)
+while any thermal zone is hotter than the profile allows, and records the temperatures it measured at. Transient
+failures (a dropped USB or Wi-Fi link, a cut-off output, the binary wiped from /data/local/tmp) are retried after
+reconnecting; results already measured are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import shlex
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Mapping, Sequence, TypeVar
+
+from .adb import Device, DeviceError
+from .devices import DeviceProfile, derive_profile, profile_for_model
+from .parse import BenchmarkLog, OpTiming, UnparsedOutput, parse_log
+
+WORKDIR = "/data/local/tmp"
+BINARY = f"{WORKDIR}/benchmark_model"
+THERMAL = "/sys/class/thermal"
+GET_BINARY = ("get benchmark_model for Android from the LiteRT / TensorFlow Lite releases "
+              "(android_aarch64_benchmark_model) or build it with `bazel build -c opt --config=android_arm64 "
+              "//tflite/tools/benchmark:benchmark_model`, and pass --benchmark-binary PATH")
+ELF_MACHINE_ABI = {183: "arm64-v8a", 40: "armeabi-v7a", 62: "x86_64", 3: "x86"}
+_SEPARATOR = "--android-bench-end-of-file--"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelTiming:
+    """One model's measurement: mean and spread of the timed runs (microseconds), the thermal zones' temperatures
+    (C) just before the run, and the per-op rows when op profiling was on."""
+
+    avg_us: float
+    std_us: float | None
+    count: int | None
+    temperatures: Mapping[str, float]
+    ops: tuple[OpTiming, ...]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    model: str
+    abi: str
+    abis: tuple[str, ...]  # every ABI the phone runs, primary first
+    android: str
+
+
+def read_device_info(device: Device) -> DeviceInfo:
+    keys = ("ro.product.model", "ro.product.cpu.abi", "ro.product.cpu.abilist", "ro.build.version.release")
+    values = (device.shell("; ".join(f"getprop {key}" for key in keys)).split("\n") + [""] * len(keys))[:len(keys)]
+    model, abi, abilist, android = (value.strip() for value in values)
+    return DeviceInfo(model, abi, tuple(filter(None, abilist.split(","))) or (abi,), android)
+
+
+def cat_each(device: Device, paths: Sequence[str]) -> list[str | None]:
+    """The contents of several small device files in one round trip; None for each one that cannot be read."""
+    command = "; ".join(f"cat {shlex.quote(path)}; echo {_SEPARATOR}" for path in paths)
+    chunks = device.shell(command).split(_SEPARATOR + "\n")[:len(paths)]
+    return [None if chunk.startswith("cat: ") else chunk for chunk in chunks]
+
+
+def detect_profile(device: Device) -> DeviceProfile:
+    """The shipped profile for the phone's model, else one derived from its CPUs' maximum frequencies."""
+    info = read_device_info(device)
+    profile = profile_for_model(info.model)
+    if profile is not None:
+        return profile
+    cpuinfo = cat_each(device, ["/proc/cpuinfo"])[0] or ""
+    cpus = [int(line.split(":")[1]) for line in cpuinfo.splitlines() if line.startswith("processor")]
+    freqs = cat_each(device, [f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq" for cpu in cpus])
+    khz = {cpu: int(text) for cpu, text in zip(cpus, freqs) if text and text.strip().isdigit()}
+    return derive_profile(cpuinfo, khz, abi=info.abi, model=info.model)
+
+
+def elf_abi(header: bytes) -> str | None:
+    """The Android ABI an ELF file is built for (from e_machine), None if it is not an ELF file."""
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    machine = struct.unpack("<H", header[18:20])[0]
+    return ELF_MACHINE_ABI.get(machine, f"ELF machine {machine}")
+
+
+def print_countdown(hottest_c: float, limit_c: float, seconds_left: float) -> None:
+    print(f"phone at {hottest_c:.1f} C, above {limit_c:g} C: cooling down (giving up in {seconds_left:.0f} s)",
+          file=sys.stderr, flush=True)
+
+
+class AndroidBenchmark:
+    """Times models on a connected phone under a device profile. `warmup_min_secs` keeps the warm-up long enough
+    for the CPU governor to reach full clock even for tiny models; `min_secs` is 0 so that `num_runs` is the number
+    of timed runs (the tool's default of 1 s per model would dominate profiling many small ops)."""
+
+    def __init__(self, device: Device, profile: DeviceProfile, *, threads: int | None = None, warmup_runs: int = 20,
+                 num_runs: int = 50, warmup_min_secs: float = 0.5, min_secs: float = 0.0, op_profiling: bool = False,
+                 retries: int = 2, retry_wait_s: float = 1.0, poll_s: float = 2.0, run_timeout_s: float = 600.0,
+                 on_cooldown: Callable[[float, float, float], None] = print_countdown):
+        self.device, self.profile = device, profile
+        self.threads = threads or profile.threads
+        self.warmup_runs, self.num_runs = warmup_runs, num_runs
+        self.warmup_min_secs, self.min_secs, self.op_profiling = warmup_min_secs, min_secs, op_profiling
+        self.retries, self.retry_wait_s, self.poll_s = retries, retry_wait_s, poll_s
+        self.run_timeout_s, self.on_cooldown = run_timeout_s, on_cooldown
+        self._binary: Path | None = None
+        self._installed = False
+        self._zones: list[tuple[str, str]] | None = None
+
+    # --- the binary --------------------------------------------------------------------------------------------
+
+    def ensure_binary(self, local_path: str | Path) -> None:
+        """Push benchmark_model to the phone (once per instance) after checking locally that it is an ELF for an
+        ABI the phone runs, then check that it really executes there."""
+        path = Path(local_path).expanduser()
+        if self._installed and path == self._binary:
+            return
+        if not path.is_file():
+            raise DeviceError(f"benchmark_model not found at {path}: {GET_BINARY}")
+        abi = elf_abi(path.read_bytes()[:20])
+        info = self._retrying(lambda: read_device_info(self.device))
+        if self.profile.abi not in info.abis:
+            raise DeviceError(f"device profile '{self.profile.name}' is for {self.profile.abi} but "
+                              f"{self.device.serial} ({info.model}) runs {', '.join(info.abis)}: choose the profile "
+                              f"for this phone")
+        if abi is None:
+            raise DeviceError(f"{path} is not an executable (no ELF header): {GET_BINARY}")
+        if abi not in info.abis:
+            raise DeviceError(f"{path} is built for {abi} but {self.device.serial} ({info.model}) runs "
+                              f"{', '.join(info.abis)}: {GET_BINARY}")
+        self._binary = path
+        self._retrying(self._install)
+
+    def _install(self) -> None:
+        self.device.push(self._binary.read_bytes(), BINARY, executable=True)
+        self.device.shell(f"chmod 755 {shlex.quote(BINARY)}")
+        output = self.device.shell(f"{shlex.quote(BINARY)} --help")
+        if "--graph" not in output:
+            first = next((line for line in output.splitlines() if line.strip()), "no output")
+            raise DeviceError(f"{self._binary} does not run on {self.device.serial}: {first.strip()}")
+        self._installed = True
+
+    # --- measuring ---------------------------------------------------------------------------------------------
+
+    def time_models(self, models: Sequence[bytes]) -> list[ModelTiming]:
+        """Each model's timing, in order. Identical models are pushed once; the batch is removed afterwards."""
+        if self._binary is None:
+            raise DeviceError(f"no benchmark_model on {self.device.serial} yet: {GET_BINARY}")
+        remote = {model: f"{WORKDIR}/android_bench_{hashlib.sha1(model).hexdigest()[:16]}.tflite" for model in models}
+        try:
+            self._retrying(partial(self._push_batch, remote))
+            return [self._retrying(partial(self._measure, remote[model])) for model in models]
+        finally:
+            self._remove(list(remote.values()))
+
+    def _push_batch(self, remote: Mapping[bytes, str]) -> None:
+        for model, path in remote.items():
+            self.device.push(model, path)
+
+    def _measure(self, remote_model: str) -> ModelTiming:
+        if not self._installed:
+            self._install()
+        temperatures = self._cool_down()
+        output = self.device.shell(self._command(remote_model), timeout_s=self.run_timeout_s)
+        log = self._parse(output, remote_model)
+        return ModelTiming(log.inference_avg_us, log.std_us, log.count, temperatures, tuple(log.ops))
+
+    def _command(self, remote_model: str) -> str:
+        args = ["taskset", self.profile.big_cores, BINARY, f"--graph={remote_model}", f"--num_threads={self.threads}",
+                f"--warmup_runs={self.warmup_runs}", f"--num_runs={self.num_runs}",
+                f"--warmup_min_secs={self.warmup_min_secs:g}", f"--min_secs={self.min_secs:g}", "--use_xnnpack=true"]
+        if self.op_profiling:
+            args.append("--enable_op_profiling=true")
+        return " ".join(shlex.quote(arg) for arg in args)
+
+    def _parse(self, output: str, remote_model: str) -> BenchmarkLog:
+        lines = output.splitlines()
+        if any(BINARY in line and ("not found" in line or "No such file" in line) for line in lines):
+            self._installed = False
+            raise DeviceError(f"benchmark_model vanished from {self.device.serial}", transient=True)
+        errors = [line.strip() for line in lines if line.startswith("ERROR:") and "Benchmarking failed" not in line]
+        if errors or any(line.startswith(("taskset:", "/system/bin/sh:")) for line in lines):
+            reason = (errors or [line for line in lines if line.strip()] or ["no output"])[0]
+            raise DeviceError(f"benchmark_model failed on {remote_model}: {reason}")
+        try:
+            return parse_log(output)
+        except UnparsedOutput as error:  # output cut short, e.g. the tool killed by the low-memory killer
+            raise DeviceError(f"benchmark_model output for {remote_model} not understood: {error}",
+                              transient=True) from None
+
+    def _remove(self, paths: list[str]) -> None:
+        """Best effort: a batch left behind by a lost connection is only disk space, and hashed names never clash."""
+        try:
+            self.device.shell("rm -f " + " ".join(shlex.quote(path) for path in paths))
+        except DeviceError:
+            pass
+
+    def _retrying(self, step: Callable[[], T]) -> T:
+        for attempt in itertools.count():
+            try:
+                if attempt:
+                    self.device.reconnect()
+                return step()
+            except DeviceError as error:
+                if not error.transient:
+                    raise
+                if attempt >= self.retries:
+                    raise DeviceError(f"{error} (gave up after {self.retries} retries)", transient=True) from None
+            time.sleep(self.retry_wait_s)
+
+    # --- temperature -------------------------------------------------------------------------------------------
+
+    def read_temperatures(self) -> dict[str, float]:
+        """Degrees C per thermal zone type (the hottest zone of each type). Zones that cannot be read, or report
+        nonsense (disabled sensors show 0 or -273), are left out."""
+        if self._zones is None:
+            names = [n for n in self.device.shell(f"ls {THERMAL}").split() if n.startswith("thermal_zone")]
+            types = cat_each(self.device, [f"{THERMAL}/{name}/type" for name in names])
+            self._zones = [((kind or name).strip(), f"{THERMAL}/{name}/temp") for name, kind in zip(names, types)]
+        readings: dict[str, float] = {}
+        for (kind, _), text in zip(self._zones, cat_each(self.device, [path for _, path in self._zones])):
+            value = float(text) if text and text.strip().lstrip("-").isdigit() else 0.0
+            celsius = value / 1000 if abs(value) >= 1000 else value  # most zones report millidegrees
+            if 0 < celsius < 150:
+                readings[kind] = max(celsius, readings.get(kind, celsius))
+        return readings
+
+    def _cool_down(self) -> dict[str, float]:
+        """Wait while any zone is above the profile's limit; the temperatures finally measured are returned."""
+        deadline = time.monotonic() + self.profile.max_wait_s
+        while True:
+            temperatures = self.read_temperatures()
+            hottest = max(temperatures.values(), default=None)
+            if hottest is None or hottest <= self.profile.max_temp_c:
+                return temperatures
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeviceError(f"{self.device.serial} is still at {hottest:.1f} C after "
+                                  f"{self.profile.max_wait_s:g} s of cooling down (profile '{self.profile.name}' "
+                                  f"allows {self.profile.max_temp_c:g} C): let it cool (out of its case, off the "
+                                  f"charger) or raise cooldown.max_temp_c")
+            self.on_cooldown(hottest, self.profile.max_temp_c, left)
+            time.sleep(min(self.poll_s, left))
