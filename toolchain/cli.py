@@ -285,6 +285,26 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import load_split
+    from .export import export
+    from .models import load_model
+
+    loaded = load_model(args.model, args.num_classes, args.input_size)
+    if not args.data:
+        raise ToolchainError("export checks the file against PyTorch on real images: pass --data DATA")
+    check = load_split(args.data, "test", loaded.spec.input_size, args.check_images)
+    check_classes(loaded.spec.classes, check.classes, args.model)
+    calibration = load_split(args.data, "train", loaded.spec.input_size, args.calibration_images) if args.precision == "int8" else None
+    result = export(loaded.model, loaded.spec, Path(args.out), args.format, args.precision, check, calibration)
+    p = result.parity
+    if not args.json:
+        print(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {args.format} {args.precision}) with {result.sidecar} and "
+              f"{result.labels}; parity on {p.images} test images: top-1 agreement {100 * p.top1_agreement:.2f}%, "
+              f"max |logit diff| {p.max_abs_diff:.2g}, top-1 {100 * p.top1_exported:.2f}% (PyTorch {100 * p.top1_pytorch:.2f}%)")
+    return asdict(result)
+
+
 def check_classes(model_classes: tuple[str, ...], data_classes: tuple[str, ...], model: str) -> None:
     if len(model_classes) != len(data_classes):
         raise ToolchainError(f"model {model} predicts {len(model_classes)} classes but the data has {len(data_classes)}: "
@@ -301,7 +321,6 @@ def not_implemented(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]
 # --- parser --------------------------------------------------------------------------------------------------------
 
 PLANNED = {
-    "export": "export a checkpoint to .tflite (fp32/fp16/int8) or .onnx with a parity check",
     "bench": "measure a .tflite file's end-to-end latency on a target",
     "devices": "list reachable Android devices",
 }
@@ -369,6 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-multiple", type=int, default=8, help="round kept channels of uniform:R to this multiple")
     p.add_argument("--min-channels", type=int, default=8, help="never keep fewer channels than this (or the layer's width)")
     p.add_argument("--out", required=True, help="pruned checkpoint to write (.pt)")
+
+    p = add("export", "export a checkpoint to .tflite (fp32/fp16/int8) or .onnx, verified against PyTorch", cmd_export)
+    model_args(p)
+    p.add_argument("--format", choices=["tflite", "onnx"], default="tflite")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    p.add_argument("--data", help=DATA_HELP + "; test images for the parity check, train images for int8 calibration")
+    p.add_argument("--check-images", type=int, default=500, help="test images the parity check runs on")
+    p.add_argument("--calibration-images", type=int, default=500, help="train images for int8 calibration")
+    p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx); the sidecar JSON and labels go beside it")
 
     from .search.strategies import STRATEGIES
 

@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+
+from toolchain.cli import main
+from toolchain.data import load_split
+from toolchain.errors import ToolchainError
+from toolchain.export import ParityError, check_parity, export
+from toolchain.models import load_model
+
+
+@pytest.fixture(scope="module")
+def resnet20_data(cifar10):
+    loaded = load_model("resnet20")
+    return loaded, load_split(cifar10, "test", 32, limit=300), load_split(cifar10, "train", 32, limit=200)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_format,precision", [("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"), ("onnx", "fp32")])
+def test_export_passes_its_parity_check_and_writes_the_sidecar(tmp_path, resnet20_data, model_format, precision):
+    from ai_edge_litert.interpreter import Interpreter
+
+    loaded, check, calibration = resnet20_data
+    out = tmp_path / f"m.{model_format}"
+    result = export(loaded.model, loaded.spec, out, model_format, precision, check, calibration)
+    assert out.stat().st_size == result.size_bytes and result.parity.images == 300
+    assert result.parity.top1_agreement >= {"fp32": 1.0, "fp16": 0.995, "int8": 0.98}[precision]
+    sidecar = json.loads((tmp_path / "m.json").read_text())
+    assert (tmp_path / "m.labels.txt").read_text().split() == list(loaded.spec.classes)
+    assert sidecar["input"]["normalization"]["mean"] == list(loaded.spec.mean)
+    if model_format == "tflite":
+        interpreter = Interpreter(model_path=str(out))
+        assert list(interpreter.get_input_details()[0]["shape"]) == [1, 32, 32, 3]  # NHWC, as cameras deliver
+        assert sidecar["input"]["layout"] == "NHWC"
+        if precision == "int8":
+            assert sidecar["input"]["dtype"]["dtype"] == "int8" and sidecar["input"]["dtype"]["scale"] > 0
+    else:
+        assert sidecar["input"]["shape"] == [1, 3, 32, 32]
+
+
+def test_parity_failures_are_errors_with_figures():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((100, 10)).astype(np.float32)
+    labels = reference.argmax(1)
+    check_parity(reference + 1e-6, reference, labels, "fp32")
+    with pytest.raises(ParityError, match=r"fp32 model fails its parity check on 100 images: max \|logit diff\| 0.01"):
+        check_parity(reference + 0.01, reference, labels, "fp32")
+    shuffled = reference.copy()
+    shuffled[:5] = shuffled[:5, ::-1]
+    with pytest.raises(ParityError, match="top-1 agreement 9[0-9].00%"):
+        check_parity(shuffled, reference, labels, "int8")
+
+
+def test_export_refuses_impossible_requests(tmp_path, resnet20_data, capsys, cifar10):
+    loaded, check, _ = resnet20_data
+    with pytest.raises(ToolchainError, match="ONNX export is fp32 only"):
+        export(loaded.model, loaded.spec, tmp_path / "m.onnx", "onnx", "int8", check)
+    with pytest.raises(ToolchainError, match="needs calibration images"):
+        export(loaded.model, loaded.spec, tmp_path / "m.tflite", "tflite", "int8", check, None)
+    assert main(["export", "--model", "resnet20", "--out", str(tmp_path / "m.tflite")]) == 2
+    assert "pass --data" in capsys.readouterr().err
