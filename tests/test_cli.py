@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from conftest import make_image_folder
-from toolchain.cli import PLANNED, main
+from toolchain.cli import main
 
 
 def run_json(capsys, *argv) -> dict:
@@ -50,9 +50,20 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "does not exist" in run_error(capsys, "eval", "--model", "resnet20", "--data", str(tmp_path / "none"))
 
 
-@pytest.mark.parametrize("command", sorted(PLANNED))
-def test_planned_commands_say_not_implemented(capsys, command):
-    assert "not implemented yet" in run_error(capsys, command, "--json")
+def test_bench_times_an_exported_file_and_refuses_the_wrong_format(tmp_path, capsys):
+    from toolchain.latency.signature import OpSignature
+    from toolchain.latency.tflite import single_op_model
+
+    model = tmp_path / "conv.tflite"
+    model.write_bytes(single_op_model(OpSignature("CONV_2D", 16, 16, 8, 8, 3, 1, "SAME", "RELU")))
+    out = run_json(capsys, "bench", str(model), "--runs", "20", "--repeats", "2")
+    assert out["runs"] == 20 and 0 < out["p10_ms"] <= out["median_ms"] <= out["p90_ms"]
+    assert "times onnx files" in run_error(capsys, "bench", str(model), "--device", "host-ort")
+    assert "unknown device 'nokia'" in run_error(capsys, "bench", str(model), "--device", "nokia")
+
+
+def test_devices_without_a_phone_says_how_to_attach_one(capsys):
+    assert run_json(capsys, "devices")["devices"] == []
 
 
 def test_console_script_prints_no_traceback(tmp_path):

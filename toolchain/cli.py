@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -104,14 +105,30 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return {"checkpoint": str(out), "top1_test": top1_test, "top1_val": metrics["top1_val"], "epochs": cfg.epochs}
 
 
-def open_runner(device: str, threads: int):
+def open_runner(args: argparse.Namespace, runs: int | None = None):
+    """The runner for --device: host (LiteRT + XNNPACK), host-ort (ONNX Runtime), or a phone profile over ADB.
+    `runs` fixes the number of timed runs per model (default: each runner's adaptive choice)."""
     from .latency.runners import LiteRTHostRunner, OnnxRuntimeHostRunner
 
-    if device == "host":
-        return LiteRTHostRunner(threads=threads)
-    if device == "host-ort":
-        return OnnxRuntimeHostRunner(threads=threads)
-    raise ToolchainError(f"device {device!r} is not supported yet: use --device host (LiteRT + XNNPACK) or host-ort (ONNX Runtime)")
+    host_timing = {"runs": runs, "min_runs": runs, "budget_s": 0.0} if runs else {}
+    if args.device == "host":
+        return LiteRTHostRunner(threads=args.threads or 1, **host_timing)
+    if args.device == "host-ort":
+        return OnnxRuntimeHostRunner(threads=args.threads or 1, **host_timing)
+    from android_bench.devices import load_profile
+
+    from .latency.android import AndroidRunner
+
+    if args.device != "android":
+        try:
+            load_profile(args.device)
+        except Exception:
+            raise ToolchainError(f"unknown device {args.device!r}: use host, host-ort, a phone profile (pixel, pixel1) "
+                                 "or android (profile derived from the phone)") from None
+    timing = {"num_runs": runs} if runs else {}
+    return AndroidRunner(args.device, args.serial or (), args.threads, args.benchmark_binary,
+                         on_cooldown=lambda hot, limit, left: console.info(
+                             f"phone at {hot:.1f} C, above {limit:.1f} C: waiting, at most {left:.0f} s more"), **timing)
 
 
 def default_table_path(target) -> Path:
@@ -127,7 +144,7 @@ def cmd_import_logs(args: argparse.Namespace) -> dict[str, Any]:
         raise ToolchainError("--import-log needs --model-config CONFIG.json naming the signature of every logged op, in order")
     if args.device.startswith("host"):
         raise ToolchainError("--import-log is for phone logs: pass the phone's device name, e.g. --device pixel1")
-    target = Target(args.device, "benchmark_model", args.runtime_version, "fp32", args.threads, args.delegate, args.device)
+    target = Target(args.device, "benchmark_model", args.runtime_version, "fp32", args.threads or 1, args.delegate, args.device)
     name, signatures = load_model_config(args.model_config)
     logs = read_logs(args.import_log)
     path = Path(args.table) if args.table else default_table_path(target)
@@ -194,7 +211,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
 
     loaded = load_model(args.model, args.num_classes, args.input_size)
     graph = analyze(loaded.model, loaded.spec.input_size)
-    target = open_runner(args.device, args.threads).target
+    target = open_runner(args).target
     path = Path(args.table) if args.table else default_table_path(target)
     if not path.exists():
         raise ToolchainError(f"no latency table at {path}: run `toolchain profile --device {args.device} --model {args.model}` first")
@@ -255,7 +272,7 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
         raise ToolchainError("fine-tuning after the search is not implemented yet: pass --finetune-epochs 0 and fine-tune "
                              "the written pruned.pt with `toolchain train --model OUT/pruned.pt`")
     loaded = load_model(args.model, args.num_classes, args.input_size)
-    runner = open_runner(args.device, args.threads)
+    runner = open_runner(args)
     table = Path(args.table) if args.table else default_table_path(runner.target)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.model).stem}-{args.strategy}"
     config = SearchConfig(args.data, args.latency_ms, args.latency_ratio, args.protocol, args.strategy, args.episodes,
@@ -305,25 +322,57 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     return asdict(result)
 
 
+def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.file)
+    if not path.is_file():
+        raise ToolchainError(f"{path} does not exist: pass a .tflite (or, with --device host-ort, .onnx) file")
+    runner = open_runner(args, args.runs)
+    if path.suffix != f".{runner.model_format}":
+        raise ToolchainError(f"{runner.target.device} times {runner.model_format} files, not {path.name}: export with --format {runner.model_format}")
+    timings = runner.time_models([path.read_bytes()] * args.repeats)
+    best = min(timings, key=lambda t: t.median_ms)
+    result = {"file": str(path), "median_ms": best.median_ms, "p10_ms": best.p10_ms, "p90_ms": best.p90_ms, "runs": best.runs,
+              "repeats": args.repeats, "target": runner.target.as_dict()}
+    if not args.json:
+        print(f"{path.name} on {runner.target.describe()}: median {best.median_ms:.3f} ms (p10 {best.p10_ms:.3f}, "
+              f"p90 {best.p90_ms:.3f}) over {best.runs} runs, fastest of {args.repeats} sessions")
+    return result
+
+
+def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
+    from android_bench.adb import DeviceError, attached_usb_serials, connect
+    from android_bench.runner import AndroidBenchmark, detect_profile, read_device_info
+
+    serials = list(dict.fromkeys([*(args.serial or []), *filter(None, [os.environ.get("ANDROID_SERIAL")]), *attached_usb_serials()]))
+    rows = []
+    for serial in serials:
+        try:
+            device = connect(serial)
+            info = read_device_info(device)
+            profile = detect_profile(device)
+            temps = AndroidBenchmark(device, profile).read_temperatures()
+            rows.append({"serial": serial, "model": info.model, "abi": info.abi, "android": info.android,
+                         "cores": int(device.shell("nproc").strip() or 0), "profile": profile.name, "temperatures_c": temps})
+            device.close()
+        except DeviceError as e:
+            rows.append({"serial": serial, "error": str(e)})
+    if not args.json:
+        if not rows:
+            print("no Android device reachable: plug in a phone with USB debugging on, or pass --serial HOST:PORT")
+        for r in rows:
+            if "error" in r:
+                print(f"{r['serial']}: {r['error']}")
+            else:
+                hottest = max(r["temperatures_c"].values(), default=float("nan"))
+                print(f"{r['serial']}: {r['model']} ({r['abi']}, Android {r['android']}, {r['cores']} cores, "
+                      f"profile {r['profile']}), hottest zone {hottest:.1f} C")
+    return {"devices": rows}
+
+
 def check_classes(model_classes: tuple[str, ...], data_classes: tuple[str, ...], model: str) -> None:
     if len(model_classes) != len(data_classes):
         raise ToolchainError(f"model {model} predicts {len(model_classes)} classes but the data has {len(data_classes)}: "
                              f"use data with the model's classes, or train a new model with --num-classes {len(data_classes)}")
-
-
-def not_implemented(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
-    def run(args: argparse.Namespace) -> dict[str, Any]:
-        raise ToolchainError(f"`toolchain {name}` is not implemented yet in this version: see README for what works today")
-
-    return run
-
-
-# --- parser --------------------------------------------------------------------------------------------------------
-
-PLANNED = {
-    "bench": "measure a .tflite file's end-to-end latency on a target",
-    "devices": "list reachable Android devices",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,10 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("zoo", "list the model zoo with checkpoints, accuracy, parameters and MACs", cmd_zoo)
 
-    def target_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", default="host", help="host (LiteRT + XNNPACK on this CPU) or host-ort (ONNX Runtime)")
-        p.add_argument("--threads", type=int, default=1, help="interpreter threads")
-        p.add_argument("--table", help="latency table JSON (default: latency_tables/<target>.json)")
+    def target_args(p: argparse.ArgumentParser, table: bool = True) -> None:
+        p.add_argument("--device", default="host", help="host (LiteRT + XNNPACK on this CPU), host-ort (ONNX Runtime), "
+                       "or a phone over ADB: a profile from android_bench/devices (pixel, pixel1) or android (derived)")
+        p.add_argument("--threads", type=int, help="threads (host: 1; phones: the profile's default)")
+        p.add_argument("--serial", action="append", help="phone serial or HOST:PORT (default: $ANDROID_SERIAL or the only one attached)")
+        p.add_argument("--benchmark-binary", help=f"benchmark_model for the phone's ABI (default: ${'TOOLCHAIN_BENCHMARK_MODEL'})")
+        if table:
+            p.add_argument("--table", help="latency table JSON (default: latency_tables/<target>.json)")
 
     p = add("profile", "measure per-layer latency on a target and store it in a latency table", cmd_profile)
     model_args(p, required=False)
@@ -398,6 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=int, default=500, help="train images for int8 calibration")
     p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx); the sidecar JSON and labels go beside it")
 
+    p = add("bench", "measure a .tflite file's end-to-end latency on a target", cmd_bench)
+    p.add_argument("file", help="model file (.tflite; .onnx with --device host-ort)")
+    target_args(p, table=False)
+    p.add_argument("--runs", type=int, default=200, help="timed runs per session (after warm-up)")
+    p.add_argument("--repeats", type=int, default=3, help="fresh sessions; the fastest median is reported")
+
+    p = add("devices", "list reachable Android devices with model, ABI, Android version, cores and temperatures", cmd_devices)
+    p.add_argument("--serial", action="append", help="also try this serial or HOST:PORT")
+
     from .search.strategies import STRATEGIES
 
     p = add("compress", "AMC search under a latency budget, then prune (fine-tuning and export come next)", cmd_compress)
@@ -427,9 +489,6 @@ def build_parser() -> argparse.ArgumentParser:
     target_args(p)
     p.add_argument("--policy", help="pruning policy JSON, or uniform:RATIO")
 
-    for name, help in PLANNED.items():
-        p = add(name, f"{help} (not implemented yet)", not_implemented(name))
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 

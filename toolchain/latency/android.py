@@ -1,0 +1,57 @@
+"""Phones as latency targets: android_bench's benchmark_model runner behind the `Runner` protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from android_bench.adb import DeviceError, attached_usb_serials, choose_serial, connect
+from android_bench.devices import load_profile
+from android_bench.runner import AndroidBenchmark, ModelTiming, detect_profile, read_device_info
+
+from ..errors import ToolchainError
+from .runners import Target, Timing
+
+BINARY_ENV = "TOOLCHAIN_BENCHMARK_MODEL"
+Z_10_90 = 1.2816  # p10/p90 of a normal distribution in standard deviations
+
+
+def timing_of(t: ModelTiming) -> Timing:
+    """benchmark_model reports the mean and standard deviation of its runs; p10/p90 assume a normal spread."""
+    mean, std = t.avg_us / 1e3, (t.std_us or 0.0) / 1e3
+    return Timing(mean, max(0.0, mean - Z_10_90 * std), mean + Z_10_90 * std, t.count or 0)
+
+
+class AndroidRunner:
+    model_format = "tflite"
+
+    def __init__(self, profile_name: str, serials: Sequence[str] = (), threads: int | None = None,
+                 benchmark_binary: str | None = None, on_cooldown: Callable[[float, float, float], None] | None = None,
+                 key_path: Path | None = None, **timing):
+        binary = benchmark_binary or os.environ.get(BINARY_ENV)
+        if not binary:
+            raise ToolchainError("no benchmark_model binary for the phone: pass --benchmark-binary PATH (or set "
+                                 f"${BINARY_ENV}); get the android_arm64 build from the LiteRT / TensorFlow Lite releases, "
+                                 "or build //tflite/tools/benchmark:benchmark_model with bazel")
+        try:
+            serial = choose_serial(list(serials), os.environ.get("ANDROID_SERIAL"), attached_usb_serials())
+            self.device = connect(serial, key_path=key_path)
+            info = read_device_info(self.device)
+            profile = detect_profile(self.device) if profile_name == "android" else load_profile(profile_name)
+            extra = {"on_cooldown": on_cooldown} if on_cooldown else {}
+            self.bench = AndroidBenchmark(self.device, profile, threads=threads, **extra, **timing)
+            self.bench.ensure_binary(binary)
+        except DeviceError as e:
+            raise ToolchainError(str(e)) from None
+        version = hashlib.sha1(Path(binary).expanduser().read_bytes()).hexdigest()[:10]
+        self.target = Target(profile.name, "benchmark_model", f"sha1:{version}", "fp32", self.bench.threads, "xnnpack",
+                             f"{info.model}|{info.abi}|android {info.android}")
+        self.serial = serial
+
+    def time_models(self, models: Sequence[bytes]) -> list[Timing]:
+        try:
+            return [timing_of(t) for t in self.bench.time_models(models)]
+        except DeviceError as e:
+            raise ToolchainError(str(e)) from None
