@@ -41,6 +41,7 @@ def test_profile_on_a_phone_builds_a_table_resumes_and_survives_a_disconnect(tmp
         assert result.measured == len(wanted)
         saved = LatencyTable.open(path, first.target)
         assert set(saved.entries) == set(wanted) and all(t.median_ms > 0 for t in saved.entries.values())
+        assert all(t.temperatures_c for t in saved.entries.values())  # recorded with each measurement
         runs = phone.runs
         again = profile(graph, runner(phone, key, binary), LatencyTable.open(path, first.target))
         assert again.measured == 0 and phone.runs == runs  # a second run measures nothing new

@@ -21,7 +21,7 @@ Z_10_90 = 1.2816  # p10/p90 of a normal distribution in standard deviations
 def timing_of(t: ModelTiming) -> Timing:
     """benchmark_model reports the mean and standard deviation of its runs; p10/p90 assume a normal spread."""
     mean, std = t.avg_us / 1e3, (t.std_us or 0.0) / 1e3
-    return Timing(mean, max(0.0, mean - Z_10_90 * std), mean + Z_10_90 * std, t.count or 0)
+    return Timing(mean, max(0.0, mean - Z_10_90 * std), mean + Z_10_90 * std, t.count or 0, dict(t.temperatures) or None)
 
 
 class AndroidRunner:

@@ -39,6 +39,15 @@ class Timing:
     p10_ms: float
     p90_ms: float
     runs: int
+    temperatures_c: dict[str, float] | None = None  # phones: thermal zones just before the run
+
+    def as_record(self) -> dict:
+        """The JSON form: fields that are not known (no temperatures on the host) are left out."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_record(cls, r: dict) -> "Timing":
+        return cls(r["median_ms"], r["p10_ms"], r["p90_ms"], r["runs"], r.get("temperatures_c"))
 
     @property
     def spread(self) -> float:

@@ -96,7 +96,7 @@ class LatencyTable:
         table = cls(Target(**blob["target"]), path)
         try:
             for key, e in blob["entries"].items():
-                table.entries[OpSignature.from_key(key)] = Timing(e["median_ms"], e["p10_ms"], e["p90_ms"], e["runs"])
+                table.entries[OpSignature.from_key(key)] = Timing.from_record(e)
             for key, m in blob.get("models", {}).items():
                 table.models[key] = ModelCalibration(tuple(m["ops_sum_ms"]), tuple(m["measured_ms"]))
         except (KeyError, TypeError, ValueError) as e:
@@ -111,7 +111,7 @@ class LatencyTable:
     def add(self, sig: OpSignature, timing: Timing) -> None:
         """Record a measurement; with a path, it is journaled to disk before this returns."""
         self.entries[sig] = timing
-        self._journal({"op": sig.key(), **asdict(timing)})
+        self._journal({"op": sig.key(), **timing.as_record()})
 
     def add_model(self, key: str, calibration: ModelCalibration) -> None:
         self.models[key] = calibration
@@ -133,7 +133,7 @@ class LatencyTable:
             try:
                 r = json.loads(line)
                 if "op" in r:
-                    self.entries[OpSignature.from_key(r["op"])] = Timing(r["median_ms"], r["p10_ms"], r["p90_ms"], r["runs"])
+                    self.entries[OpSignature.from_key(r["op"])] = Timing.from_record(r)
                 else:
                     self.models[r["model"]] = ModelCalibration(tuple(r["ops_sum_ms"]), tuple(r["measured_ms"]))
             except (ValueError, KeyError):
@@ -150,7 +150,7 @@ class LatencyTable:
             f'"target": {json.dumps(self.target.as_dict())},',
             '"unit": "ms",',
             '"models": {' + ",".join(f"\n  {json.dumps(k)}: {json.dumps(asdict(v))}" for k, v in sorted(self.models.items())) + "\n},",
-            '"entries": {' + ",".join(f"\n  {json.dumps(s.key())}: {json.dumps(asdict(t))}" for s, t in sorted(self.entries.items())) + "\n}",
+            '"entries": {' + ",".join(f"\n  {json.dumps(s.key())}: {json.dumps(t.as_record())}" for s, t in sorted(self.entries.items())) + "\n}",
             "}",
         ]
         self.path.parent.mkdir(parents=True, exist_ok=True)
