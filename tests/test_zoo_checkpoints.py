@@ -7,8 +7,8 @@ from toolchain.train import evaluate
 COMMITTED = [name for name in list_models() if zoo_checkpoint(name).exists()]
 
 
-def test_the_amc_cifar_models_have_trained_checkpoints():
-    assert {"resnet20", "plain20"} <= set(COMMITTED)
+def test_the_main_zoo_model_has_a_trained_checkpoint():
+    assert "resnet20" in COMMITTED  # the default of `make demo` and the benchmarks
 
 
 @pytest.mark.parametrize("name", COMMITTED)
