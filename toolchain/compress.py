@@ -26,7 +26,7 @@ from .policy import PruningPolicy
 from .prune import FeatureCache, apply_policy, collect_features
 from .search.ddpg import DDPGConfig
 from .search.env import EnvConfig, Episode, PruningEnv
-from .search.run import run_search
+from .search.run import check_fresh, run_search
 from .search.strategies import make_strategy
 from .train import evaluate
 
@@ -86,6 +86,7 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
     spec, model = loaded.spec, loaded.model
     if spec.policy is not None:
         raise ToolchainError("this checkpoint is already pruned: search on the dense model it came from")
+    check_fresh(out, resume)  # before any profiling or sampling, not after
     graph = analyze(model, spec.input_size)
     out.mkdir(parents=True, exist_ok=True)
 

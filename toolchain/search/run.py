@@ -38,8 +38,8 @@ def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, re
         strategy.load_state_dict(state["strategy"])
         start, best = int(state["episode"]), Episode.from_dict(state["best"]) if state["best"] else None
         _truncate_log(log_path, start)
-    elif log_path.exists() and not resume:
-        raise ToolchainError(f"{out} already holds a search: pass --resume to continue it, or another --out")
+    else:
+        check_fresh(out, resume)
     if start == 0:
         _write_header(log_path, len(env.full))
     for i in range(start, episodes):
@@ -55,6 +55,12 @@ def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, re
             on_episode(i + 1, episode, best)
     assert best is not None
     return best
+
+
+def check_fresh(out: Path, resume: bool) -> None:
+    """Refuse to overwrite a finished or killed search unless it is to be resumed."""
+    if (out / LOG).exists() and not resume:
+        raise ToolchainError(f"{out} already holds a search: pass --resume to continue it, or another --out")
 
 
 def _write_header(path: Path, groups: int) -> None:
