@@ -277,7 +277,7 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.model).stem}-{args.strategy}"
     config = SearchConfig(args.data, args.latency_ms, args.latency_ratio, args.protocol, args.strategy, args.episodes,
                           args.seed, args.lbound, args.rbound, args.channel_multiple, args.reward_images,
-                          args.calibration_images, args.warmup_episodes)
+                          args.calibration_images, args.warmup_episodes, args.finalists)
     with console.progress_bar() as progress:
         profiling = progress.add_task("profile", total=None, status="")
         searching = progress.add_task("search", total=config.episodes, status="", visible=False)
@@ -296,7 +296,7 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
               "budget_ms": outcome.budget_ms, "dense_predicted_ms": outcome.dense_ms, "predicted_ms": best.latency_ms,
               "top1_val": best.accuracy, "keep": list(best.keep), "strategy": args.strategy}
     if not args.json:
-        print(f"best policy: top-1 {100 * best.accuracy:.2f}% on {config.reward_images} val images (no fine-tuning), "
+        print(f"best policy: top-1 {100 * best.accuracy:.2f}% on the val split (no fine-tuning), "
               f"{best.latency_ms:.3f} ms predicted for a {outcome.budget_ms:.3f} ms budget (unpruned {outcome.dense_ms:.3f} ms)")
         print(f"wrote {out}/: best_policy.json, pruned.pt, search.csv")
     return result
@@ -478,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rbound", type=float, default=1.0, help="largest keep ratio per group")
     p.add_argument("--channel-multiple", type=int, default=8)
     p.add_argument("--reward-images", type=int, default=1000, help="val images the reward is measured on")
+    p.add_argument("--finalists", type=int, default=5, help="best policies re-scored on the whole val split at the end")
     p.add_argument("--calibration-images", type=int, default=2000, help="train images sampled for reconstruction")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after the search (0: none)")
     p.add_argument("--out", help="output folder (default runs/MODEL-STRATEGY)")

@@ -130,8 +130,13 @@ class PruningEnv:
         return self.finish(tuple(keep), tuple(actions), tuple(states))
 
     def finish(self, keep: tuple[int, ...], actions: tuple[float, ...], states: tuple = ()) -> Episode:
+        return self.finish_scored(keep, self.evaluate(keep), actions, states)
+
+    def finish_scored(self, keep: tuple[int, ...], accuracy: float, actions: tuple[float, ...] | None = None,
+                      states: tuple = ()) -> Episode:
+        """An episode for `keep` scored with an accuracy measured elsewhere (e.g. on a larger split)."""
         latency = self.cost(keep)
-        accuracy = self.evaluate(keep)
+        actions = actions if actions is not None else tuple(k / c for k, c in zip(keep, self.full))
         return Episode(actions, keep, states, latency, accuracy, self.reward(accuracy, latency))
 
     def reward(self, accuracy: float, latency_ms: float) -> float:

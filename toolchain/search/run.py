@@ -84,3 +84,15 @@ def _save_state(path: Path, strategy: Strategy, episode: int, best: Episode | No
 def read_log(out: Path) -> list[dict]:
     with open(out / LOG) as f:
         return list(csv.DictReader(f))
+
+
+def top_policies(out: Path, full: tuple[int, ...], k: int) -> list[tuple[int, ...]]:
+    """The kept-channel vectors of the `k` highest-reward distinct episodes in the search log."""
+    chosen: list[tuple[int, ...]] = []
+    for row in sorted(read_log(out), key=lambda r: -float(r["reward"])):
+        keep = tuple(round(float(row[f"keep_{t}"]) * c) for t, c in enumerate(full))
+        if keep not in chosen:
+            chosen.append(keep)
+        if len(chosen) == k:
+            break
+    return chosen
