@@ -174,11 +174,12 @@ def test_journal_replays_after_a_kill_and_drops_a_torn_line(tmp_path):
 def test_killed_profile_resumes_without_remeasuring(tmp_path):
     table_path = tmp_path / "host.json"
     cmd = [sys.executable, "-m", "toolchain.cli", "profile", "--model", "resnet20", "--table", str(table_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "host.json.journal"
     deadline = time.time() + 120
-    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 40):
+    while time.time() < deadline and proc.poll() is None and (not journal.exists() or len(journal.read_text().splitlines()) < 40):
         time.sleep(0.05)
+    assert proc.poll() is None, f"profile exited early: {proc.stderr.read()[-500:]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     journaled = {json.loads(line)["op"] for line in journal.read_text().splitlines() if line.endswith("}")}

@@ -171,7 +171,7 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
 
     loaded = load_model(args.model, args.num_classes, args.input_size)
     graph = analyze(loaded.model, loaded.spec.input_size)
-    runner = open_runner(args.device, args.threads)
+    runner = open_runner(args)
     path = Path(args.table) if args.table else default_table_path(runner.target)
     table = LatencyTable.open(path, runner.target)
     def build(keep):
