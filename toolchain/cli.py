@@ -283,7 +283,10 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
         searching = progress.add_task("search", total=config.episodes, status="", visible=False)
 
         def on_profile(done: int, total: int) -> None:
-            progress.update(profiling, completed=done, total=max(total, 1))
+            if total == 0:  # the table already has every shape
+                progress.update(profiling, completed=1, total=1, status="nothing new to measure")
+            else:
+                progress.update(profiling, completed=done, total=total)
 
         def on_episode(i: int, episode: Episode, best: Episode) -> None:
             progress.update(searching, completed=i, visible=True, status=(
