@@ -77,8 +77,6 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     val_set = load_split(args.data, "val", loaded.spec.input_size, args.limit)
     test_set = load_split(args.data, "test", loaded.spec.input_size, args.limit)
     spec = loaded.spec
-    if not Path(args.model).is_file() and args.num_classes is None and spec.num_classes != len(train_set.classes):
-        raise ToolchainError(f"model {args.model} has {spec.num_classes} classes, {args.data} has {len(train_set.classes)}: pass --num-classes {len(train_set.classes)}")
     check_classes(spec.classes, train_set.classes, args.model)
     spec = spec.with_classes(train_set.classes)  # record the data's class names, not placeholders
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed)

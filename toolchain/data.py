@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from .errors import ToolchainError
+from .files import atomic_path
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -146,11 +147,9 @@ def _cached(key: tuple, build) -> tuple[ImageSet, ImageSet]:
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             path.unlink(missing_ok=True)
     train, test = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"train_images": train.images, "train_labels": train.labels, "test_images": test.images,
-                "test_labels": test.labels, "classes": list(train.classes)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"train_images": train.images, "train_labels": train.labels, "test_images": test.images,
+                    "test_labels": test.labels, "classes": list(train.classes)}, tmp)
     return train, test
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from .data import ImageSet, normalize
 from .errors import ToolchainError
+from .files import atomic_path
 from .models import ModelSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -190,10 +191,8 @@ def export(model: nn.Module, spec: ModelSpec, out: Path, model_format: str, prec
 
 def _write(path: Path, blob: bytes) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(blob)
     except OSError as e:
         raise ToolchainError(f"cannot write {path} ({e.strerror}): choose a writable --out path") from None
 

@@ -8,7 +8,6 @@ where it stopped.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from .data import ImageSet, augment, normalize
+from .files import atomic_path
 from .models import ModelSpec
 
 
@@ -130,7 +130,5 @@ def train(
 def _save_resume(path: Path, model, optimizer, generator, cfg: TrainConfig, history: list[EpochResult]) -> None:
     state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": [asdict(h) for h in history]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)

@@ -80,7 +80,7 @@ class LatencyPredictor:
         points = {(s.c_in, s.c_out): t.median_ms for s, t in self.table.entries.items() if s.family == family}
         if not points:
             raise ToolchainError(f"the latency table has no entry for {family.kind} ops like "
-                                 f"'{family.with_channels(0, 0).key()}' (layer {op.module}): run `toolchain profile` for this model")
+                                 f"'{family.key()}' (layer {op.module}): run `toolchain profile` for this model")
         if is_square(family.kind):
             c_out = sorted(c for (_, c) in points)
             return _Family(None, c_out, np.array([points[(c, c)] if (c, c) in points else np.nan for c in c_out]))

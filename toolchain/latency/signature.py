@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-# TFLite builtin ops whose latency the tables hold. Fused activations are part of the signature.
-OP_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN", "PAD", "PADV2", "MAX_POOL_2D",
-            "AVERAGE_POOL_2D", "RESHAPE", "CONCATENATION", "RELU", "RELU6")
 _KEY = re.compile(r"^(?P<kind>[A-Z0-9_]+) (?P<h>\d+)x(?P<w>\d+) (?P<c_in>\d+)->(?P<c_out>\d+) k(?P<kernel>\d+) "
                   r"s(?P<stride>\d+) (?P<padding>SAME|VALID) (?P<act>[A-Z0-9]+)$")
 
@@ -42,9 +39,6 @@ class OpSignature:
         d = m.groupdict()
         ints = {k: int(d[k]) for k in ("h", "w", "c_in", "c_out", "kernel", "stride")}
         return cls(d["kind"], padding=d["padding"], act=d["act"], **ints)
-
-    def with_channels(self, c_in: int, c_out: int) -> "OpSignature":
-        return replace(self, c_in=c_in, c_out=c_out)
 
     @property
     def family(self) -> "OpSignature":

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ToolchainError
+from ..files import atomic_path
 from .runners import Target, Timing
 from .signature import OpSignature
 
@@ -153,8 +154,6 @@ class LatencyTable:
             '"entries": {' + ",".join(f"\n  {json.dumps(s.key())}: {json.dumps(t.as_record())}" for s, t in sorted(self.entries.items())) + "\n}",
             "}",
         ]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
         self.journal_path.unlink(missing_ok=True)

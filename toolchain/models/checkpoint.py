@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from ..errors import ToolchainError
+from ..files import atomic_path
 from ._registry import TORCHVISION_PREFIX, create_model, is_zoo_model
 
 FORMAT = "toolchain-checkpoint"
@@ -84,13 +85,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metrics
         "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ToolchainError(f"cannot write checkpoint {path} ({e.strerror}): choose a writable --out path") from None
 
 

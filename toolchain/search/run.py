@@ -9,7 +9,6 @@ far) every `checkpoint_every` episodes. On resume the log is cut back to the las
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ from typing import Callable
 import torch
 
 from ..errors import ToolchainError
+from ..files import atomic_path
 from .env import Episode, PruningEnv
 from .strategies import Strategy
 
@@ -76,9 +76,8 @@ def _truncate_log(path: Path, episodes: int) -> None:
 def _save_state(path: Path, strategy: Strategy, episode: int, best: Episode | None) -> None:
     state = {"strategy_name": strategy.name, "strategy": strategy.state_dict(), "episode": episode,
              "best": asdict(best) if best else None}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def read_log(out: Path) -> list[dict]:
