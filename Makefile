@@ -24,15 +24,11 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 # The main job on a built-in default: AMC search for resnet20 under half its host latency, one fine-tuning
-# epoch, export to .tflite (checked against PyTorch), and the file's latency measured on this CPU.
+# epoch, export to .tflite (checked against PyTorch), the file's latency measured on this CPU, and a report.
 demo: setup
 	rm -rf runs/demo
 	$(BIN)/toolchain compress --model resnet20 --data cifar10 --device host --latency-ratio 0.5 \
-	  --episodes 60 --warmup-episodes 20 --out runs/demo
-	$(BIN)/toolchain train --model runs/demo/pruned.pt --data cifar10 --epochs 1 --lr 0.01 --out runs/demo/finetuned.pt
-	$(BIN)/toolchain export --model runs/demo/finetuned.pt --data cifar10 --out runs/demo/resnet20-pruned.tflite
-	$(BIN)/toolchain bench runs/demo/resnet20-pruned.tflite --device host
-	@echo "demo done: runs/demo/resnet20-pruned.tflite (+ .json sidecar and .labels.txt), search log and policy in runs/demo/"
+	  --episodes 60 --warmup-episodes 20 --finetune-epochs 1 --out runs/demo
 
 # Build or extend the latency table of a target: make profile DEVICE=host MODEL=resnet56
 DEVICE ?= host

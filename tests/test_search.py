@@ -120,29 +120,3 @@ def test_every_strategy_meets_the_budget():
     for name in ("uniform", "shallow", "deep", "random", "torch-pruning", "amc"):
         episode = make_strategy(name, env, create_model("resnet20"), seed=0).episode(env)
         assert episode.latency_ms <= env.config.budget_ms, name
-
-
-@pytest.mark.slow
-def test_compress_cli_end_to_end(tmp_path, capsys, cifar10):
-    import json
-
-    from toolchain.cli import main
-    from toolchain.models import load_checkpoint
-    from toolchain.policy import load_policy
-
-    table, out = tmp_path / "host.json", tmp_path / "run"
-    common = ["compress", "--model", "resnet20", "--data", cifar10, "--table", str(table), "--reward-images", "100",
-              "--calibration-images", "100", "--out", str(out)]
-    assert main([*common, "--latency-ratio", "0.6", "--episodes", "6", "--warmup-episodes", "3", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["predicted_ms"] <= result["budget_ms"] < result["dense_predicted_ms"]
-    rows = (out / "search.csv").read_text().splitlines()
-    assert len(rows) == 7 and rows[0].startswith("episode,reward,accuracy,latency_ms,keep_0")
-    pruned = load_checkpoint(out / "pruned.pt")
-    policy = load_policy(str(out / "best_policy.json"), analyze(create_model("resnet20"), 32), "resnet20")
-    assert list(policy.keep) == result["keep"] and pruned.spec.policy["groups"][0]["keep"] == policy.keep[0]
-    # a finished run resumes to the same answer without searching again
-    assert main([*common, "--latency-ratio", "0.6", "--episodes", "6", "--warmup-episodes", "3", "--resume", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["keep"] == result["keep"]
-    assert main([*common, "--latency-ms", "0.001", "--resume"]) == 2
-    assert "infeasible" in capsys.readouterr().err

@@ -66,22 +66,32 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     return {"top1": top1, "n": len(data), "split": args.split, "model": args.model}
 
 
-def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_train(args: argparse.Namespace) -> dict[str, Any] | None:
+    from . import distributed
     from .data import load_split
     from .models import load_model, save_checkpoint
     from .train import EpochResult, TrainConfig, evaluate, train
 
+    distributed.init_from_env()
     out = Path(args.out)
     loaded = load_model(args.model, args.num_classes, args.input_size, pretrained=False)
+    teacher = None
+    if args.distill:
+        if not args.teacher:
+            raise ToolchainError("--distill needs --teacher MODEL, e.g. the unpruned model a pruned checkpoint came from")
+        teacher = load_model(args.teacher).model
     train_set = load_split(args.data, "train", loaded.spec.input_size, args.limit)
     val_set = load_split(args.data, "val", loaded.spec.input_size, args.limit)
     test_set = load_split(args.data, "test", loaded.spec.input_size, args.limit)
     spec = loaded.spec
     check_classes(spec.classes, train_set.classes, args.model)
     spec = spec.with_classes(train_set.classes)  # record the data's class names, not placeholders
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      distill=args.distill, seed=args.seed)
     resume = out.with_name(f".{out.name}.resume")
-    console.info(f"training {args.model} on {len(train_set)} images for {cfg.epochs} epochs (val {len(val_set)}, test {len(test_set)})")
+    world = distributed.world_size()
+    console.info(f"training {args.model} on {len(train_set)} images for {cfg.epochs} epochs (val {len(val_set)}, test {len(test_set)})"
+                 + (f", data-parallel over {world} processes" if world > 1 else ""))
     with console.progress_bar() as progress:
         task = progress.add_task("train", total=None, status="")
 
@@ -90,17 +100,21 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
         def on_epoch(r: EpochResult) -> None:
             val = f", val top-1 {100 * r.val_top1:.2f}%" if r.val_top1 is not None else ""
-            progress.console.print(f"epoch {r.epoch}/{cfg.epochs}: loss {r.loss:.3f}, train top-1 {100 * r.train_top1:.2f}%{val}")
+            if distributed.is_main():
+                progress.console.print(f"epoch {r.epoch}/{cfg.epochs}: loss {r.loss:.3f}, train top-1 {100 * r.train_top1:.2f}%{val}")
 
-        history = train(loaded.model, spec, train_set, cfg, val_set, resume, on_step, on_epoch)
+        history = train(loaded.model, spec, train_set, cfg, val_set, resume, on_step, on_epoch, teacher)
+    if not distributed.is_main():
+        return None
     top1_test = evaluate(loaded.model, spec, test_set)
     metrics = {"top1_test": top1_test, "top1_val": history[-1].val_top1 if history else None, "test_images": len(test_set),
-               "train_config": asdict(cfg), "data": args.data}
+               "train_config": asdict(cfg), "data": args.data, "processes": world}
     save_checkpoint(out, loaded.model, spec, metrics)
     resume.unlink(missing_ok=True)
     if not args.json:
         print(f"wrote {out}: test top-1 {100 * top1_test:.2f}% on {len(test_set)} images")
-    return {"checkpoint": str(out), "top1_test": top1_test, "top1_val": metrics["top1_val"], "epochs": cfg.epochs}
+    return {"checkpoint": str(out), "top1_test": top1_test, "top1_val": metrics["top1_val"], "epochs": cfg.epochs,
+            "processes": world}
 
 
 def open_runner(args: argparse.Namespace, runs: int | None = None):
@@ -261,24 +275,30 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     return {"checkpoint": str(args.out), "keep": list(policy.keep), **stats}
 
 
-def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
-    from .compress import SearchConfig, search_and_prune
+def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
+    from . import distributed
+    from .compress import Hooks, PipelineConfig, SearchConfig, compress
     from .models import load_model
     from .search.env import Episode
+    from .train import TrainConfig
 
-    if args.finetune_epochs:
-        raise ToolchainError("fine-tuning after the search is not implemented yet: pass --finetune-epochs 0 and fine-tune "
-                             "the written pruned.pt with `toolchain train --model OUT/pruned.pt`")
+    distributed.init_from_env()
     loaded = load_model(args.model, args.num_classes, args.input_size)
     runner = open_runner(args)
     table = Path(args.table) if args.table else default_table_path(runner.target)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.model).stem}-{args.strategy}"
-    config = SearchConfig(args.data, args.latency_ms, args.latency_ratio, args.protocol, args.strategy, args.episodes,
+    search = SearchConfig(args.data, args.latency_ms, args.latency_ratio, args.protocol, args.strategy, args.episodes,
                           args.seed, args.lbound, args.rbound, args.channel_multiple, args.reward_images,
                           args.calibration_images, args.warmup_episodes, args.finalists)
+    if args.stages and args.protocol != "resource":
+        raise ToolchainError("--stages needs the resource protocol: its budgets are what each stage must meet")
+    config = PipelineConfig(search, TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, warmup_epochs=0.0,
+                                                distill=args.distill, seed=args.seed),
+                            tuple(args.stages or ()), args.precision, args.limit, enforce_measured=args.enforce_measured)
     with console.progress_bar() as progress:
         profiling = progress.add_task("profile", total=None, status="")
-        searching = progress.add_task("search", total=config.episodes, status="", visible=False)
+        searching = progress.add_task("search", total=search.episodes, status="", visible=False)
+        tuning = progress.add_task("fine-tune", total=None, status="", visible=False)
 
         def on_profile(done: int, total: int) -> None:
             if total == 0:  # the table already has every shape
@@ -290,17 +310,42 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
             progress.update(searching, completed=i, visible=True, status=(
                 f"reward {episode.reward:+.3f} | best top-1 {100 * best.accuracy:.2f}% at {best.latency_ms:.3f} ms"))
 
-        outcome = search_and_prune(loaded, runner, table, config, out, args.resume, on_profile, on_episode,
-                                   on_stage=lambda m: progress.console.print(m))
-    best = outcome.best
-    result = {"out": str(out), "policy": str(out / "best_policy.json"), "checkpoint": str(outcome.checkpoint),
-              "budget_ms": outcome.budget_ms, "dense_predicted_ms": outcome.dense_ms, "predicted_ms": best.latency_ms,
-              "top1_val": best.accuracy, "keep": list(best.keep), "strategy": args.strategy}
+        def on_stage(message: str) -> None:
+            if distributed.is_main():
+                progress.console.print(message)
+            if message.startswith("stage "):  # a new stage searches and fine-tunes again
+                progress.reset(searching, visible=False)
+                progress.reset(tuning, visible=False)
+
+        def on_train_step(step: int, total: int, loss: float) -> None:
+            progress.update(tuning, completed=step, total=total, visible=True, status=f"loss {loss:.3f}")
+
+        hooks = Hooks(on_stage, on_profile, on_episode, on_train_step)
+        result = compress(loaded, runner, table, config, out, args.resume, hooks)
+    if result is None:  # a torchrun worker other than rank 0: it fine-tuned its shard, rank 0 reports
+        return None
+    final, exported = result.final, result.exported
+    assert final.search is not None
+    best = final.search.best
+    summary = {"out": str(out), "report": str(out / "report.md"), "model_file": exported.path, "sidecar": exported.sidecar,
+               "checkpoint": str(final.checkpoint), "policy": str(final.search.checkpoint.parent / "best_policy.json"),
+               "budget_ms": result.budget_ms, "dense_predicted_ms": result.dense_predicted_ms, "predicted_ms": best.latency_ms,
+               "measured_ms": result.measured.median_ms, "dense_measured_ms": result.dense_measured.median_ms,
+               "within_budget": result.within_budget, "speedup": result.dense_measured.median_ms / result.measured.median_ms,
+               "top1_val": best.accuracy, "top1_test_dense": result.dense_top1, "top1_test_pruned": final.top1_pruned,
+               "top1_test_finetuned": final.top1_finetuned, "top1_test_exported": exported.parity.top1_exported,
+               "size_bytes": exported.size_bytes, "keep": list(best.keep), "strategy": args.strategy,
+               "stages": len(result.stages), "attempts": result.attempts}
     if not args.json:
-        print(f"best policy: top-1 {100 * best.accuracy:.2f}% on the val split (no fine-tuning), "
-              f"{best.latency_ms:.3f} ms predicted for a {outcome.budget_ms:.3f} ms budget (unpruned {outcome.dense_ms:.3f} ms)")
-        print(f"wrote {out}/: best_policy.json, pruned.pt, search.csv")
-    return result
+        c = console.Console()
+        c.print(f"test top-1: unpruned {100 * result.dense_top1:.2f}% -> pruned {100 * final.top1_pruned:.2f}% -> "
+                f"fine-tuned {100 * final.top1_finetuned:.2f}% -> exported {100 * exported.parity.top1_exported:.2f}%")
+        verdict = "[green]within budget[/]" if result.within_budget else "[bold red]OVER BUDGET: rerun with --enforce-measured[/]"
+        c.print(f"latency on {result.target}: {result.measured.median_ms:.3f} ms measured, {best.latency_ms:.3f} ms predicted, "
+                f"budget {result.budget_ms:.3f} ms: {verdict} ({summary['speedup']:.2f}x faster than unpruned)")
+        print(f"model: {exported.path} (+ {Path(exported.sidecar).name}, {Path(exported.labels).name})")
+        print(f"report: {out / 'report.md'}")
+    return summary
 
 
 def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
@@ -399,8 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (after a 1-epoch warm-up, cosine decay)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, help="use only the first N images of each split (quick runs)")
-    p.add_argument("--out", required=True, help="checkpoint to write (.pt); a killed run with the same --out resumes")
+    p.add_argument("--teacher", help="model to distill from (e.g. the unpruned model of a pruned checkpoint)")
+    p.add_argument("--distill", type=float, default=0.0, help="weight of the distillation loss against --teacher (0: none)")
+    p.add_argument("--limit", type=int, help="use only a fixed N images of each split (quick runs)")
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt); a killed run with the same --out resumes. "
+                   "Under torchrun --nproc_per_node=K, trains data-parallel")
 
     p = add("eval", "top-1 accuracy of a model on a data split", cmd_eval)
     model_args(p)
@@ -463,13 +511,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .search.strategies import STRATEGIES
 
-    p = add("compress", "AMC search under a latency budget, then prune (fine-tuning and export come next)", cmd_compress)
+    p = add("compress", "AMC search under a latency budget, prune, fine-tune, export and measure on the target", cmd_compress)
     model_args(p)
     target_args(p)
     p.add_argument("--data", required=True, help=DATA_HELP)
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--latency-ms", type=float, help="latency budget in milliseconds on the target")
     budget.add_argument("--latency-ratio", type=float, help="latency budget as a fraction of the unpruned model's")
+    budget.add_argument("--stages", type=lambda v: [float(x) for x in v.split(",")], metavar="R1,R2,...",
+                        help="iterative schedule: search + fine-tune per stage, each budget a fraction of the unpruned "
+                             "latency, e.g. 0.5,0.35,0.25")
     p.add_argument("--protocol", choices=["resource", "accuracy"], default="resource",
                    help="resource: never exceed the budget (action wall); accuracy: reward -error*log(latency)")
     p.add_argument("--strategy", choices=STRATEGIES, default="amc")
@@ -481,7 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-images", type=int, default=1000, help="val images the reward is measured on")
     p.add_argument("--finalists", type=int, default=5, help="best policies re-scored on the whole val split at the end")
     p.add_argument("--calibration-images", type=int, default=2000, help="train images sampled for reconstruction")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after the search (0: none)")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after each search (0: none)")
+    p.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tuning peak learning rate (cosine decay)")
+    p.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the unpruned model while fine-tuning (0: none)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="precision of the exported model file")
+    p.add_argument("--enforce-measured", action="store_true",
+                   help="if the measured latency exceeds the budget, tighten it by measured/predicted and search again")
+    p.add_argument("--limit", type=int, help="use at most N train and test images for fine-tuning and test figures (quick runs)")
     p.add_argument("--out", help="output folder (default runs/MODEL-STRATEGY)")
     p.add_argument("--resume", action="store_true", help="continue a killed search in --out")
     p.add_argument("--seed", type=int, default=0)
@@ -504,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
         return 130
-    if args.json:
+    if args.json and result is not None:  # None: a torchrun worker whose rank 0 reports
         print(json.dumps(result, default=str))
     return 0
 

@@ -1,4 +1,5 @@
-"""Progress bars and messages for long work, always on stderr so that stdout stays clean for `--json`."""
+"""Progress bars and messages for long work, always on stderr so that stdout stays clean for `--json`. Under
+torchrun only rank 0 shows them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Iterator
 from rich.console import Console  # noqa: F401  (re-exported for tables on stdout)
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from . import distributed
+
 stderr = Console(stderr=True)
 
 
@@ -16,9 +19,10 @@ def progress_bar() -> Iterator[Progress]:
     """A rich progress display with counts, elapsed time and ETA; add tasks with `.add_task(desc, total=N)`."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=False) as progress:
+    with Progress(*columns, console=stderr, transient=False, disable=not distributed.is_main()) as progress:
         yield progress
 
 
 def info(message: str) -> None:
-    stderr.print(message, highlight=False)
+    if distributed.is_main():
+        stderr.print(message, highlight=False)

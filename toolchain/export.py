@@ -61,7 +61,7 @@ def to_tflite(model: nn.Module, input_size: int, in_channels: int = 3) -> bytes:
     import litert_torch
 
     model = model.eval()
-    wrapped = litert_torch.to_channel_last_io(model, args=[0])
+    wrapped = litert_torch.to_channel_last_io(model, args=[0]).eval()
     sample = (torch.zeros(1, input_size, input_size, in_channels),)
     try:
         with _quiet():

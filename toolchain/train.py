@@ -2,7 +2,12 @@
 
 The recipe is the usual CIFAR one: SGD with Nesterov momentum, a linear warm-up into a cosine decay, weight decay,
 random-crop + flip augmentation. Each finished epoch is saved as a resume point, so an interrupted run continues
-where it stopped.
+where it stopped. Fine-tuning a pruned model may add knowledge distillation from the unpruned one (Hinton et al.:
+the student also matches the teacher's softened outputs).
+
+Under `torchrun` the same function trains with DistributedDataParallel: a DistributedSampler gives each process
+its shard of every epoch, each process takes batch_size / world_size images per step (so the recipe, and the
+learning-rate schedule, do not depend on how many processes there are), and only rank 0 writes the resume file.
 """
 
 from __future__ import annotations
@@ -14,8 +19,13 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
+from . import distributed
 from .data import ImageSet, augment, normalize
+from .errors import ToolchainError
 from .files import atomic_path
 from .models import ModelSpec
 
@@ -29,6 +39,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
+    distill: float = 0.0  # weight of the distillation loss (needs a teacher); 0 trains on labels only
+    temperature: float = 4.0  # softening of both models' outputs for distillation
     seed: int = 0
 
 
@@ -52,11 +64,18 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
 def evaluate(model: nn.Module, spec: ModelSpec, data: ImageSet, batch_size: int = 500) -> float:
     """Top-1 accuracy in [0, 1]."""
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for images, labels in data.batches(batch_size):
-        x = normalize(images, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
-        correct += (model(x).argmax(1) == labels).sum().item()
+        x = normalize(images, spec.mean, spec.std).to(device).contiguous(memory_format=torch.channels_last)
+        correct += (model(x).argmax(1).cpu() == labels).sum().item()
     return correct / max(1, len(data))
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL divergence between softened outputs, scaled by T^2 so its gradients match the label loss's size."""
+    return F.kl_div(F.log_softmax(student / temperature, 1), F.log_softmax(teacher / temperature, 1),
+                    reduction="batchmean", log_target=True) * temperature ** 2
 
 
 def train(
@@ -68,46 +87,65 @@ def train(
     resume_path: Path | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> list[EpochResult]:
     """Train in place. `on_step(step, total_steps, loss)` and `on_epoch(result)` report progress.
 
-    With `resume_path`, the model, optimizer and RNG state are saved there after every epoch and picked up again
-    on the next call with the same path and config, so a killed run resumes instead of starting over.
+    With `resume_path`, the model and optimizer state are saved there after every epoch and picked up again on
+    the next call with the same path and config, so a killed run resumes instead of starting over. Shuffling and
+    augmentation are seeded per epoch, so a resumed run sees the same batches it would have seen.
     """
+    if cfg.distill and teacher is None:
+        raise ToolchainError("distillation needs a teacher: fine-tune a pruned checkpoint of a model, or set distill to 0")
+    world, rank = distributed.world_size(), distributed.rank()
+    if cfg.batch_size % world:
+        raise ToolchainError(f"batch size {cfg.batch_size} does not split over {world} processes: use a multiple of {world}")
+    device = distributed.training_device()
     torch.manual_seed(cfg.seed)
-    model.to(memory_format=torch.channels_last)  # ~1.4x faster convs on x86 CPUs
+    model.to(device, memory_format=torch.channels_last)  # ~1.4x faster convs on x86 CPUs
+    if teacher is not None:
+        teacher.to(device, memory_format=torch.channels_last).eval()
+    net = DistributedDataParallel(model) if world > 1 else model
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BN and bias terms are not decayed
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
     )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    sampler = DistributedSampler(range(len(train_set)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    local_batch = cfg.batch_size // world
+    steps_per_epoch = math.ceil(len(sampler) / local_batch)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
     history: list[EpochResult] = []
     start_epoch = 0
     if resume_path is not None and resume_path.exists():
-        state = torch.load(resume_path, weights_only=True)
+        state = torch.load(resume_path, weights_only=True, map_location=device)
         if state["config"] == asdict(cfg):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
             history = [EpochResult(**h) for h in state["history"]]
             start_epoch = len(history)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
+        net.train()
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
         loss_sum, correct, seen = 0.0, 0, 0
-        for i, (images, labels) in enumerate(train_set.batches(cfg.batch_size, generator)):
+        for i in range(steps_per_epoch):
+            idx = order[i * local_batch:(i + 1) * local_batch]
+            images, labels = train_set.images[idx], train_set.labels[idx].to(device)
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup_steps, cfg.lr)
-            x = normalize(augment(images, generator), spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
-            logits = model(x)
+            x = normalize(augment(images, generator), spec.mean, spec.std).to(device).contiguous(memory_format=torch.channels_last)
+            logits = net(x)
             loss = loss_fn(logits, labels)
+            if cfg.distill:
+                with torch.no_grad():
+                    target = teacher(x)  # type: ignore[misc]
+                loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(logits, target, cfg.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -119,16 +157,16 @@ def train(
         val_top1 = evaluate(model, spec, val_set) if val_set is not None and len(val_set) else None
         result = EpochResult(epoch + 1, loss_sum / max(1, seen), correct / max(1, seen), val_top1)
         history.append(result)
-        if resume_path is not None:
-            _save_resume(resume_path, model, optimizer, generator, cfg, history)
+        if resume_path is not None and distributed.is_main():
+            _save_resume(resume_path, model, optimizer, cfg, history)
         if on_epoch:
             on_epoch(result)
-    model.eval()
+    model.eval().cpu()
     return history
 
 
-def _save_resume(path: Path, model, optimizer, generator, cfg: TrainConfig, history: list[EpochResult]) -> None:
+def _save_resume(path: Path, model, optimizer, cfg: TrainConfig, history: list[EpochResult]) -> None:
     state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": [asdict(h) for h in history]}
+             "history": [asdict(h) for h in history]}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -1,0 +1,154 @@
+"""The whole `compress` pipeline on resnet20 with tiny subsets: search, prune, fine-tune, export, measure, report;
+iterative stages; --enforce-measured when the target runs slower than its table predicts; torchrun data-parallel."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolchain.compress import PipelineConfig, SearchConfig, compress
+from toolchain.data import load_split, normalize
+from toolchain.export import to_model_file
+from toolchain.graph import analyze, pruned_copy
+from toolchain.latency.profiler import profile
+from toolchain.latency.runners import LiteRTHostRunner, Timing
+from toolchain.latency.table import LatencyTable
+from toolchain.models import load_checkpoint, load_model
+
+pytestmark = pytest.mark.slow
+TINY = dict(episodes=3, warmup_episodes=2, reward_images=100, calibration_images=100, finalists=1)
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    return load_model("resnet20")
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory, resnet20):
+    """A complete host table for resnet20, profiled once for this module."""
+    path = tmp_path_factory.mktemp("tables") / "host.json"
+    runner = LiteRTHostRunner()
+    graph = analyze(resnet20.model, 32)
+    profile(graph, runner, LatencyTable.open(path, runner.target),
+            lambda keep: to_model_file(pruned_copy(resnet20.model, graph, keep), 32, "tflite"))
+    return path
+
+
+def png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, cifar10, table):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from toolchain.cli import main
+
+    out = tmp_path / "run"
+    args = ["compress", "--model", "resnet20", "--data", cifar10, "--table", str(table), "--latency-ratio", "0.6",
+            "--episodes", "3", "--warmup-episodes", "2", "--reward-images", "100", "--calibration-images", "100",
+            "--finalists", "2", "--finetune-epochs", "1", "--distill", "0.5", "--limit", "300", "--out", str(out), "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["predicted_ms"] <= result["budget_ms"] < result["dense_predicted_ms"]
+    assert result["within_budget"] == (result["measured_ms"] <= result["budget_ms"])
+    # one epoch on 300 images helps a pruned model that lost most of its accuracy
+    assert result["top1_test_finetuned"] > result["top1_test_pruned"]
+    assert abs(result["top1_test_exported"] - result["top1_test_finetuned"]) <= 0.01
+    finetuned = load_checkpoint(out / "finetuned.pt")
+    assert finetuned.metrics["top1_test"] == result["top1_test_finetuned"]
+    assert finetuned.metrics["finetune_config"]["distill"] == 0.5
+    assert [g["keep"] for g in finetuned.spec.policy["groups"]] == result["keep"]
+
+    # the .tflite takes NHWC images and computes what the fine-tuned checkpoint computes
+    interpreter = Interpreter(model_path=result["model_file"])
+    interpreter.allocate_tensors()
+    inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert list(inp["shape"]) == [1, 32, 32, 3]
+    images = load_split(cifar10, "test", 32, 8)
+    x = normalize(images.images, finetuned.spec.mean, finetuned.spec.std)
+    reference = finetuned.model(x).detach().numpy()
+    for i in range(len(images)):
+        interpreter.set_tensor(inp["index"], x[i:i + 1].permute(0, 2, 3, 1).numpy())
+        interpreter.invoke()
+        np.testing.assert_allclose(interpreter.get_tensor(outp["index"])[0], reference[i], atol=1e-3)
+
+    report = (out / "report.md").read_text()
+    for figure in (f"{result['budget_ms']:.3f} ms", f"{result['measured_ms']:.3f} ms", f"{100 * result['top1_test_finetuned']:.2f}%"):
+        assert figure in report
+    assert all(png(out / name) for name in ("policy.png", "search.png", "tradeoff.png"))
+    sidecar = json.loads(Path(result["sidecar"]).read_text())
+    assert sidecar["input"]["layout"] == "NHWC" and sidecar["pruning_policy"]["groups"][0]["keep"] == result["keep"][0]
+
+    # a finished run resumes to the same answer without searching or fine-tuning again
+    assert main([*args, "--resume"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["keep"] == result["keep"] and again["top1_test_finetuned"] == result["top1_test_finetuned"]
+    assert main([a if a != "0.6" else "0.01" for a in args]) == 2
+    assert "already holds a search" in capsys.readouterr().err
+
+
+def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, resnet20, table):
+    config = PipelineConfig(SearchConfig(cifar10, **TINY), stages=(0.7, 0.5), limit=200)
+    result = compress(resnet20, LiteRTHostRunner(), table, config, tmp_path)
+    assert result is not None and len(result.stages) == 2
+    first, second = (stage.search for stage in result.stages)
+    assert first.budget_ms == pytest.approx(0.7 * first.dense_ms) and second.budget_ms == pytest.approx(0.5 * first.dense_ms)
+    # stage 2 starts from stage 1's model (predicted with its own whole-model calibration, so not to the digit)
+    assert second.dense_ms == pytest.approx(first.best.latency_ms, rel=0.05)
+    assert all(b <= a for a, b in zip(first.best.keep, second.best.keep))
+    final = load_checkpoint(tmp_path / "stage-2" / "pruned.pt")  # replays from the unpruned architecture
+    assert [g["keep"] for g in final.spec.policy["groups"]] == list(second.best.keep)
+    assert [g["channels"] for g in final.spec.policy["groups"]] == list(analyze(resnet20.model, 32).full_widths)
+    assert "## Stages" in (tmp_path / "report.md").read_text()
+
+
+class SlowerThanItsTable:
+    """The host runner, with whole models taking `factor` times as long: a target whose single-op table misses
+    something (caches, thermal state) that the whole model pays for."""
+
+    def __init__(self, factor: float):
+        self.runner, self.factor = LiteRTHostRunner(), factor
+        self.target, self.model_format = self.runner.target, self.runner.model_format
+
+    def time_models(self, models):
+        f = self.factor
+        return [Timing(t.median_ms * f, t.p10_ms * f, t.p90_ms * f, t.runs) for t in self.runner.time_models(models)]
+
+
+def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path, cifar10, resnet20, table):
+    # uniform: the largest uniform ratio that fits ends close to the budget, so 1.5x slower is surely over it
+    config = PipelineConfig(SearchConfig(cifar10, latency_ratio=0.6, strategy="uniform", **TINY), limit=200)
+    over = compress(resnet20, SlowerThanItsTable(1.5), table, config, tmp_path / "plain")
+    assert over is not None and not over.within_budget and over.attempts == 1
+    assert "exceeds the budget" in (tmp_path / "plain" / "report.md").read_text()
+
+    enforced = compress(resnet20, SlowerThanItsTable(1.5), table, replace(config, enforce_measured=True), tmp_path / "enforced")
+    assert enforced is not None and enforced.within_budget and enforced.attempts >= 2
+    assert enforced.budget_ms == pytest.approx(0.6 * enforced.dense_predicted_ms)  # the budget to meet stays the user's
+    assert enforced.final.search.budget_ms < enforced.budget_ms / 1.2  # what the last search aimed at
+    assert (tmp_path / "enforced" / "attempt-2" / "best_policy.json").exists()
+
+
+def test_train_under_torchrun_is_data_parallel_over_two_processes(tmp_path, cifar10):
+    out = tmp_path / "ddp.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "toolchain.cli", "train",
+                           "--model", "resnet20", "--data", cifar10, "--epochs", "1", "--limit", "256", "--batch-size", "64",
+                           "--out", str(out), "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # only rank 0 reports
+    result = json.loads(lines[0])
+    assert result["processes"] == 2
+    stderr = " ".join(proc.stderr.split())  # rich wraps lines at the terminal width
+    assert "data-parallel over 2 processes" in stderr
+    assert " 4/4 " in stderr  # 256 images in global batches of 64: each process takes 32 per step, 4 steps in all
+    trained = load_checkpoint(out)
+    assert trained.metrics["processes"] == 2 and trained.metrics["test_images"] == 256

@@ -1,0 +1,179 @@
+"""The report `compress` leaves in its output folder: `report.md` with a summary table, and three plots.
+
+- `policy.png`: kept fraction of each channel group, like the density plots of the AMC paper;
+- `search.png`: reward and accuracy per episode of the (last) search, with the best so far;
+- `tradeoff.png`: accuracy vs predicted latency of the unpruned model, every searched policy, the rule-based
+  baselines and the chosen one, all scored the same way (val top-1 with reconstruction, before fine-tuning).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .search.run import read_log
+
+if TYPE_CHECKING:
+    from .compress import CompressResult
+
+
+def write_report(result: "CompressResult") -> Path:
+    out = result.out
+    _plot_policy(result, out / "policy.png")
+    _plot_search(result, out / "search.png")
+    _plot_tradeoff(result, out / "tradeoff.png")
+    path = out / "report.md"
+    path.write_text(render_markdown(result))
+    return path
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def render_markdown(r: "CompressResult") -> str:
+    final = r.final
+    search = final.search
+    assert search is not None
+    exported = r.exported
+    speedup = r.dense_measured.median_ms / r.measured.median_ms
+    lines = [
+        f"# Compression report: {r.model} on {r.target}",
+        "",
+        f"Budget **{r.budget_ms:.3f} ms** ({r.budget_ms / r.dense_predicted_ms:.0%} of the unpruned model's predicted "
+        f"{r.dense_predicted_ms:.3f} ms). Result: `{Path(exported.path).name}` ({exported.precision}), measured "
+        f"**{r.measured.median_ms:.3f} ms**, **{speedup:.2f}x** faster than the unpruned model, test top-1 "
+        f"**{_pct(exported.parity.top1_exported)}**.",
+        "",
+    ]
+    if not r.within_budget:
+        lines += [
+            f'<p style="color:red"><b>The measured latency {r.measured.median_ms:.3f} ms exceeds the budget '
+            f"{r.budget_ms:.3f} ms</b> (predicted {search.best.latency_ms:.3f} ms). Rerun with <code>--enforce-measured</code>, "
+            "which tightens the budget by the measured/predicted ratio and searches again.</p>",
+            "",
+        ]
+    if r.attempts > 1:
+        lines += [f"Searched {r.attempts} times (`--enforce-measured`): the first result measured over the budget, so "
+                  f"the last search aimed at a predicted {search.budget_ms:.3f} ms; it is the one reported.", ""]
+    lines += [
+        f"| | unpruned | compressed |",
+        "|---|---|---|",
+        f"| test top-1 ({r.test_images} images) | {_pct(r.dense_top1)} | {_pct(final.top1_pruned)} pruned, "
+        f"{_pct(final.top1_finetuned)} fine-tuned, {_pct(exported.parity.top1_exported)} exported |",
+        f"| predicted latency | {r.dense_predicted_ms:.3f} ms | {search.best.latency_ms:.3f} ms |",
+        f"| measured latency (median, p10-p90) | {_timing(r.dense_measured)} | {_timing(r.measured)} |",
+        f"| budget | | {r.budget_ms:.3f} ms ({'met' if r.within_budget else 'EXCEEDED'}) |",
+        f"| speed-up (measured) | 1.00x | {speedup:.2f}x |",
+        f"| file size | {r.dense_size_bytes / 1e6:.2f} MB (fp32) | {exported.size_bytes / 1e6:.2f} MB ({exported.precision}) |",
+        "",
+        f"Measured and predicted latency: {r.target}. Export parity against PyTorch on {exported.parity.images} test "
+        f"images: top-1 agreement {_pct(exported.parity.top1_agreement)}, max |logit difference| {exported.parity.max_abs_diff:.2g}.",
+        "",
+    ]
+    if len(r.stages) > 1:
+        lines += ["## Stages", "", "| stage | budget | predicted | val top-1 (search) | test top-1 pruned | fine-tuned |", "|---|---|---|---|---|---|"]
+        for i, stage in enumerate(r.stages):
+            s = stage.search
+            assert s is not None
+            lines.append(f"| {i + 1} | {s.budget_ms:.3f} ms | {s.best.latency_ms:.3f} ms | {_pct(s.best.accuracy)} | "
+                         f"{_pct(stage.top1_pruned)} | {_pct(stage.top1_finetuned)} |")
+        lines.append("")
+    lines += [
+        "## Search (last stage)",
+        "",
+        "Val top-1 with least-squares reconstruction and no fine-tuning, the reward the search optimises; baselines "
+        "are scored the same way under the same budget.",
+        "",
+        "| policy | predicted latency | val top-1 |",
+        "|---|---|---|",
+        f"| unpruned | {search.dense_ms:.3f} ms | {_pct(search.dense_accuracy)} |",
+        f"| chosen (re-scored on all of val) | {search.best.latency_ms:.3f} ms | {_pct(search.best.accuracy)} |",
+        *(f"| {name} | {e.latency_ms:.3f} ms | {_pct(e.accuracy)} |" for name, e in search.baselines.items()),
+        "",
+        "![kept channels per group](policy.png)",
+        "",
+        "![search progress](search.png)",
+        "",
+        "![accuracy vs latency](tradeoff.png)",
+        "",
+        "## Files",
+        "",
+        f"- `{Path(exported.path).name}`, `{Path(exported.sidecar).name}` (input layout, normalisation, output), "
+        f"`{Path(exported.labels).name}`: what an app needs",
+        f"- `{final.checkpoint.relative_to(r.out)}`: the PyTorch checkpoint; `best_policy.json` and `search.csv` "
+        + ("in this folder" if search.checkpoint.parent == r.out else f"in `{search.checkpoint.parent.relative_to(r.out)}/`"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _timing(t) -> str:
+    return f"{t.median_ms:.3f} ms ({t.p10_ms:.3f}-{t.p90_ms:.3f})"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_policy(r: "CompressResult", path: Path) -> None:
+    plt = _pyplot()
+    policy = r.final.search.policy  # type: ignore[union-attr]
+    n = len(policy.keep)
+    fig, ax = plt.subplots(figsize=(max(6, 0.28 * n + 2), 3.6))
+    xs = range(n)
+    ax.bar(xs, [1.0] * n, color="#dddddd", label="unpruned")
+    ax.bar(xs, [k / c for k, c in zip(policy.keep, policy.channels)], color="#1f77b4", label="kept")
+    for x, (k, c) in enumerate(zip(policy.keep, policy.channels)):
+        ax.text(x, 1.01, f"{k}/{c}", rotation=90, ha="center", va="bottom", fontsize=6)
+    ax.set(xlabel="channel group (input to output)", ylabel="kept fraction of channels", ylim=(0, 1.25),
+           title=f"{policy.arch}: channels kept per group")
+    ax.set_xticks(list(xs), [lead for lead in policy.leads], rotation=90, fontsize=6)
+    ax.legend(loc="lower left", fontsize=8)
+    _save(fig, path, plt)
+
+
+def _plot_search(r: "CompressResult", path: Path) -> None:
+    plt = _pyplot()
+    rows = read_log(r.final.search.checkpoint.parent)  # type: ignore[union-attr]
+    episodes = [int(row["episode"]) for row in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    for ax, key, label in ((top, "reward", "reward"), (bottom, "accuracy", "val top-1 (reward images)")):
+        values = [float(row[key]) for row in rows]
+        best = [max(values[: i + 1]) for i in range(len(values))]
+        ax.plot(episodes, values, ".", ms=3, alpha=0.6, label="episode")
+        ax.plot(episodes, best, "-", color="C3", label="best so far")
+        ax.set_ylabel(label)
+        ax.legend(loc="lower right", fontsize=8)
+    bottom.set_xlabel("episode")
+    top.set_title("search progress")
+    _save(fig, path, plt)
+
+
+def _plot_tradeoff(r: "CompressResult", path: Path) -> None:
+    plt = _pyplot()
+    search = r.final.search
+    assert search is not None
+    rows = read_log(search.checkpoint.parent)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter([float(row["latency_ms"]) for row in rows], [100 * float(row["accuracy"]) for row in rows],
+               s=6, color="#bbbbbb", label="searched policies")
+    ax.scatter([search.dense_ms], [100 * search.dense_accuracy], marker="s", color="k", label="unpruned")
+    for (name, e), marker in zip(search.baselines.items(), "^v<>"):
+        ax.scatter([e.latency_ms], [100 * e.accuracy], marker=marker, s=50, label=name)
+    ax.scatter([search.best.latency_ms], [100 * search.best.accuracy], marker="*", s=160, color="C3", label="chosen")
+    ax.axvline(search.budget_ms, color="C3", ls="--", lw=1, label="budget")
+    ax.set(xlabel="predicted latency (ms)", ylabel="val top-1 before fine-tuning (%)", title="accuracy vs latency")
+    ax.legend(fontsize=8)
+    _save(fig, path, plt)
+
+
+def _save(fig, path: Path, plt) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
