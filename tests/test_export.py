@@ -6,7 +6,7 @@ import pytest
 from toolchain.cli import main
 from toolchain.data import load_split
 from toolchain.errors import ToolchainError
-from toolchain.export import ParityError, check_parity, export
+from toolchain.export import ParityError, check_parity, export, read_metadata
 from toolchain.models import load_model
 
 
@@ -33,6 +33,8 @@ def test_export_passes_its_parity_check_and_writes_the_sidecar(tmp_path, resnet2
         interpreter = Interpreter(model_path=str(out))
         assert list(interpreter.get_input_details()[0]["shape"]) == [1, 32, 32, 3]  # NHWC, as cameras deliver
         assert sidecar["input"]["layout"] == "NHWC"
+        embedded = read_metadata(out.read_bytes())  # the same app info travels inside the file
+        assert embedded["output"]["classes"] == list(loaded.spec.classes) and embedded["input"] == sidecar["input"]
         if precision == "int8":
             assert sidecar["input"]["dtype"]["dtype"] == "int8" and sidecar["input"]["dtype"]["scale"] > 0
     else:

@@ -28,6 +28,7 @@ from .files import atomic_path
 from .models import ModelSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
+METADATA_NAME = "toolchain.app_info"  # the .tflite metadata entry holding the app info as JSON
 FORMATS = ("tflite", "onnx")
 
 
@@ -174,6 +175,7 @@ def export(model: nn.Module, spec: ModelSpec, out: Path, model_format: str, prec
         reference = model.eval()(x).numpy()
     if model_format == "onnx":
         blob = to_onnx(model, spec.input_size)
+        info = app_info(out, spec, model_format, precision, blob)
         logits = onnx_logits(blob, x.numpy())
     else:
         blob = to_tflite(model, spec.input_size)
@@ -182,10 +184,15 @@ def export(model: nn.Module, spec: ModelSpec, out: Path, model_format: str, prec
         elif precision == "int8":
             assert calibration is not None
             blob = quantize_int8(blob, normalize(calibration.images, spec.mean, spec.std).permute(0, 2, 3, 1).numpy())
+        info = app_info(out, spec, model_format, precision, blob)
+        blob = with_metadata(blob, info)  # before the parity check, so the file checked is the file written
         logits = tflite_logits(blob, x.permute(0, 2, 3, 1).numpy())
     parity = check_parity(logits, reference, check.labels.numpy(), precision)
     _write(out, blob)
-    sidecar, labels = _write_sidecar(out, spec, model_format, precision, blob, parity)
+    labels = out.with_name(info["output"]["labels"])
+    labels.write_text("\n".join(spec.classes) + "\n")
+    sidecar = out.with_name(out.stem + ".json")
+    sidecar.write_text(json.dumps({**info, "pruning_policy": spec.policy, "parity": asdict(parity)}, indent=1) + "\n")
     return ExportResult(str(out), model_format, precision, len(blob), parity, str(sidecar), str(labels))
 
 
@@ -197,10 +204,8 @@ def _write(path: Path, blob: bytes) -> None:
         raise ToolchainError(f"cannot write {path} ({e.strerror}): choose a writable --out path") from None
 
 
-def _write_sidecar(out: Path, spec: ModelSpec, model_format: str, precision: str, blob: bytes, parity: Parity) -> tuple[Path, Path]:
-    """What an app needs to feed the model: input layout and normalisation, output meaning, labels."""
-    labels = out.with_name(out.stem + ".labels.txt")
-    labels.write_text("\n".join(spec.classes) + "\n")
+def app_info(out: Path, spec: ModelSpec, model_format: str, precision: str, blob: bytes) -> dict:
+    """What an app needs to feed the model: input layout and normalisation, output meaning, class labels."""
     size = spec.input_size
     layout = "NHWC" if model_format == "tflite" else "NCHW"
     info = {
@@ -209,14 +214,42 @@ def _write_sidecar(out: Path, spec: ModelSpec, model_format: str, precision: str
                   "color": "RGB", "dtype": "float32",
                   "normalization": {"mean": list(spec.mean), "std": list(spec.std),
                                     "formula": "x = (pixel / 255 - mean) / std, per channel"}},
-        "output": {"shape": [1, len(spec.classes)], "meaning": "logits (apply softmax for probabilities)", "labels": labels.name},
-        "pruning_policy": spec.policy, "parity": asdict(parity),
+        "output": {"shape": [1, len(spec.classes)], "meaning": "logits (apply softmax for probabilities)",
+                   "labels": out.stem + ".labels.txt", "classes": list(spec.classes)},
     }
     if model_format == "tflite" and precision == "int8":
         info["input"]["dtype"], info["output"]["dtype"] = _int8_io(blob)
-    sidecar = out.with_name(out.stem + ".json")
-    sidecar.write_text(json.dumps(info, indent=1) + "\n")
-    return sidecar, labels
+    return info
+
+
+def with_metadata(blob: bytes, info: dict) -> bytes:
+    """Embed `info` as JSON in a named metadata entry of the .tflite. The runtime ignores it; apps and tools read
+    it back with `read_metadata` (or any flatbuffer reader). The TFLite Support metadata writer would be the
+    standard place, but it is unmaintained and does not install next to current LiteRT."""
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    model = fb.convert_bytearray_to_object(bytearray(blob))
+    for b in model.buffers:  # weights stored after the flatbuffer (by offset) move inside it, where a rewrite keeps them
+        if b.offset > 1:
+            b.data, b.offset, b.size = np.frombuffer(blob, np.uint8, b.size, b.offset), 0, 0
+    buffer = fb.BufferT()
+    buffer.data = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = fb.schema_fb.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()] + [entry]
+    return bytes(fb.convert_object_to_bytearray(model))
+
+
+def read_metadata(blob: bytes) -> dict | None:
+    """The app info embedded by `with_metadata`, or None for a file without it."""
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    model = fb.convert_bytearray_to_object(bytearray(blob))
+    for entry in model.metadata or []:
+        if entry.name == METADATA_NAME.encode():
+            return json.loads(bytes(model.buffers[entry.buffer].data).decode())
+    return None
 
 
 def _int8_io(blob: bytes) -> tuple[dict, dict]:
