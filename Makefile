@@ -30,11 +30,14 @@ demo: setup
 	$(BIN)/toolchain compress --model resnet20 --data cifar10 --device host --latency-ratio 0.5 \
 	  --episodes 60 --warmup-episodes 20 --finetune-epochs 1 --out runs/demo
 
-# Build or extend the latency table of a target: make profile DEVICE=host MODEL=resnet56
+# Build or extend the latency table of a target: make profile DEVICE=host MODEL=resnet56. Phones: DEVICE=pixel
+# (the phone from $$ANDROID_SERIAL or the only one attached); PROFILE_ARGS passes more options, e.g.
+# PROFILE_ARGS="--serial A --serial B" to profile two phones in parallel, one table each.
 DEVICE ?= host
 MODEL ?= resnet20
+PROFILE_ARGS ?=
 profile: setup
-	$(BIN)/toolchain profile --device $(DEVICE) --model $(MODEL)
+	$(BIN)/toolchain profile --device $(DEVICE) --model $(MODEL) $(PROFILE_ARGS)
 
 # Retrain the committed zoo checkpoints with the recipe reported in README (about 40 min each on 2 CPU cores for
 # the ResNets; pass EPOCHS=... to change the schedule).

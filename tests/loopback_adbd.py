@@ -141,6 +141,7 @@ class LoopbackDevice:
                       "ro.build.fingerprint": "loopback/loopback/loopback:14/LOOP.1/1:user/release-keys"}
         self.services: list[str] = []  # every service opened, for tests to see what a client asked for
         self.runs = 0  # benchmark runs started
+        self.run_spans: list[tuple[float, float]] = []  # (start, end) monotonic seconds of each finished run
         self._connections: list[_Connection] = []
         self._listener: socket.socket | None = None
         self._populate()
@@ -692,12 +693,14 @@ class _BenchmarkModel:
         self.log("INFO", f"The input model file size (MB): {graph.stat().st_size / 1e6:g}")
         self.log("INFO", f"Initialized session in {init_us / 1e3:g}ms.")
         self.device.runs += 1
+        run_started = time.monotonic()
         warmup = self.timed_runs(interpreter, self.param("warmup_runs"), self.param("warmup_min_secs"))
         if self.device.runs == self.device.faults.drop_at_run:
             self.log("INFO", self.running_line(self.param("num_runs"), self.param("min_secs")))
             raise ConnectionDropped("fault injection: connection cut mid-run")
         inference = self.timed_runs(interpreter, self.param("num_runs"), self.param("min_secs"))
         self.device.thermal.heat()
+        self.device.run_spans.append((run_started, time.monotonic()))
         self.log("INFO", f"Inference timings in us: Init: {init_us}, First inference: {warmup[0] if warmup else 0}, "
                          f"Warmup (avg): {_mean(warmup):g}, Inference (avg): {_mean(inference):g}")
         rss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -1,6 +1,15 @@
 """Profiling a phone end to end through toolchain's runner, against the loopback test device."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
+from conftest import REPO
 from loopback_adbd import Faults, LoopbackDevice, fake_elf
 from test_latency import Tiny
 
@@ -8,8 +17,9 @@ from android_bench.adb import load_signer
 from toolchain.errors import ToolchainError
 from toolchain.graph import analyze
 from toolchain.latency.android import AndroidRunner
-from toolchain.latency.profiler import profile, shapes_to_profile
+from toolchain.latency.profiler import CALIBRATION_RATIOS, profile, shapes_to_profile
 from toolchain.latency.table import LatencyTable
+from toolchain.models import create_model
 
 FAST = dict(warmup_runs=1, num_runs=3, warmup_min_secs=0, retry_wait_s=0.05, poll_s=0.05)
 
@@ -57,3 +67,88 @@ def test_phone_errors_are_one_line(tmp_path, setup, monkeypatch):
             runner(phone, key, binary)
         message = str(excinfo.value)
         assert "\n" not in message and ("arm64" in message or "ABI" in message)
+
+
+def toolchain_env(tmp_path, key, binary, **extra) -> dict:
+    """The environment a user's shell would have: the adb key in ~/.android, the benchmark binary configured."""
+    home = key.parent.parent
+    return {**os.environ, "HOME": str(home), "TOOLCHAIN_BENCHMARK_MODEL": str(binary), **extra}
+
+
+@pytest.fixture
+def user_key(tmp_path):
+    key = tmp_path / "home" / ".android" / "adbkey"
+    load_signer(key)
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(fake_elf("arm64-v8a"))
+    return key, binary
+
+
+def measured_so_far(table: Path) -> set[str]:
+    """Op keys in the saved table and its journal (what a killed profile keeps)."""
+    journal = table.with_name(table.name + ".journal")
+    saved = {s.key() for s in LatencyTable.load(table).entries} if table.exists() else set()
+    lines = journal.read_text().splitlines() if journal.exists() else []
+    return saved | {r["op"] for r in map(json.loads, filter(lambda line: line.endswith("}"), lines)) if "op" in r}
+
+
+@pytest.mark.slow
+def test_make_profile_on_a_phone_resumes_after_a_kill_and_loses_nothing_to_a_disconnect(tmp_path, user_key):
+    key, binary = user_key
+    table = tmp_path / "pixel.json"
+    graph = analyze(create_model("resnet20"), 32)
+    wanted = {s.key() for s in shapes_to_profile(graph, channel_step=32)}
+    with LoopbackDevice(tmp_path / "phone", [(key.parent / "adbkey.pub").read_text()], model="Pixel 6") as phone:
+        env = toolchain_env(tmp_path, key, binary, ANDROID_SERIAL=phone.serial)
+        make = ["make", "-C", str(REPO), "--no-print-directory", "profile", "DEVICE=pixel", "MODEL=resnet20",
+                f"PROFILE_ARGS=--channel-step 32 --table {table}"]
+        # 1. killed part-way (the whole process group, as Ctrl-C or a closed laptop lid would)
+        proc = subprocess.Popen(make, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and len(measured_so_far(table)) < 6:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"profile ended before it could be killed: {proc.stderr.read()[-800:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kept = measured_so_far(table)
+        assert 6 <= len(kept) < len(wanted)
+
+        # 2. rerun: the link drops during its third benchmark run; it reconnects and finishes, measuring only what is missing
+        runs_before = phone.runs
+        phone.faults.drop_at_run = runs_before + 3
+        done = subprocess.run(make, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-1500:]
+        saved = LatencyTable.load(table)
+        assert wanted <= {s.key() for s in saved.entries}
+        remaining = len(wanted - kept)
+        calibration_runs = len(CALIBRATION_RATIOS) * 3  # whole models, fastest of three runs each
+        # every missing shape once, the calibration models, and the one run the drop cut short
+        assert phone.runs - runs_before == remaining + calibration_runs + 1
+
+        # 3. a third run has nothing left to measure
+        runs_before = phone.runs
+        again = subprocess.run(make, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and phone.runs == runs_before
+        assert "0 new of" in again.stdout
+
+
+@pytest.mark.slow
+def test_profile_on_two_phones_measures_in_parallel_one_table_each(tmp_path, user_key):
+    key, binary = user_key
+    graph = analyze(create_model("resnet20"), 32)
+    wanted = {s.key() for s in shapes_to_profile(graph, channel_step=64)}
+    pub = [(key.parent / "adbkey.pub").read_text()]
+    with LoopbackDevice(tmp_path / "a", pub, model="Pixel 6") as a, LoopbackDevice(tmp_path / "b", pub, model="Pixel 6") as b:
+        cmd = [sys.executable, "-m", "toolchain.cli", "profile", "--device", "pixel", "--model", "resnet20", "--channel-step", "64",
+               "--serial", a.serial, "--serial", b.serial, "--table", str(tmp_path / "pixel.json"), "--json"]
+        done = subprocess.run(cmd, env=toolchain_env(tmp_path, key, binary), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-1500:]
+        tables = json.loads(done.stdout.strip().splitlines()[-1])["tables"]
+        assert [t["serial"] for t in tables] == [a.serial, b.serial]
+        assert len({t["table"] for t in tables}) == 2  # one table per phone
+        for t, phone in zip(tables, (a, b)):
+            entries = LatencyTable.load(t["table"]).entries
+            assert wanted <= {s.key() for s in entries} and phone.runs >= len(wanted)
+        # the two phones were busy at the same time
+        assert min(end for _, end in a.run_spans) > min(start for start, _ in b.run_spans)
+        assert min(end for _, end in b.run_spans) > min(start for start, _ in a.run_spans)

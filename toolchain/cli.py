@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -143,29 +144,13 @@ def open_runner(args: argparse.Namespace, runs: int | None = None):
                              f"phone at {hot:.1f} C, above {limit:.1f} C: waiting, at most {left:.0f} s more"), **timing)
 
 
+def file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
 def default_table_path(target) -> Path:
-    return Path("latency_tables") / f"{target.device}-{target.fingerprint}-{target.runtime}-{target.precision}-t{target.threads}.json"
-
-
-def cmd_import_logs(args: argparse.Namespace) -> dict[str, Any]:
-    from .latency.importer import import_logs, load_model_config, read_logs
-    from .latency.runners import Target
-    from .latency.table import LatencyTable
-
-    if not args.model_config:
-        raise ToolchainError("--import-log needs --model-config CONFIG.json naming the signature of every logged op, in order")
-    if args.device.startswith("host"):
-        raise ToolchainError("--import-log is for phone logs: pass the phone's device name, e.g. --device pixel1")
-    target = Target(args.device, "benchmark_model", args.runtime_version, "fp32", args.threads or 1, args.delegate, args.device)
-    name, signatures = load_model_config(args.model_config)
-    logs = read_logs(args.import_log)
-    path = Path(args.table) if args.table else default_table_path(target)
-    table = LatencyTable.open(path, target)
-    added = import_logs(table, signatures, logs, name)
-    table.save()
-    if not args.json:
-        print(f"{path}: {added} op entries from {len(args.import_log)} logs of {name} ({len(table)} entries in the table)")
-    return {"table": str(path), "imported": added, "logs": len(args.import_log), "entries": len(table), "target": target.as_dict()}
+    """latency_tables/<device>-<fingerprint>-<runtime>-<precision>-t<threads>.json"""
+    return Path("latency_tables") / file_safe(f"{target.device}-{target.fingerprint}-{target.runtime}-{target.precision}-t{target.threads}.json")
 
 
 def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,43 +160,75 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
         raise ToolchainError("profile needs --model MODEL (or --import-log LOG... --model-config CONFIG.json)")
     from .export import to_model_file
     from .graph import analyze, pruned_copy
-    from .latency.fidelity import measure_fidelity, plot_fidelity
-    from .latency.predictor import LatencyPredictor
     from .latency.profiler import profile
     from .latency.table import LatencyTable
     from .models import load_model
 
     loaded = load_model(args.model, args.num_classes, args.input_size)
     graph = analyze(loaded.model, loaded.spec.input_size)
-    runner = open_runner(args)
-    path = Path(args.table) if args.table else default_table_path(runner.target)
-    table = LatencyTable.open(path, runner.target)
-    def build(keep):
-        return to_model_file(pruned_copy(loaded.model, graph, keep), loaded.spec.input_size, runner.model_format)
+    serials = list(dict.fromkeys(args.serial or []))
+    if len(serials) > 1 and args.device in ("host", "host-ort"):
+        raise ToolchainError("--serial picks phones: drop it for --device host, or use a phone profile such as --device pixel")
+    if len(serials) > 1 and args.validate:
+        raise ToolchainError("--validate measures one phone: pass a single --serial")
 
-    console.info(f"profiling {args.model} ({len(graph.groups)} channel groups, {len(graph.ops)} ops) on {runner.target.describe()} into {path}")
-    with console.progress_bar() as progress:
-        task = progress.add_task("profile", total=None, status="")
-        result = profile(graph, runner, table, build, args.channel_step,
+    def build(model_format: str):
+        return lambda keep: to_model_file(pruned_copy(loaded.model, graph, keep), loaded.spec.input_size, model_format)
+
+    def profile_one(serial: str | None, progress, task) -> tuple[Any, Path, dict[str, Any]]:
+        runner = open_runner(argparse.Namespace(**{**vars(args), "serial": [serial] if serial else args.serial}))
+        path = Path(args.table) if args.table else default_table_path(runner.target)
+        if serial and len(serials) > 1:  # one table per phone: same-model phones still differ (binning, cooling)
+            path = path.with_name(f"{path.stem}-{file_safe(serial)}{path.suffix}")
+        table = LatencyTable.open(path, runner.target)
+        progress.update(task, description=f"profile {serial or runner.target.device}")
+        result = profile(graph, runner, table, build(runner.model_format), args.channel_step,
                          on_progress=lambda done, total: progress.update(task, completed=done, total=total, status=f"{len(table)} entries"))
-    out: dict[str, Any] = {"table": str(path), "shapes": result.wanted, "measured": result.measured, "entries": len(table),
-                           "target": runner.target.as_dict()}
+        return runner, path, {"table": str(path), "serial": serial, "shapes": result.wanted, "measured": result.measured,
+                              "entries": len(table), "target": runner.target.as_dict()}
+
+    console.info(f"profiling {args.model} ({len(graph.groups)} channel groups, {len(graph.ops)} ops) on "
+                 + (f"{len(serials)} phones in parallel" if len(serials) > 1 else args.device))
+    with console.progress_bar() as progress:
+        if len(serials) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            tasks = [progress.add_task(f"profile {s}", total=None, status="") for s in serials]
+            with ThreadPoolExecutor(len(serials)) as pool:  # phones measure in parallel; each writes its own table
+                futures = [pool.submit(profile_one, s, progress, t) for s, t in zip(serials, tasks)]
+            failed = [f"{s}: {f.exception()}" for s, f in zip(serials, futures) if f.exception()]
+            if failed:
+                raise ToolchainError(f"profiling failed on {'; '.join(failed)} (the other phones' tables are complete; rerun to resume)")
+            done = [f.result() for f in futures]
+            for _, _, r in done:
+                if not args.json:
+                    print(f"{r['serial']}: {r['table']}: {r['measured']} new of {r['shapes']} shapes measured ({r['entries']} entries)")
+            return {"tables": [r for _, _, r in done]}
+        runner, path, out = profile_one(None, progress, progress.add_task("profile", total=None, status=""))
     if not args.json:
-        print(f"{path}: {result.measured} new of {result.wanted} shapes measured ({len(table)} entries in the table)")
+        print(f"{path}: {out['measured']} new of {out['shapes']} shapes measured ({out['entries']} entries in the table)")
     if args.validate:
-        predictor = LatencyPredictor(graph, table)
-        with console.progress_bar() as progress:
-            task = progress.add_task("validate", total=args.samples, status="")
-            report = measure_fidelity(graph, predictor, runner, build, args.samples, args.seed,
-                                      lambda done, total: progress.update(task, completed=done))
-        plot = Path(args.plot) if args.plot else path.with_name(f"fidelity-{Path(args.model).stem}.png")
-        plot_fidelity(report, f"{args.model} on {runner.target.device}", plot)
-        out["fidelity"] = {**report.summary(), "plot": str(plot)}
-        if not args.json:
-            s = report.summary()
-            print(f"fidelity over {s['samples']} variants: MAPE {100 * s['mape']:.1f}%, {100 * s['within_5pct']:.0f}% within ±5%, "
-                  f"{100 * s['within_10pct']:.0f}% within ±10%; plot {plot}")
+        out["fidelity"] = validate_table(args, graph, runner, path, build(runner.model_format))
     return out
+
+
+def validate_table(args: argparse.Namespace, graph, runner, path: Path, build) -> dict[str, Any]:
+    from .latency.fidelity import measure_fidelity, plot_fidelity
+    from .latency.predictor import LatencyPredictor
+    from .latency.table import LatencyTable
+
+    predictor = LatencyPredictor(graph, LatencyTable.open(path, runner.target))
+    with console.progress_bar() as progress:
+        task = progress.add_task("validate", total=args.samples, status="")
+        report = measure_fidelity(graph, predictor, runner, build, args.samples, args.seed,
+                                  lambda done, total: progress.update(task, completed=done))
+    plot = Path(args.plot) if args.plot else path.with_name(f"fidelity-{Path(args.model).stem}.png")
+    plot_fidelity(report, f"{args.model} on {runner.target.device}", plot)
+    s = report.summary()
+    if not args.json:
+        print(f"fidelity over {s['samples']} variants: MAPE {100 * s['mape']:.1f}%, {100 * s['within_5pct']:.0f}% within ±5%, "
+              f"{100 * s['within_10pct']:.0f}% within ±10%; plot {plot}")
+    return {**s, "plot": str(plot)}
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
@@ -463,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="host", help="host (LiteRT + XNNPACK on this CPU), host-ort (ONNX Runtime), "
                        "or a phone over ADB: a profile from android_bench/devices (pixel, pixel1) or android (derived)")
         p.add_argument("--threads", type=int, help="threads (host: 1; phones: the profile's default)")
-        p.add_argument("--serial", action="append", help="phone serial or HOST:PORT (default: $ANDROID_SERIAL or the only one attached)")
+        p.add_argument("--serial", action="append", help="phone serial or HOST:PORT (default: $ANDROID_SERIAL or the only one attached); "
+                       "profile takes it several times to measure on several phones in parallel, one table each")
         p.add_argument("--benchmark-binary", help=f"benchmark_model for the phone's ABI (default: ${'TOOLCHAIN_BENCHMARK_MODEL'})")
         if table:
             p.add_argument("--table", help="latency table JSON (default: latency_tables/<target>.json)")
