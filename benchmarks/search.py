@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["resnet20", "plain20", "resnet56"])
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--amc-sigma-decays", type=float, nargs="+", default=[0.95],
+                        help="AMC runs, one per exploration decay (0.95 is the paper's; slower decays explore longer)")
     parser.add_argument("--out", default="runs/bench-search")
     args = parser.parse_args()
     runner = LiteRTHostRunner()
@@ -45,17 +47,19 @@ def main() -> None:
         loaded = load_model(name)
         test = load_split("cifar10", "test", loaded.spec.input_size)
         dense_test = evaluate(loaded.model, loaded.spec, test)
-        for strategy in STRATEGIES:
-            out = Path(args.out) / f"{name}-{strategy}"
+        runs = [(s, 0.95) for s in STRATEGIES if s != "amc"] + [("amc", d) for d in args.amc_sigma_decays]
+        for strategy, decay in runs:
+            label = strategy if decay == 0.95 else f"{strategy} (sigma decay {decay})"
+            out = Path(args.out) / (f"{name}-{strategy}" + ("" if decay == 0.95 else f"-decay{decay}"))
             shutil.rmtree(out, ignore_errors=True)
-            config = SearchConfig("cifar10", latency_ratio=args.ratio, strategy=strategy, episodes=args.episodes)
+            config = SearchConfig("cifar10", latency_ratio=args.ratio, strategy=strategy, episodes=args.episodes, sigma_decay=decay)
             t = time.perf_counter()
             outcome = search_and_prune(loaded, runner, table_path, config, out)
             seconds = time.perf_counter() - t
             pruned = load_checkpoint(outcome.checkpoint)
             measured = best_of(runner, to_tflite(pruned.model, pruned.spec.input_size)).median_ms
             best = outcome.best
-            rows.append([name, strategy, f"{100 * dense_test:.2f}%", f"{100 * best.accuracy:.2f}%",
+            rows.append([name, label, f"{100 * dense_test:.2f}%", f"{100 * best.accuracy:.2f}%",
                          f"{100 * evaluate(pruned.model, pruned.spec, test):.2f}%", f"{outcome.budget_ms:.3f}",
                          f"{best.latency_ms:.3f} ({100 * best.latency_ms / outcome.budget_ms:.1f}%)",
                          f"{measured:.3f} ({100 * (measured / best.latency_ms - 1):+.1f}%)",
@@ -73,7 +77,8 @@ def main() -> None:
     ])
     print(body)
     write_section("Search under a latency budget", "python benchmarks/search.py " + " ".join(
-        [f"--models {' '.join(args.models)}", f"--episodes {args.episodes}", f"--ratio {args.ratio}"]), body)
+        [f"--models {' '.join(args.models)}", f"--episodes {args.episodes}", f"--ratio {args.ratio}",
+         f"--amc-sigma-decays {' '.join(map(str, args.amc_sigma_decays))}"]), body)
 
 
 if __name__ == "__main__":

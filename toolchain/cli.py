@@ -306,7 +306,7 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.model).stem}-{args.strategy}"
     search = SearchConfig(args.data, args.latency_ms, args.latency_ratio, args.protocol, args.strategy, args.episodes,
                           args.seed, args.lbound, args.rbound, args.channel_multiple, args.reward_images,
-                          args.calibration_images, args.warmup_episodes, args.finalists)
+                          args.calibration_images, args.warmup_episodes, args.finalists, args.sigma, args.sigma_decay)
     if args.stages and args.protocol != "resource":
         raise ToolchainError("--stages needs the resource protocol: its budgets are what each stage must meet")
     config = PipelineConfig(search, TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, warmup_epochs=0.0,
@@ -544,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=STRATEGIES, default="amc")
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup-episodes", type=int, default=100, help="random-action episodes before DDPG learns")
+    p.add_argument("--sigma", type=float, default=0.5, help="DDPG exploration noise (std of the truncated normal) after warm-up")
+    p.add_argument("--sigma-decay", type=float, default=0.95, help="factor applied to --sigma after every DDPG episode")
     p.add_argument("--lbound", type=float, default=0.2, help="smallest keep ratio per group")
     p.add_argument("--rbound", type=float, default=1.0, help="largest keep ratio per group")
     p.add_argument("--channel-multiple", type=int, default=8)

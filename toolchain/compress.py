@@ -54,6 +54,8 @@ class SearchConfig:
     calibration_images: int = 2000
     warmup_episodes: int = 100
     finalists: int = 5  # best episodes re-scored on the whole val split before one is chosen
+    sigma: float = 0.5  # DDPG exploration noise after warm-up, decayed by sigma_decay each episode
+    sigma_decay: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
 
     env = PruningEnv(graph, predictor.predict, accuracy,
                      EnvConfig(budget, config.protocol, config.lbound, config.rbound, config.channel_multiple), predictor.op_latencies)
-    strategy = make_strategy(config.strategy, env, model, config.seed, DDPGConfig(warmup_episodes=config.warmup_episodes))
+    strategy = make_strategy(config.strategy, env, model, config.seed, DDPGConfig(warmup_episodes=config.warmup_episodes, sigma=config.sigma, sigma_decay=config.sigma_decay))
     (out / "config.json").write_text(json.dumps({**asdict(config), "budget_ms": budget, "dense_ms": dense_ms,
                                                   "model": loaded.source, "table": str(table_path)}, indent=1) + "\n")
     on_stage(f"searching with {config.strategy}: budget {budget:.3f} ms of {dense_ms:.3f} ms")
