@@ -3,6 +3,8 @@ torchrun only rank 0 shows them."""
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -26,3 +28,24 @@ def progress_bar() -> Iterator[Progress]:
 def info(message: str) -> None:
     if distributed.is_main():
         stderr.print(message, highlight=False)
+
+
+@contextmanager
+def quiet_native() -> Iterator[None]:
+    """Silence stdout and stderr at the file-descriptor level: the converter, quantizer and interpreter log from
+    C++, which Python's redirection cannot catch, and stdout must stay clean for --json."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])

@@ -9,11 +9,8 @@ ADDs in float between DEQUANTIZE/QUANTIZE pairs, which costs speed on phones.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +21,7 @@ from torch import nn
 
 from .data import ImageSet, normalize
 from .errors import ToolchainError
+from .console import quiet_native
 from .files import atomic_path
 from .models import ModelSpec
 
@@ -59,13 +57,14 @@ class ParityError(ToolchainError):
 
 def to_tflite(model: nn.Module, input_size: int, in_channels: int = 3) -> bytes:
     """Convert to an fp32 `.tflite` with a (1, H, W, C) NHWC input; BN is folded and ReLU/ReLU6 fused."""
-    import litert_torch
+    with quiet_native():  # importing the converter logs from C++ too
+        import litert_torch
 
     model = model.eval()
     wrapped = litert_torch.to_channel_last_io(model, args=[0]).eval()
     sample = (torch.zeros(1, input_size, input_size, in_channels),)
     try:
-        with _quiet():
+        with quiet_native():
             converted = litert_torch.convert(wrapped, sample)
             content = bytes(converted.model_content())
     except Exception as e:
@@ -77,7 +76,7 @@ def to_onnx(model: nn.Module, input_size: int) -> bytes:
     """Export to a single-file ONNX model (opset 20, NCHW input) with torch.onnx's default exporter."""
     buffer = io.BytesIO()
     try:
-        with _quiet():
+        with quiet_native():
             torch.onnx.export(model.eval(), (torch.zeros(1, 3, input_size, input_size),), buffer, external_data=False)
     except Exception as e:
         raise ToolchainError(f"ONNX export failed on {type(model).__name__} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
@@ -96,7 +95,7 @@ def quantize_fp16(fp32: bytes) -> bytes:
     q = quantizer.Quantizer(bytearray(fp32))
     q.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
                              algorithm_key=AlgorithmName.FLOAT_CASTING)
-    with _quiet():
+    with quiet_native():
         return bytes(q.quantize().quantized_model)
 
 
@@ -109,7 +108,7 @@ def quantize_int8(fp32: bytes, calibration: np.ndarray) -> bytes:
     key = next(iter(signatures))
     name = signatures[key]["inputs"][0]
     q = quantizer.Quantizer(bytearray(fp32), recipe.static_wi8_ai8())
-    with _quiet():
+    with quiet_native():
         result = q.calibrate({key: [{name: calibration[i:i + 1]} for i in range(len(calibration))]})
         return bytes(q.quantize(result).quantized_model)
 
@@ -118,8 +117,9 @@ def tflite_logits(model: bytes, nhwc: np.ndarray) -> np.ndarray:
     """Run a `.tflite` image by image on float NHWC inputs, quantizing and dequantizing where its I/O is integer."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=model)
-    interpreter.allocate_tensors()
+    with quiet_native():  # the XNNPACK delegate announces itself on stderr when it is applied
+        interpreter = Interpreter(model_content=model)
+        interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
@@ -260,24 +260,3 @@ def _int8_io(blob: bytes) -> tuple[dict, dict]:
                                                   "zero_point": int(d["quantization"][1]),
                                                   "formula": "q = round(x / scale) + zero_point; x = (q - zero_point) * scale"}
     return describe(interpreter.get_input_details()[0]), describe(interpreter.get_output_details()[0])
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The converter and quantizer log each step to stdout and stderr, partly from C++: silence both file
-    descriptors so that stdout stays clean for --json."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])

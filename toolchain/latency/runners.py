@@ -12,6 +12,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from ..console import quiet_native
+
 
 @dataclass(frozen=True)
 class Target:
@@ -148,8 +150,9 @@ class LiteRTHostRunner(_HostRunner):
     def _session(self, model: bytes) -> Callable[[], object]:
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_content=model, num_threads=self.threads)
-        interpreter.allocate_tensors()
+        with quiet_native():  # the XNNPACK delegate announces itself on stderr when it is applied
+            interpreter = Interpreter(model_content=model, num_threads=self.threads)
+            interpreter.allocate_tensors()
         rng = np.random.default_rng(0)
         for d in interpreter.get_input_details():
             interpreter.set_tensor(d["index"], rng.standard_normal(d["shape"]).astype(d["dtype"]))
