@@ -1,12 +1,13 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from toolchain.cli import main
 from toolchain.data import load_split
 from toolchain.errors import ToolchainError
-from toolchain.export import ParityError, check_parity, export, read_metadata
+from toolchain.export import ParityError, check_parity, export, read_metadata, to_tflite
 from toolchain.models import load_model
 
 
@@ -62,3 +63,37 @@ def test_export_refuses_impossible_requests(tmp_path, resnet20_data, capsys, cif
         export(loaded.model, loaded.spec, tmp_path / "m.tflite", "tflite", "int8", check, None)
     assert main(["export", "--model", "resnet20", "--out", str(tmp_path / "m.tflite")]) == 2
     assert "pass --data" in capsys.readouterr().err
+
+
+class Spectrum(torch.nn.Module):
+    """A 2-D FFT: runs in PyTorch, but the TFLite converter supports only 1-D FFTs."""
+
+    def forward(self, x):
+        return torch.fft.rfft2(x).abs()
+
+
+class WithSpectrum(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.spectrum = Spectrum()
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.head(self.spectrum(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.slow
+def test_an_op_the_converter_cannot_handle_is_named_by_module(tmp_path, capsys):
+    with pytest.raises(ToolchainError) as excinfo:
+        to_tflite(WithSpectrum().eval(), 16)
+    message = str(excinfo.value)
+    assert "module spectrum (Spectrum) of WithSpectrum" in message and "\n" not in message
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path, resnet20_data):
+    loaded, check, _ = resnet20_data
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(ToolchainError, match="cannot write .* choose a writable --out"):
+        export(loaded.model, loaded.spec, blocked / "m.onnx", "onnx", "fp32", check.subset(slice(0, 20)))

@@ -68,8 +68,42 @@ def to_tflite(model: nn.Module, input_size: int, in_channels: int = 3) -> bytes:
             converted = litert_torch.convert(wrapped, sample)
             content = bytes(converted.model_content())
     except Exception as e:
-        raise ToolchainError(f"the TFLite converter failed on {type(model).__name__} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        culprit = unconvertible_module(model, input_size, in_channels)
+        where = f"module {culprit} of {type(model).__name__}" if culprit else type(model).__name__
+        raise ToolchainError(f"the TFLite converter cannot convert {where} ({reason}): rewrite it with supported ops, "
+                             "or export --format onnx") from None
     return content
+
+
+def unconvertible_module(model: nn.Module, input_size: int, in_channels: int = 3) -> str | None:
+    """The first leaf module, in execution order, that the converter refuses on its own ("odd (Weird)"), found by
+    converting each distinct leaf with the inputs it saw in a dry run. Only runs after a conversion failed."""
+    import litert_torch
+
+    calls: list[tuple[str, nn.Module, tuple]] = []
+    hooks = [m.register_forward_hook(lambda module, args, _, name=name: calls.append((name, module, args)))
+             for name, m in model.named_modules() if name and not any(True for _ in m.children())]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, input_size, input_size))
+    except Exception:
+        return None  # the model does not even run in PyTorch; the converter's own message has to do
+    finally:
+        for hook in hooks:
+            hook.remove()
+    tried = set()
+    for name, module, args in calls:
+        key = (repr(module), tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor)))
+        if key in tried:
+            continue
+        tried.add(key)
+        try:
+            with quiet_native():
+                litert_torch.convert(module.eval(), args)
+        except Exception:
+            return f"{name} ({type(module).__name__})"
+    return None
 
 
 def to_onnx(model: nn.Module, input_size: int) -> bytes:
