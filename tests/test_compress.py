@@ -152,3 +152,20 @@ def test_train_under_torchrun_is_data_parallel_over_two_processes(tmp_path, cifa
     assert " 4/4 " in stderr  # 256 images in global batches of 64: each process takes 32 per step, 4 steps in all
     trained = load_checkpoint(out)
     assert trained.metrics["processes"] == 2 and trained.metrics["test_images"] == 256
+
+
+def test_compress_under_torchrun_searches_once_and_fine_tunes_on_both_processes(tmp_path, cifar10, table):
+    out = tmp_path / "run"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "toolchain.cli", "compress",
+                           "--model", "resnet20", "--data", cifar10, "--table", str(table), "--latency-ratio", "0.6",
+                           "--episodes", "3", "--warmup-episodes", "2", "--reward-images", "100", "--calibration-images", "100",
+                           "--finalists", "1", "--finetune-epochs", "1", "--limit", "256", "--out", str(out), "--json"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # rank 0 reports
+    result = json.loads(lines[0])
+    assert len((out / "search.csv").read_text().splitlines()) == 4  # one search: a header and 3 episodes
+    assert " 2/2 " in " ".join(proc.stderr.split())  # 256 images, global batch 128: 64 per process per step
+    assert load_checkpoint(out / "finetuned.pt").metrics["top1_test"] == result["top1_test_finetuned"]
