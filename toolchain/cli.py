@@ -153,6 +153,27 @@ def default_table_path(target) -> Path:
     return Path("latency_tables") / file_safe(f"{target.device}-{target.fingerprint}-{target.runtime}-{target.precision}-t{target.threads}.json")
 
 
+def cmd_import_logs(args: argparse.Namespace) -> dict[str, Any]:
+    from .latency.importer import import_logs, load_model_config, read_logs
+    from .latency.runners import Target
+    from .latency.table import LatencyTable
+
+    if not args.model_config:
+        raise ToolchainError("--import-log needs --model-config CONFIG.json naming the signature of every logged op, in order")
+    if args.device.startswith("host"):
+        raise ToolchainError("--import-log is for phone logs: pass the phone's device name, e.g. --device pixel1")
+    target = Target(args.device, "benchmark_model", args.runtime_version, "fp32", args.threads or 1, args.delegate, args.device)
+    name, signatures = load_model_config(args.model_config)
+    logs = read_logs(args.import_log)
+    path = Path(args.table) if args.table else default_table_path(target)
+    table = LatencyTable.open(path, target)
+    added = import_logs(table, signatures, logs, name)
+    table.save()
+    if not args.json:
+        print(f"{path}: {added} op entries from {len(args.import_log)} logs of {name} ({len(table)} entries in the table)")
+    return {"table": str(path), "imported": added, "logs": len(args.import_log), "entries": len(table), "target": target.as_dict()}
+
+
 def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     if args.import_log:
         return cmd_import_logs(args)

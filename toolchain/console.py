@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -30,22 +31,36 @@ def info(message: str) -> None:
         stderr.print(message, highlight=False)
 
 
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_saved_fds: tuple[int, int] | None = None
+
+
 @contextmanager
 def quiet_native() -> Iterator[None]:
     """Silence stdout and stderr at the file-descriptor level: the converter, quantizer and interpreter log from
-    C++, which Python's redirection cannot catch, and stdout must stay clean for --json."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
+    C++, which Python's redirection cannot catch, and stdout must stay clean for --json. Threads (one per phone)
+    share one redirection: the first in silences, the last out restores."""
+    global _quiet_depth, _saved_fds
+    with _quiet_lock:
+        if _quiet_depth == 0:
             sys.stdout.flush()
             sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+            _saved_fds = os.dup(1), os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0 and _saved_fds is not None:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                for fd, saved in zip((1, 2), _saved_fds):
+                    os.dup2(saved, fd)
+                    os.close(saved)
+                _saved_fds = None

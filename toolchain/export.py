@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,8 @@ from .files import atomic_path
 from .models import ModelSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
+# torch.export keeps global state: conversions from several threads (one per phone while profiling) take turns.
+_CONVERTER = threading.Lock()
 METADATA_NAME = "toolchain.app_info"  # the .tflite metadata entry holding the app info as JSON
 FORMATS = ("tflite", "onnx")
 
@@ -64,7 +67,7 @@ def to_tflite(model: nn.Module, input_size: int, in_channels: int = 3) -> bytes:
     wrapped = litert_torch.to_channel_last_io(model, args=[0]).eval()
     sample = (torch.zeros(1, input_size, input_size, in_channels),)
     try:
-        with quiet_native():
+        with _CONVERTER, quiet_native():
             converted = litert_torch.convert(wrapped, sample)
             content = bytes(converted.model_content())
     except Exception as e:
@@ -99,7 +102,7 @@ def unconvertible_module(model: nn.Module, input_size: int, in_channels: int = 3
             continue
         tried.add(key)
         try:
-            with quiet_native():
+            with _CONVERTER, quiet_native():
                 litert_torch.convert(module.eval(), args)
         except Exception:
             return f"{name} ({type(module).__name__})"
