@@ -2,7 +2,8 @@
 
 `torchrun --nproc_per_node=K toolchain train ...` starts K processes with RANK and WORLD_SIZE set; each joins the
 group (gloo on CPU, nccl on GPU), trains on its shard of every batch, and only rank 0 prints and writes files.
-Launched plainly, nothing here does anything and the world has size 1.
+Launched plainly, nothing here does anything and the world has size 1. Torch is imported only when needed, so
+that the console (which asks `is_main`) does not load it at start-up.
 """
 
 from __future__ import annotations
@@ -10,27 +11,35 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import torch
-import torch.distributed as dist
-
 # Ranks other than 0 wait at a barrier while rank 0 searches, which can take hours.
 _BARRIER_TIMEOUT = timedelta(hours=24)
 
 
 def init_from_env() -> None:
+    import torch
+    import torch.distributed as dist
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, timeout=_BARRIER_TIMEOUT)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=_BARRIER_TIMEOUT)
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank())
 
 
+def _group():
+    """torch.distributed when this process has joined a group, else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_initialized() else None
+
+
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    group = _group()
+    return group.get_world_size() if group else 1
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    group = _group()
+    return group.get_rank() if group else 0
 
 
 def local_rank() -> int:
@@ -38,18 +47,17 @@ def local_rank() -> int:
 
 
 def is_main() -> bool:
-    return rank() == 0
+    """Rank 0 of a torchrun launch (whether or not the command joins a group), or a plain process."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+    group = _group()
+    if group:
+        group.barrier()
 
 
-def training_device() -> torch.device:
+def training_device():
+    import torch
+
     return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
