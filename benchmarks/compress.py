@@ -22,6 +22,7 @@ from _report import table, write_section  # noqa: E402
 
 from toolchain.compress import PipelineConfig, SearchConfig, compress  # noqa: E402
 from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
+from toolchain.latency.table import default_table_path  # noqa: E402
 from toolchain.models import list_models, load_model, zoo_checkpoint  # noqa: E402
 from toolchain.train import TrainConfig  # noqa: E402
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-search")
     args = parser.parse_args()
     runner = LiteRTHostRunner()
-    table_path = Path("latency_tables") / f"host-{runner.target.fingerprint}-litert-fp32-t1.json"
+    table_path = default_table_path(runner.target)
     rows = []
     for name in args.models:
         loaded = load_model(name)

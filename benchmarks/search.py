@@ -23,6 +23,7 @@ from toolchain.compress import SearchConfig, search_and_prune  # noqa: E402
 from toolchain.data import load_split  # noqa: E402
 from toolchain.export import to_tflite  # noqa: E402
 from toolchain.latency.runners import LiteRTHostRunner, best_of  # noqa: E402
+from toolchain.latency.table import default_table_path  # noqa: E402
 from toolchain.models import load_checkpoint, load_model, zoo_checkpoint  # noqa: E402
 from toolchain.search.strategies import STRATEGIES  # noqa: E402
 from toolchain.train import evaluate  # noqa: E402
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-search")
     args = parser.parse_args()
     runner = LiteRTHostRunner()
-    table_path = Path("latency_tables") / f"host-{runner.target.fingerprint}-litert-fp32-t1.json"
+    table_path = default_table_path(runner.target)
     rows = []
     for name in args.models:
         if not zoo_checkpoint(name).exists():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -144,19 +143,10 @@ def open_runner(args: argparse.Namespace, runs: int | None = None):
                              f"phone at {hot:.1f} C, above {limit:.1f} C: waiting, at most {left:.0f} s more"), **timing)
 
 
-def file_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-
-
-def default_table_path(target) -> Path:
-    """latency_tables/<device>-<fingerprint>-<runtime>-<precision>-t<threads>.json"""
-    return Path("latency_tables") / file_safe(f"{target.device}-{target.fingerprint}-{target.runtime}-{target.precision}-t{target.threads}.json")
-
-
 def cmd_import_logs(args: argparse.Namespace) -> dict[str, Any]:
     from .latency.importer import import_logs, load_model_config, read_logs
     from .latency.runners import Target
-    from .latency.table import LatencyTable
+    from .latency.table import LatencyTable, default_table_path
 
     if not args.model_config:
         raise ToolchainError("--import-log needs --model-config CONFIG.json naming the signature of every logged op, in order")
@@ -182,7 +172,7 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     from .export import to_model_file
     from .graph import analyze, pruned_copy
     from .latency.profiler import profile
-    from .latency.table import LatencyTable
+    from .latency.table import LatencyTable, default_table_path, file_safe
     from .models import load_model
 
     loaded = load_model(args.model, args.num_classes, args.input_size)
@@ -255,7 +245,7 @@ def validate_table(args: argparse.Namespace, graph, runner, path: Path, build) -
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from .graph import analyze
     from .latency.predictor import LatencyPredictor
-    from .latency.table import LatencyTable
+    from .latency.table import LatencyTable, default_table_path
     from .models import load_model
     from .policy import load_policy
 
@@ -316,6 +306,7 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
     from . import distributed
     from .compress import Hooks, PipelineConfig, SearchConfig, compress
+    from .latency.table import default_table_path
     from .models import load_model
     from .search.env import Episode
     from .train import TrainConfig
@@ -459,6 +450,20 @@ def check_classes(model_classes: tuple[str, ...], data_classes: tuple[str, ...],
                              f"use data with the model's classes, or train a new model with --num-classes {len(data_classes)}")
 
 
+def distill_weight(value: str) -> float:
+    weight = float(value)
+    if not 0 <= weight <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use 0 (labels only) to 1 (teacher only), e.g. 0.5")
+    return weight
+
+
+def stage_fractions(value: str) -> list[float]:
+    try:
+        return [float(x) for x in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of fractions, e.g. 0.5,0.35,0.25") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolchain", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -483,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", help="model to distill from (e.g. the unpruned model of a pruned checkpoint)")
-    p.add_argument("--distill", type=float, default=0.0, help="weight of the distillation loss against --teacher (0: none)")
+    p.add_argument("--distill", type=distill_weight, default=0.0, help="weight of the distillation loss against --teacher (0: none)")
     p.add_argument("--limit", type=int, help="use only a fixed N images of each split (quick runs)")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt); a killed run with the same --out resumes. "
                    "Under torchrun --nproc_per_node=K, trains data-parallel")
@@ -557,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--latency-ms", type=float, help="latency budget in milliseconds on the target")
     budget.add_argument("--latency-ratio", type=float, help="latency budget as a fraction of the unpruned model's")
-    budget.add_argument("--stages", type=lambda v: [float(x) for x in v.split(",")], metavar="R1,R2,...",
+    budget.add_argument("--stages", type=stage_fractions, metavar="R1,R2,...",
                         help="iterative schedule: search + fine-tune per stage, each budget a fraction of the unpruned "
                              "latency, e.g. 0.5,0.35,0.25")
     p.add_argument("--protocol", choices=["resource", "accuracy"], default="resource",
@@ -575,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=int, default=2000, help="train images sampled for reconstruction")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after each search (0: none)")
     p.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tuning peak learning rate (cosine decay)")
-    p.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the unpruned model while fine-tuning (0: none)")
+    p.add_argument("--distill", type=distill_weight, default=0.0, help="weight of distillation from the unpruned model while fine-tuning (0: none)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="precision of the exported model file")
     p.add_argument("--enforce-measured", action="store_true",
                    help="if the measured latency exceeds the budget, tighten it by measured/predicted and search again")

@@ -95,6 +95,8 @@ def train(
     the next call with the same path and config, so a killed run resumes instead of starting over. Shuffling and
     augmentation are seeded per epoch, so a resumed run sees the same batches it would have seen.
     """
+    if not 0 <= cfg.distill <= 1:
+        raise ToolchainError(f"distillation weight {cfg.distill} is out of range: use 0 (labels only) to 1 (teacher only), e.g. 0.5")
     if cfg.distill and teacher is None:
         raise ToolchainError("distillation needs a teacher: fine-tune a pruned checkpoint of a model, or set distill to 0")
     world, rank = distributed.world_size(), distributed.rank()

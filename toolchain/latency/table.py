@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +23,16 @@ from .signature import OpSignature
 
 FORMAT = "toolchain-latency-table"
 FORMAT_VERSION = 1
+TABLES = Path("latency_tables")
+
+
+def file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def default_table_path(target: Target) -> Path:
+    """latency_tables/<device>-<fingerprint>-<runtime>-<precision>-t<threads>.json"""
+    return TABLES / file_safe(f"{target.device}-{target.fingerprint}-{target.runtime}-{target.precision}-t{target.threads}.json")
 
 
 @dataclass(frozen=True)
