@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 
 def write_report(result: "CompressResult") -> Path:
     out = result.out
+    search = result.final.search
+    assert search is not None
+    episodes = read_log(search.checkpoint.parent)
     _plot_policy(result, out / "policy.png")
-    _plot_search(result, out / "search.png")
-    _plot_tradeoff(result, out / "tradeoff.png")
+    _plot_search(episodes, out / "search.png")
+    _plot_tradeoff(result, episodes, out / "tradeoff.png")
     path = out / "report.md"
     path.write_text(render_markdown(result))
     return path
@@ -138,9 +141,8 @@ def _plot_policy(r: "CompressResult", path: Path) -> None:
     _save(fig, path, plt)
 
 
-def _plot_search(r: "CompressResult", path: Path) -> None:
+def _plot_search(rows: list[dict], path: Path) -> None:
     plt = _pyplot()
-    rows = read_log(r.final.search.checkpoint.parent)  # type: ignore[union-attr]
     episodes = [int(row["episode"]) for row in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
     for ax, key, label in ((top, "reward", "reward"), (bottom, "accuracy", "val top-1 (reward images)")):
@@ -155,11 +157,10 @@ def _plot_search(r: "CompressResult", path: Path) -> None:
     _save(fig, path, plt)
 
 
-def _plot_tradeoff(r: "CompressResult", path: Path) -> None:
+def _plot_tradeoff(r: "CompressResult", rows: list[dict], path: Path) -> None:
     plt = _pyplot()
     search = r.final.search
     assert search is not None
-    rows = read_log(search.checkpoint.parent)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter([float(row["latency_ms"]) for row in rows], [100 * float(row["accuracy"]) for row in rows],
                s=6, color="#bbbbbb", label="searched policies")
