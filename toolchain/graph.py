@@ -36,14 +36,11 @@ class ChannelGroup:
     lead: str  # module name of the first conv/linear, in forward order, that produces these channels
     members: tuple[str, ...]  # every conv/linear/BN whose out- or in-channels are these channels
     consumers: tuple[str, ...]  # the non-depthwise convs and linears that read these channels
-    kind: str  # "conv" or "linear": the lead's layer kind
     in_channels: int
     h: int  # the lead's input feature map
     w: int
     kernel: int
     stride: int
-    params: int  # weights + biases of the convs/linears whose outputs are this group
-    macs: int
 
 
 @dataclass(frozen=True)
@@ -191,12 +188,9 @@ def _channel_groups(model: nn.Module, example: torch.Tensor, classifier: str):
         h, w = shapes[lead]
         groups.append(ChannelGroup(
             index=index, channels=channels, lead=lead, members=tuple(sorted(members, key=order.__getitem__)), consumers=tuple(consumers),
-            kind="conv" if isinstance(module, nn.Conv2d) else "linear",
             in_channels=module.in_channels if isinstance(module, nn.Conv2d) else module.in_features,
             h=h, w=w, kernel=module.kernel_size[0] if isinstance(module, nn.Conv2d) else 1,
             stride=module.stride[0] if isinstance(module, nn.Conv2d) else 1,
-            params=sum(p.numel() for name in producers for p in model.get_submodule(name).parameters(recurse=False)),
-            macs=sum(_macs(model.get_submodule(name), shapes[name]) for name in producers),
         ))
     return tuple(groups), out_group, tuple(warnings)
 
@@ -219,14 +213,6 @@ def _input_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[in
     for h in hooks:
         h.remove()
     return shapes
-
-
-def _macs(module: nn.Module, in_hw: tuple[int, int]) -> int:
-    if isinstance(module, nn.Linear):
-        return module.in_features * module.out_features
-    h = (in_hw[0] + 2 * module.padding[0] - module.dilation[0] * (module.kernel_size[0] - 1) - 1) // module.stride[0] + 1
-    w = (in_hw[1] + 2 * module.padding[1] - module.dilation[1] * (module.kernel_size[1] - 1) - 1) // module.stride[1] + 1
-    return h * w * module.out_channels * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
 
 
 # --- the exported op list ------------------------------------------------------------------------------------------
@@ -278,8 +264,8 @@ def _exported_ops(traced: fx.GraphModule, out_group: dict[str, int]) -> list[Gra
             else:
                 raise _unsupported(type(module).__name__, str(node.target))
         elif node.target in _ADDS and all(isinstance(a, fx.Node) for a in node.args[:2]):
-            a, b = node.args[:2]
-            _, c, h, w = shape(node)
+            a = node.args[0]
+            _, _, h, w = shape(node)
             emit(node, GraphOp("ADD", node.name, h, w, ref[a], ref[a]))
         elif node.target in _FUNCTIONAL_ACTIVATIONS:
             _activation(node, node.args[0], _FUNCTIONAL_ACTIVATIONS[node.target], ops, producer, ref, shape, emit)
@@ -352,7 +338,7 @@ def _flatten(node, source, shape, ref, ops, producer, emit) -> None:
     if len(in_shape) != 4 or in_shape[2:] == (1, 1):
         ref[node] = ref[source]
         return
-    h, w = (in_shape[2], in_shape[3]) if len(in_shape) == 4 else (1, 1)
+    h, w = in_shape[2], in_shape[3]
     emit(node, GraphOp("RESHAPE", node.name, h, w, ref[source], ref[source]))
 
 

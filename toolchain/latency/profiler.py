@@ -21,8 +21,8 @@ from .onnx_ops import single_op_onnx
 from .tflite import single_op_model
 
 BATCH = 8  # models handed to the runner at once (phones push a batch, then time it)
-CALIBRATION_RATIOS = (1.0, 0.25)
-SINGLE_OP_BUILDERS = {"tflite": single_op_model, "onnx": single_op_onnx}  # by Runner.model_format  # whole-model variants measured per architecture: both ends of the search range
+CALIBRATION_RATIOS = (1.0, 0.25)  # whole-model variants measured per architecture: both ends of the search range
+SINGLE_OP_BUILDERS = {"tflite": single_op_model, "onnx": single_op_onnx}  # by Runner.model_format
 
 
 def channel_grid(channels: int, step: int = 8, max_points: int = 16) -> list[int]:

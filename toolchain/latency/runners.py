@@ -13,6 +13,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..console import quiet_native
+from ..errors import ToolchainError
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,12 @@ class _HostRunner:
         raise NotImplementedError
 
     def _measure(self, model: bytes) -> Timing:
-        invoke = self._session(model)
+        try:
+            invoke = self._session(model)
+        except Exception as e:  # each runtime has its own error types; all mean the file is not a model it runs
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ToolchainError(f"{self.target.runtime} cannot load the model ({reason}): pass a file written by "
+                                 "`toolchain export` for this device") from None
         deadline = time.perf_counter() + self.warmup_s
         for i in range(self.warmup):
             invoke()

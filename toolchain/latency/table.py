@@ -98,6 +98,9 @@ class LatencyTable:
             blob = json.loads(text)
         except FileNotFoundError:
             raise ToolchainError(f"latency table {path} does not exist: build it with `toolchain profile`") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ToolchainError(f"cannot read latency table {path} ({getattr(e, 'strerror', None) or e}): pass a JSON file "
+                                 "written by `toolchain profile`") from None
         except json.JSONDecodeError as e:
             raise ToolchainError(f"latency table {path} is corrupt at line {e.lineno} ({e.msg}): each entry is one line, "
                                  "so fix or delete that line and rerun `toolchain profile` to re-measure it") from None

@@ -2,7 +2,7 @@
 reverse: reading the op signatures out of any `.tflite` file.
 
 Converting a one-layer PyTorch module with litert-torch takes ~0.8 s of pipeline overhead, which would dominate
-profiling; writing the same one-op flatbuffer takes about a millisecond. `tests/test_latency_tflite.py` checks,
+profiling; writing the same one-op flatbuffer takes ~0.3 ms (BENCHMARKS.md, "Latency tables"). `tests/test_latency.py` checks,
 op for op, that what this module writes matches what the converter emits (op code, options, tensor shapes).
 """
 
@@ -91,6 +91,14 @@ def single_op_model(sig: OpSignature, seed: int = 0) -> bytes:
     elif kind in ("RELU", "RELU6"):
         y = b.tensor([1, sig.h, sig.w, sig.c_in])
         b.op(kind, [x], [y], 0, None)
+    elif kind == "CONCATENATION":  # two inputs along channels; the signature's c_in is their sum
+        half = sig.c_in // 2
+        x = b.replace_input([1, sig.h, sig.w, half])
+        x2 = b.tensor([1, sig.h, sig.w, sig.c_in - half], is_input=True)
+        y = b.tensor([1, sig.h, sig.w, sig.c_in])
+        opts = schema.ConcatenationOptionsT()
+        opts.axis, opts.fusedActivationFunction = 3, _ACT[sig.act]
+        b.op(kind, [x, x2], [y], schema.BuiltinOptions.ConcatenationOptions, opts)
     else:
         raise ValueError(f"no single-op builder for {kind}")
     return b.finish(outputs=[y])
