@@ -39,8 +39,8 @@ PROFILE_ARGS ?=
 profile: setup
 	$(BIN)/toolchain profile --device $(DEVICE) --model $(MODEL) $(PROFILE_ARGS)
 
-# Retrain the committed zoo checkpoints with the recipe reported in README (about 40 min each on 2 CPU cores for
-# the ResNets; pass EPOCHS=... to change the schedule).
+# Retrain the committed zoo checkpoints with the recipe reported in README, which gives each model's epochs and
+# time on 2 CPU cores; EPOCHS=... changes the schedule.
 ZOO_MODELS ?= resnet20 plain20 mobilenet_v2_cifar
 EPOCHS ?= 30
 zoo: setup

@@ -38,6 +38,52 @@ def test_train_then_eval_round_trip_on_a_tiny_folder(tmp_path, capsys):
     assert evaluated["n"] == 12 and evaluated["top1"] == pytest.approx(out["top1_test"])
 
 
+def test_killed_training_resumes_to_the_same_weights_and_refuses_other_settings(tmp_path):
+    from dataclasses import replace
+
+    import torch
+
+    from toolchain.data import load_split
+    from toolchain.errors import ToolchainError
+    from toolchain.models import load_model
+    from toolchain.train import TrainConfig, train
+
+    images = load_split(str(make_image_folder(tmp_path / "d", per_class=(20, 4), size=(32, 32))), "train", 32)
+    cfg, resume = TrainConfig(epochs=2, batch_size=16, seed=1), tmp_path / ".run.resume"
+
+    def fresh():
+        torch.manual_seed(0)
+        return load_model("resnet20", num_classes=3, pretrained=False)
+
+    def killed_after_the_first_epoch(result):
+        if result.epoch == 1:
+            raise KeyboardInterrupt
+
+    straight = fresh()
+    train(straight.model, straight.spec, images, cfg)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh().model, straight.spec, images, cfg, resume_path=resume, on_epoch=killed_after_the_first_epoch)
+    resumed = fresh()
+    epochs_run = []
+    history = train(resumed.model, resumed.spec, images, cfg, resume_path=resume, on_epoch=lambda r: epochs_run.append(r.epoch))
+    assert epochs_run == [2] and [h.epoch for h in history] == [1, 2]
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(ToolchainError, match=r"epochs 2 -> 3\): rerun with those to continue it, or delete"):
+        train(fresh().model, straight.spec, images, replace(cfg, epochs=3), resume_path=resume)
+
+
+def test_bad_numbers_are_refused_when_parsed(capsys):
+    for argv, message in ((["compress", "--latency-ratio", "1"], "--latency-ratio: 1 is out of range"),
+                          (["compress", "--latency-ratio", "0.5", "--episodes", "0"], "--episodes: 0 is too small"),
+                          (["compress", "--stages", "0.5,0.6"], "must be decreasing fractions"),
+                          (["bench", "m.tflite", "--repeats", "0"], "--repeats: 0 is too small"),
+                          (["profile", "--channel-step", "0"], "--channel-step: 0 is too small")):
+        with pytest.raises(SystemExit) as exit:
+            main([*argv, "--model", "resnet20", "--data", "cifar10"] if argv[0] == "compress" else argv)
+        assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_class_count_mismatch_is_one_line(tmp_path, capsys):
     data = str(make_image_folder(tmp_path / "d", per_class=(10, 2)))
     assert "--num-classes 3" in run_error(capsys, "eval", "--model", "resnet20", "--data", data)
@@ -60,6 +106,9 @@ def test_bench_times_an_exported_file_and_refuses_the_wrong_format(tmp_path, cap
     assert out["runs"] == 20 and 0 < out["p10_ms"] <= out["median_ms"] <= out["p90_ms"]
     assert "times onnx files" in run_error(capsys, "bench", str(model), "--device", "host-ort")
     assert "unknown device 'nokia'" in run_error(capsys, "bench", str(model), "--device", "nokia")
+    (tmp_path / "bad.tflite").write_bytes(b"not a model")
+    assert "litert cannot load the model" in run_error(capsys, "bench", str(tmp_path / "bad.tflite"))
+    assert "cannot read latency table" in run_error(capsys, "predict", "--model", "resnet20", "--table", str(tmp_path))
 
 
 def test_devices_without_a_phone_says_how_to_attach_one(capsys):

@@ -91,6 +91,8 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     assert again["keep"] == result["keep"] and again["top1_test_finetuned"] == result["top1_test_finetuned"]
     assert main([a if a != "0.6" else "0.01" for a in args]) == 2
     assert "already holds a search" in capsys.readouterr().err
+    assert main([*args, "--resume", "--lbound", "0.3"]) == 2  # continuing with other settings would mix two searches
+    assert "was started with other settings (lbound 0.2 -> 0.3)" in capsys.readouterr().err
 
 
 def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, resnet20, table):
@@ -154,11 +156,18 @@ def test_train_under_torchrun_is_data_parallel_over_two_processes(tmp_path, cifa
     assert trained.metrics["processes"] == 2 and trained.metrics["test_images"] == 256
 
 
-def test_compress_under_torchrun_searches_once_and_fine_tunes_on_both_processes(tmp_path, cifar10, table):
+def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_processes(tmp_path, cifar10, table):
+    # A table whose whole-model calibration says 1.5x faster than the host runs: the first result is over budget,
+    # so --enforce-measured makes both processes search (rank 0) and fine-tune (both) a second time.
+    optimistic = json.loads(table.read_text())
+    for calibration in optimistic["models"].values():
+        calibration["measured_ms"] = [ms / 1.5 for ms in calibration["measured_ms"]]
+    (tmp_path / "optimistic.json").write_text(json.dumps(optimistic))
     out = tmp_path / "run"
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "toolchain.cli", "compress",
-                           "--model", "resnet20", "--data", cifar10, "--table", str(table), "--latency-ratio", "0.6",
+                           "--model", "resnet20", "--data", cifar10, "--table", str(tmp_path / "optimistic.json"),
+                           "--latency-ratio", "0.6", "--strategy", "uniform", "--enforce-measured",
                            "--episodes", "3", "--warmup-episodes", "2", "--reward-images", "100", "--calibration-images", "100",
                            "--finalists", "1", "--finetune-epochs", "1", "--limit", "256", "--out", str(out), "--json"],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
@@ -166,6 +175,7 @@ def test_compress_under_torchrun_searches_once_and_fine_tunes_on_both_processes(
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 reports
     result = json.loads(lines[0])
-    assert len((out / "search.csv").read_text().splitlines()) == 4  # one search: a header and 3 episodes
+    assert result["attempts"] >= 2
+    assert (out / "search.csv").exists() and (out / "attempt-2" / "search.csv").exists()
     assert " 2/2 " in " ".join(proc.stderr.split())  # 256 images, global batch 128: 64 per process per step
-    assert load_checkpoint(out / "finetuned.pt").metrics["top1_test"] == result["top1_test_finetuned"]
+    assert load_checkpoint(out / f"attempt-{result['attempts']}" / "finetuned.pt").metrics["top1_test"] == result["top1_test_finetuned"]

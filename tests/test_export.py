@@ -61,6 +61,9 @@ def test_export_refuses_impossible_requests(tmp_path, resnet20_data, capsys, cif
         export(loaded.model, loaded.spec, tmp_path / "m.onnx", "onnx", "int8", check)
     with pytest.raises(ToolchainError, match="needs calibration images"):
         export(loaded.model, loaded.spec, tmp_path / "m.tflite", "tflite", "int8", check, None)
+    with pytest.raises(ToolchainError, match="m.json does not end in .tflite"):  # it would clash with the sidecar
+        export(loaded.model, loaded.spec, tmp_path / "m.json", "tflite", "fp32", check)
+    assert not list(tmp_path.iterdir())
     assert main(["export", "--model", "resnet20", "--out", str(tmp_path / "m.tflite")]) == 2
     assert "pass --data" in capsys.readouterr().err
 

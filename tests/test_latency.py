@@ -75,14 +75,29 @@ class Tiny(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+class TinyConcat(nn.Module):
+    """Two branches joined along channels, as in SqueezeNet's fire modules or DenseNet's blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.ReLU())
+        self.a, self.b = nn.Conv2d(16, 8, 1), nn.Conv2d(16, 24, 3, 1, 1)
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], dim=1)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 def test_traced_ops_match_the_converter_op_for_op():
-    for model, size in ((Tiny(), 16), (create_model("resnet20"), 32)):
+    for model, size in ((Tiny(), 16), (TinyConcat(), 16), (create_model("resnet20"), 32)):
         graph = analyze(model, size)
         assert graph.signatures() == read_signatures(to_tflite(model, size))
 
 
 def test_single_op_models_read_back_and_run():
-    sigs = {s for s in analyze(Tiny(), 16).signatures()} | {
+    sigs = {s for s in analyze(Tiny(), 16).signatures()} | set(analyze(TinyConcat(), 16).signatures()) | {
         OpSignature("PADV2", 8, 8, 16, 16, kernel=1), OpSignature("AVERAGE_POOL_2D", 8, 8, 16, 16, 2, 2)}
     runner = LiteRTHostRunner(warmup=1, runs=3, min_runs=3, budget_s=0.0)
     for sig in sigs:
@@ -236,6 +251,11 @@ def test_predict_cli_json(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["latency_ms"] == pytest.approx(cost(graph.signatures(PruningPolicy.uniform(graph, "resnet20", 0.5).keep)))
     assert main(["predict", "--model", "resnet20", "--table", str(tmp_path / "none.json")]) == 2
+    # a phone's table predicts without the phone: its target is in the file
+    phone = Target("pixel", "benchmark_model", "2.19", "fp32", 4, "xnnpack", "Pixel 8|arm64-v8a")
+    profile(graph, SyntheticRunnerFor(phone), LatencyTable.open(tmp_path / "phone.json", phone))
+    assert main(["predict", "--model", "resnet20", "--device", "pixel", "--table", str(tmp_path / "phone.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["latency_ms"] == pytest.approx(cost(graph.signatures()))
 
 
 class SyntheticRunnerFor(SyntheticRunner):

@@ -127,6 +127,7 @@ def open_runner(args: argparse.Namespace, runs: int | None = None):
         return LiteRTHostRunner(threads=args.threads or 1, **host_timing)
     if args.device == "host-ort":
         return OnnxRuntimeHostRunner(threads=args.threads or 1, **host_timing)
+    from android_bench.adb import DeviceError
     from android_bench.devices import load_profile
 
     from .latency.android import AndroidRunner
@@ -134,7 +135,9 @@ def open_runner(args: argparse.Namespace, runs: int | None = None):
     if args.device != "android":
         try:
             load_profile(args.device)
-        except Exception:
+        except DeviceError as e:
+            if args.device.endswith(".toml"):  # a profile file of the user's: say what is wrong in it
+                raise ToolchainError(str(e)) from None
             raise ToolchainError(f"unknown device {args.device!r}: use host, host-ort, a phone profile (pixel, pixel1) "
                                  "or android (profile derived from the phone)") from None
     timing = {"num_runs": runs} if runs else {}
@@ -251,10 +254,14 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
 
     loaded = load_model(args.model, args.num_classes, args.input_size)
     graph = analyze(loaded.model, loaded.spec.input_size)
-    target = open_runner(args).target
-    path = Path(args.table) if args.table else default_table_path(target)
-    if not path.exists():
-        raise ToolchainError(f"no latency table at {path}: run `toolchain profile --device {args.device} --model {args.model}` first")
+    if args.table:  # the table names its own target: no need to reach the device (a phone may not be attached)
+        path = Path(args.table)
+        target = LatencyTable.load(path).target
+    else:
+        target = open_runner(args).target
+        path = default_table_path(target)
+        if not path.exists():
+            raise ToolchainError(f"no latency table at {path}: run `toolchain profile --device {args.device} --model {args.model}` first")
     table = LatencyTable.open(path, target)
     keep = None
     if args.policy:
@@ -450,6 +457,33 @@ def check_classes(model_classes: tuple[str, ...], data_classes: tuple[str, ...],
                              f"use data with the model's classes, or train a new model with --num-classes {len(data_classes)}")
 
 
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """argparse type for counts, steps and multiples: 0 images, runs or channels would fail only deep inside."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small: use {minimum} or more")
+        return n
+    return parse
+
+
+def in_range(low: float, high: float, example: str, include_high: bool = False) -> Callable[[str], float]:
+    """argparse type for a number in (low, high), or (low, high] with include_high."""
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not (low < x <= high if include_high else low < x < high):
+            bound = f"above {low:g}" if high == float("inf") else f"{low:g} < x {'<=' if include_high else '<'} {high:g}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use a number {bound}, e.g. {example}")
+        return x
+    return parse
+
+
 def distill_weight(value: str) -> float:
     weight = float(value)
     if not 0 <= weight <= 1:
@@ -459,9 +493,15 @@ def distill_weight(value: str) -> float:
 
 def stage_fractions(value: str) -> list[float]:
     try:
-        return [float(x) for x in value.split(",")]
+        stages = [float(x) for x in value.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of fractions, e.g. 0.5,0.35,0.25") from None
+    if any(not 0 < r < 1 for r in stages) or any(b >= a for a, b in zip(stages, stages[1:])):
+        raise argparse.ArgumentTypeError(f"{value} must be decreasing fractions in (0, 1), e.g. 0.5,0.35,0.25")
+    return stages
+
+
+POSITIVE, NON_NEGATIVE = whole_number(1), whole_number(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,20 +516,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
         p.add_argument("--model", required=required, help=MODEL_HELP)
-        p.add_argument("--num-classes", type=int, help="classifier outputs for a new zoo/torchvision model")
-        p.add_argument("--input-size", type=int, help="input image side for a new model (zoo 32, torchvision 224)")
+        p.add_argument("--num-classes", type=POSITIVE, help="classifier outputs for a new zoo/torchvision model")
+        p.add_argument("--input-size", type=POSITIVE, help="input image side for a new model (zoo 32, torchvision 224)")
 
     p = add("train", "train a model (or continue training a checkpoint) and write a checkpoint", cmd_train)
     model_args(p)
     p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (after a 1-epoch warm-up, cosine decay)")
+    p.add_argument("--epochs", type=POSITIVE, default=30)
+    p.add_argument("--batch-size", type=POSITIVE, default=128)
+    p.add_argument("--lr", type=in_range(0, float("inf"), "0.1"), default=0.1, help="peak learning rate (after a 1-epoch warm-up, cosine decay)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", help="model to distill from (e.g. the unpruned model of a pruned checkpoint)")
     p.add_argument("--distill", type=distill_weight, default=0.0, help="weight of the distillation loss against --teacher (0: none)")
-    p.add_argument("--limit", type=int, help="use only a fixed N images of each split (quick runs)")
+    p.add_argument("--limit", type=POSITIVE, help="use only a fixed N images of each split (quick runs)")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt); a killed run with the same --out resumes. "
                    "Under torchrun --nproc_per_node=K, trains data-parallel")
 
@@ -497,15 +537,15 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
-    p.add_argument("--limit", type=int, help="evaluate only the first N images")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--limit", type=POSITIVE, help="evaluate only a fixed random N images of the split (the same N every time)")
+    p.add_argument("--batch-size", type=POSITIVE, default=500)
 
     add("zoo", "list the model zoo with checkpoints, accuracy, parameters and MACs", cmd_zoo)
 
     def target_args(p: argparse.ArgumentParser, table: bool = True) -> None:
         p.add_argument("--device", default="host", help="host (LiteRT + XNNPACK on this CPU), host-ort (ONNX Runtime), "
                        "or a phone over ADB: a profile from android_bench/devices (pixel, pixel1) or android (derived)")
-        p.add_argument("--threads", type=int, help="threads (host: 1; phones: the profile's default)")
+        p.add_argument("--threads", type=POSITIVE, help="threads (host: 1; phones: the profile's default)")
         p.add_argument("--serial", action="append", help="phone serial or HOST:PORT (default: $ANDROID_SERIAL or the only one attached); "
                        "profile takes it several times to measure on several phones in parallel, one table each")
         p.add_argument("--benchmark-binary", help=f"benchmark_model for the phone's ABI (default: ${'TOOLCHAIN_BENCHMARK_MODEL'})")
@@ -515,9 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("profile", "measure per-layer latency on a target and store it in a latency table", cmd_profile)
     model_args(p, required=False)
     target_args(p)
-    p.add_argument("--channel-step", type=int, default=8, help="channel grid spacing for pruned widths")
+    p.add_argument("--channel-step", type=POSITIVE, default=8, help="channel grid spacing for pruned widths")
     p.add_argument("--validate", action="store_true", help="also measure random pruned variants end to end and report prediction error")
-    p.add_argument("--samples", type=int, default=20, help="variants for --validate")
+    p.add_argument("--samples", type=POSITIVE, default=20, help="variants for --validate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="where --validate writes its predicted-vs-measured PNG")
     p.add_argument("--import-log", nargs="+", metavar="LOG", help="benchmark_model logs with per-op profiles to import instead of measuring")
@@ -530,9 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True, help="pruning policy JSON, or uniform:RATIO (every group keeps RATIO)")
     p.add_argument("--data", help=DATA_HELP + "; training images for least-squares reconstruction")
     p.add_argument("--no-reconstruct", action="store_true", help="keep the selected channels' weights as they are")
-    p.add_argument("--calibration-images", type=int, default=2000, help="training images sampled for reconstruction")
-    p.add_argument("--channel-multiple", type=int, default=8, help="round kept channels of uniform:R to this multiple")
-    p.add_argument("--min-channels", type=int, default=8, help="never keep fewer channels than this (or the layer's width)")
+    p.add_argument("--calibration-images", type=POSITIVE, default=2000, help="training images sampled for reconstruction")
+    p.add_argument("--channel-multiple", type=POSITIVE, default=8, help="round kept channels of uniform:R to this multiple")
+    p.add_argument("--min-channels", type=POSITIVE, default=8, help="never keep fewer channels than this (or the layer's width)")
     p.add_argument("--out", required=True, help="pruned checkpoint to write (.pt)")
 
     p = add("export", "export a checkpoint to .tflite (fp32/fp16/int8) or .onnx, verified against PyTorch", cmd_export)
@@ -540,15 +580,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["tflite", "onnx"], default="tflite")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
     p.add_argument("--data", help=DATA_HELP + "; test images for the parity check, train images for int8 calibration")
-    p.add_argument("--check-images", type=int, default=500, help="test images the parity check runs on")
-    p.add_argument("--calibration-images", type=int, default=500, help="train images for int8 calibration")
+    p.add_argument("--check-images", type=POSITIVE, default=500, help="test images the parity check runs on")
+    p.add_argument("--calibration-images", type=POSITIVE, default=500, help="train images for int8 calibration")
     p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx); the sidecar JSON and labels go beside it")
 
     p = add("bench", "measure a .tflite file's end-to-end latency on a target", cmd_bench)
     p.add_argument("file", help="model file (.tflite; .onnx with --device host-ort)")
     target_args(p, table=False)
-    p.add_argument("--runs", type=int, default=200, help="timed runs per session (after warm-up)")
-    p.add_argument("--repeats", type=int, default=3, help="fresh sessions; the fastest median is reported")
+    p.add_argument("--runs", type=POSITIVE, default=200, help="timed runs per session (after warm-up)")
+    p.add_argument("--repeats", type=POSITIVE, default=3, help="fresh sessions; the fastest median is reported")
 
     p = add("devices", "list reachable Android devices with model, ABI, Android version, cores and temperatures", cmd_devices)
     p.add_argument("--serial", action="append", help="also try this serial or HOST:PORT")
@@ -560,31 +600,31 @@ def build_parser() -> argparse.ArgumentParser:
     target_args(p)
     p.add_argument("--data", required=True, help=DATA_HELP)
     budget = p.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--latency-ms", type=float, help="latency budget in milliseconds on the target")
-    budget.add_argument("--latency-ratio", type=float, help="latency budget as a fraction of the unpruned model's")
+    budget.add_argument("--latency-ms", type=in_range(0, float("inf"), "40"), help="latency budget in milliseconds on the target")
+    budget.add_argument("--latency-ratio", type=in_range(0, 1, "0.5"), help="latency budget as a fraction of the unpruned model's")
     budget.add_argument("--stages", type=stage_fractions, metavar="R1,R2,...",
                         help="iterative schedule: search + fine-tune per stage, each budget a fraction of the unpruned "
                              "latency, e.g. 0.5,0.35,0.25")
     p.add_argument("--protocol", choices=["resource", "accuracy"], default="resource",
                    help="resource: never exceed the budget (action wall); accuracy: reward -error*log(latency)")
     p.add_argument("--strategy", choices=STRATEGIES, default="amc")
-    p.add_argument("--episodes", type=int, default=400)
-    p.add_argument("--warmup-episodes", type=int, default=100, help="random-action episodes before DDPG learns")
+    p.add_argument("--episodes", type=POSITIVE, default=400)
+    p.add_argument("--warmup-episodes", type=NON_NEGATIVE, default=100, help="random-action episodes before DDPG learns")
     p.add_argument("--sigma", type=float, default=0.5, help="DDPG exploration noise (std of the truncated normal) after warm-up")
-    p.add_argument("--sigma-decay", type=float, default=0.95, help="factor applied to --sigma after every DDPG episode")
-    p.add_argument("--lbound", type=float, default=0.2, help="smallest keep ratio per group")
-    p.add_argument("--rbound", type=float, default=1.0, help="largest keep ratio per group")
-    p.add_argument("--channel-multiple", type=int, default=8)
-    p.add_argument("--reward-images", type=int, default=1000, help="val images the reward is measured on")
-    p.add_argument("--finalists", type=int, default=5, help="best policies re-scored on the whole val split at the end")
-    p.add_argument("--calibration-images", type=int, default=2000, help="train images sampled for reconstruction")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after each search (0: none)")
-    p.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tuning peak learning rate (cosine decay)")
+    p.add_argument("--sigma-decay", type=in_range(0, 1, "0.95", include_high=True), default=0.95, help="factor applied to --sigma after every DDPG episode")
+    p.add_argument("--lbound", type=in_range(0, 1, "0.2", include_high=True), default=0.2, help="smallest keep ratio per group")
+    p.add_argument("--rbound", type=in_range(0, 1, "1.0", include_high=True), default=1.0, help="largest keep ratio per group")
+    p.add_argument("--channel-multiple", type=POSITIVE, default=8)
+    p.add_argument("--reward-images", type=POSITIVE, default=1000, help="val images the reward is measured on")
+    p.add_argument("--finalists", type=POSITIVE, default=5, help="best policies re-scored on the whole val split at the end")
+    p.add_argument("--calibration-images", type=POSITIVE, default=2000, help="train images sampled for reconstruction")
+    p.add_argument("--finetune-epochs", type=NON_NEGATIVE, default=0, help="fine-tune epochs after each search (0: none)")
+    p.add_argument("--finetune-lr", type=in_range(0, float("inf"), "0.01"), default=0.01, help="fine-tuning peak learning rate (cosine decay)")
     p.add_argument("--distill", type=distill_weight, default=0.0, help="weight of distillation from the unpruned model while fine-tuning (0: none)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="precision of the exported model file")
     p.add_argument("--enforce-measured", action="store_true",
                    help="if the measured latency exceeds the budget, tighten it by measured/predicted and search again")
-    p.add_argument("--limit", type=int, help="use at most N train and test images for fine-tuning and test figures (quick runs)")
+    p.add_argument("--limit", type=POSITIVE, help="use at most N train and test images for fine-tuning and test figures (quick runs)")
     p.add_argument("--out", help="output folder (default runs/MODEL-STRATEGY)")
     p.add_argument("--resume", action="store_true", help="continue a killed search in --out")
     p.add_argument("--seed", type=int, default=0)
@@ -605,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
+        again = "the same command with --resume" if args.command == "compress" else "the same command"
+        print(f"interrupted: rerun {again} to continue where it stopped", file=sys.stderr)
         return 130
     if args.json and result is not None:  # None: a torchrun worker whose rank 0 reports
         print(json.dumps(result, default=str))

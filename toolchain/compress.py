@@ -17,7 +17,8 @@ import torch
 from . import distributed
 from .data import ImageSet, load_split, normalize
 from .errors import ToolchainError
-from .export import ExportResult, export, to_model_file
+from .files import atomic_path, check_resumable
+from .export import ExportResult, calibration_inputs, check_format, export, to_model_file
 from .graph import analyze, pruned_copy
 from .latency.predictor import LatencyPredictor
 from .latency.profiler import profile
@@ -69,14 +70,18 @@ class SearchOutcome:
     baselines: dict[str, Episode]  # rule-based policies under the same budget, scored like the search's episodes
 
 
-def budget_of(config: SearchConfig, dense_ms: float) -> float:
+def check_budget(config: SearchConfig) -> None:
     if (config.latency_ms is None) == (config.latency_ratio is None):
         raise ToolchainError("give exactly one budget: --latency-ms X (absolute) or --latency-ratio R (of the unpruned latency)")
-    if config.latency_ratio is not None:
-        if not 0 < config.latency_ratio <= 1:
-            raise ToolchainError(f"--latency-ratio {config.latency_ratio} is out of range: use 0 < R <= 1, e.g. 0.5")
-        return config.latency_ratio * dense_ms
-    return float(config.latency_ms)
+    if config.latency_ratio is not None and not 0 < config.latency_ratio < 1:
+        raise ToolchainError(f"--latency-ratio {config.latency_ratio} is out of range: use 0 < R < 1, e.g. 0.5")
+    if config.latency_ms is not None and not config.latency_ms > 0:
+        raise ToolchainError(f"--latency-ms {config.latency_ms} is not a latency: give the budget in milliseconds, e.g. 40")
+
+
+def budget_of(config: SearchConfig, dense_ms: float) -> float:
+    check_budget(config)
+    return config.latency_ratio * dense_ms if config.latency_ratio is not None else float(config.latency_ms)  # type: ignore[arg-type]
 
 
 def features_for(loaded: LoadedModel, graph, data: str, images: int, cache: Path) -> FeatureCache:
@@ -87,7 +92,8 @@ def features_for(loaded: LoadedModel, graph, data: str, images: int, cache: Path
     train = load_split(data, "train", loaded.spec.input_size, images)
     spec = loaded.spec
     features = collect_features(loaded.model, graph, (normalize(x, spec.mean, spec.std) for x, _ in train.batches(250)))
-    torch.save({"gram": features.gram, "rows": features.rows}, cache)
+    with atomic_path(cache) as tmp:
+        torch.save({"gram": features.gram, "rows": features.rows}, tmp)
     return features
 
 
@@ -110,6 +116,18 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
     predictor = LatencyPredictor(graph, table)
     dense_ms = predictor.predict()
     budget = budget_of(config, dense_ms)
+    settings = {**asdict(config), "budget_ms": budget, "dense_ms": dense_ms, "model": loaded.source, "table": str(table_path)}
+    if resume and (out / "config.json").exists():
+        saved = json.loads((out / "config.json").read_text())
+        # Free to change: a longer run, more finalists, a moved table; the budget and the dense prediction only by
+        # a later --enforce-measured attempt's re-measurement (its budget follows the target's timing noise).
+        check_resumable(out, saved, settings, "pass another --out to start over",
+                        ("episodes", "finalists", "table", "budget_ms", "dense_ms", "latency_ms", "latency_ratio"))
+        if abs(saved["budget_ms"] - budget) > 0.1 * saved["budget_ms"]:
+            raise ToolchainError(f"{out} searched under a {saved['budget_ms']:.3f} ms budget, not {budget:.3f} ms: rerun "
+                                 "with that budget to continue it, or pass another --out to start over")
+    with atomic_path(out / "config.json") as tmp:
+        tmp.write_text(json.dumps(settings, indent=1) + "\n")
 
     on_stage("sampling features for least-squares reconstruction")
     features = features_for(loaded, graph, config.data, config.calibration_images, out / "features.pt")
@@ -125,8 +143,6 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
     env = PruningEnv(graph, predictor.predict, accuracy,
                      EnvConfig(budget, config.protocol, config.lbound, config.rbound, config.channel_multiple), predictor.op_latencies)
     strategy = make_strategy(config.strategy, env, model, config.seed, DDPGConfig(warmup_episodes=config.warmup_episodes, sigma=config.sigma, sigma_decay=config.sigma_decay))
-    (out / "config.json").write_text(json.dumps({**asdict(config), "budget_ms": budget, "dense_ms": dense_ms,
-                                                  "model": loaded.source, "table": str(table_path)}, indent=1) + "\n")
     on_stage(f"searching with {config.strategy}: budget {budget:.3f} ms of {dense_ms:.3f} ms")
     run_search(env, strategy, config.episodes, out, resume, on_episode=on_episode)
 
@@ -206,13 +222,23 @@ class Hooks:
     on_epoch: Callable[[EpochResult], None] | None = None
 
 
+def check_config(config: PipelineConfig, model_format: str) -> None:
+    """Refuse, before any work, settings that would otherwise fail only after hours of search and fine-tuning."""
+    stages = config.stages
+    if not stages:
+        check_budget(config.search)
+    elif any(not 0 < r < 1 for r in stages) or any(b >= a for a, b in zip(stages, stages[1:])):
+        raise ToolchainError(f"--stages {','.join(map(str, stages))} must be decreasing fractions in (0, 1), e.g. 0.5,0.35,0.25")
+    elif config.search.protocol != "resource":
+        raise ToolchainError("--stages needs the resource protocol: its budgets are what each stage must meet")
+    check_format(model_format, config.precision)
+
+
 def stage_budgets(config: PipelineConfig) -> list[SearchConfig]:
     """One search per stage. Stage fractions are of the unpruned model's latency; without stages, the one
     search uses the configured budget."""
     if not config.stages:
         return [config.search]
-    if any(not 0 < r <= 1 for r in config.stages) or list(config.stages) != sorted(config.stages, reverse=True):
-        raise ToolchainError(f"--stages {','.join(map(str, config.stages))} must be decreasing fractions in (0, 1], e.g. 0.5,0.35,0.25")
     return [replace(config.search, latency_ms=None, latency_ratio=r) for r in config.stages]
 
 
@@ -226,35 +252,43 @@ def compress(loaded: LoadedModel, runner: Runner, table_path: Path, config: Pipe
              resume: bool = False, hooks: Hooks = Hooks()) -> CompressResult | None:
     """Search, prune and fine-tune (per stage), export, measure, report. Under torchrun every process
     fine-tunes its shard; only rank 0 searches, exports and measures, and only it gets a result back."""
+    check_config(config, runner.model_format)
     spec, data = loaded.spec, config.search.data
     test = load_split(data, "test", spec.input_size, config.limit)
     dense_top1 = evaluate(loaded.model, spec, test)
+    calibration = load_split(data, "train", spec.input_size, config.export_calibration_images) if config.precision == "int8" else None
     factor, attempt = 1.0, 0
     while True:
         attempt += 1
         folder = out if attempt == 1 else out / f"attempt-{attempt}"
         stages = _run_stages(loaded, runner, table_path, config, folder, factor, resume, test, hooks)
-        if not distributed.is_main():
-            return None
-        final = load_model(str(stages[-1].checkpoint))
-        model_file = out / f"{spec.arch}-pruned.{runner.model_format}"
-        hooks.on_stage(f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test images")
-        calibration = load_split(data, "train", spec.input_size, config.export_calibration_images) if config.precision == "int8" else None
-        exported = export(final.model, final.spec, model_file, runner.model_format, config.precision, test, calibration)
-        hooks.on_stage(f"measuring {model_file.name} and the unpruned model on {runner.target.describe()}")
-        measured = best_of(runner, model_file.read_bytes())
-        last = stages[-1].search
-        assert last is not None
-        if attempt == 1:
-            budget = last.budget_ms  # later attempts search under tighter budgets, but this is the one to meet
-        if not config.enforce_measured or measured.median_ms <= budget or attempt == config.max_attempts:
+        again = None  # rank 0 measures and decides whether every process searches and fine-tunes once more
+        if distributed.is_main():
+            final = load_model(str(stages[-1].checkpoint))
+            model_file = out / f"{spec.arch}-pruned.{runner.model_format}"
+            hooks.on_stage(f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test images")
+            exported = export(final.model, final.spec, model_file, runner.model_format, config.precision, test, calibration)
+            hooks.on_stage(f"measuring {model_file.name} and the unpruned model on {runner.target.describe()}")
+            measured = best_of(runner, model_file.read_bytes())
+            last = stages[-1].search
+            assert last is not None
+            if attempt == 1:
+                budget = last.budget_ms  # later attempts search under tighter budgets, but this is the one to meet
+            if config.enforce_measured and measured.median_ms > budget and attempt < config.max_attempts:
+                # The table predicted this model's latency, the target ran it slower: aim that much lower, search again.
+                ratio = last.best.latency_ms / measured.median_ms
+                again = factor * ratio
+                hooks.on_stage(f"measured {measured.median_ms:.3f} ms is over the {budget:.3f} ms budget: searching again "
+                               f"with the budget tightened by {ratio:.3f}")
+        again = distributed.from_main(again)
+        if again is None:
             break
-        # The table predicted this model's latency, the target ran it slower: aim that much lower and search again.
-        ratio = last.best.latency_ms / measured.median_ms
-        factor *= ratio
-        hooks.on_stage(f"measured {measured.median_ms:.3f} ms is over the {budget:.3f} ms budget: searching again with "
-                       f"the budget tightened by {ratio:.3f}")
-    dense_file = to_model_file(loaded.model, spec.input_size, runner.model_format)
+        factor = again
+    if not distributed.is_main():
+        return None
+    # The unpruned model at the same precision, so that the speed-up is pruning's alone.
+    dense_file = to_model_file(loaded.model, spec.input_size, runner.model_format, config.precision,
+                               calibration_inputs(calibration, spec) if calibration is not None else None)
     first = stages[0].search
     assert first is not None
     result = CompressResult(out, spec.arch, runner.target.describe(), budget, first.dense_ms,

@@ -69,7 +69,7 @@ def cache_dir() -> Path:
 
 def load_split(data: str, split: Split, image_size: int, limit: int | None = None) -> ImageSet:
     """Load one split of a DATA spec at `image_size` x `image_size`; `limit` keeps a fixed random N of them
-    (the same N every time, with every class represented in proportion)."""
+    (the same N every time; random, so every class is represented in about its proportion)."""
     if split not in SPLITS:
         raise ToolchainError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     train, test = _load_source(data, image_size)

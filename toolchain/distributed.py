@@ -1,6 +1,6 @@
 """Data-parallel training under `torchrun`: joining the process group and knowing which process speaks.
 
-`torchrun --nproc_per_node=K toolchain train ...` starts K processes with RANK and WORLD_SIZE set; each joins the
+`torchrun --nproc_per_node=K -m toolchain.cli train ...` starts K processes with RANK and WORLD_SIZE set; each joins the
 group (gloo on CPU, nccl on GPU), trains on its shard of every batch, and only rank 0 prints and writes files.
 Launched plainly, nothing here does anything and the world has size 1. Torch is imported only when needed, so
 that the console (which asks `is_main`) does not load it at start-up.
@@ -55,6 +55,16 @@ def barrier() -> None:
     group = _group()
     if group:
         group.barrier()
+
+
+def from_main(value):
+    """Rank 0's `value`, on every process: for decisions only rank 0 can make (it alone measures on the target)."""
+    group = _group()
+    if not group:
+        return value
+    box = [value]
+    group.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def training_device():

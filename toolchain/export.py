@@ -30,7 +30,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # torch.export keeps global state: conversions from several threads (one per phone while profiling) take turns.
 _CONVERTER = threading.Lock()
 METADATA_NAME = "toolchain.app_info"  # the .tflite metadata entry holding the app info as JSON
-FORMATS = ("tflite", "onnx")
 
 
 @dataclass(frozen=True)
@@ -120,9 +119,26 @@ def to_onnx(model: nn.Module, input_size: int) -> bytes:
     return buffer.getvalue()
 
 
-def to_model_file(model: nn.Module, input_size: int, model_format: str) -> bytes:
-    """The model in the format a runner times: "tflite" or "onnx"."""
-    return {"tflite": to_tflite, "onnx": to_onnx}[model_format](model, input_size)
+def to_model_file(model: nn.Module, input_size: int, model_format: str, precision: str = "fp32",
+                  calibration: np.ndarray | None = None) -> bytes:
+    """The model in the format a runner times ("tflite" or "onnx") at `precision`; int8 calibrates its activation
+    ranges on `calibration`, model inputs as `calibration_inputs` makes them."""
+    check_format(model_format, precision)
+    if model_format == "onnx":
+        return to_onnx(model, input_size)
+    blob = to_tflite(model, input_size)
+    if precision == "fp16":
+        return quantize_fp16(blob)
+    if precision == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise ToolchainError("int8 export needs calibration images: pass --data with a train split")
+        return quantize_int8(blob, calibration)
+    return blob
+
+
+def calibration_inputs(images: ImageSet, spec: ModelSpec) -> np.ndarray:
+    """Normalised NHWC float32 inputs, as the exported .tflite takes them."""
+    return normalize(images.images, spec.mean, spec.std).permute(0, 2, 3, 1).numpy()
 
 
 def quantize_fp16(fp32: bytes) -> bytes:
@@ -203,25 +219,18 @@ def check_parity(exported: np.ndarray, reference: np.ndarray, labels: np.ndarray
 def export(model: nn.Module, spec: ModelSpec, out: Path, model_format: str, precision: str, check: ImageSet,
            calibration: ImageSet | None = None) -> ExportResult:
     """Write `out` (plus `<out>.json` and a labels file beside it) after checking it against PyTorch on `check`."""
-    if model_format == "onnx" and precision != "fp32":
-        raise ToolchainError(f"ONNX export is fp32 only: drop --precision {precision}, or use --format tflite")
-    if precision == "int8" and (calibration is None or len(calibration) == 0):
-        raise ToolchainError("int8 export needs calibration images: pass --data with a train split")
+    check_format(model_format, precision)
+    if out.suffix != f".{model_format}":  # the sidecar is <out>.json: a wrong suffix could even overwrite it
+        raise ToolchainError(f"--out {out.name} does not end in .{model_format}: name the file for its format, e.g. model.{model_format}")
     x = normalize(check.images, spec.mean, spec.std)  # (N, 3, H, W)
     with torch.no_grad():
         reference = model.eval()(x).numpy()
+    blob = to_model_file(model, spec.input_size, model_format, precision,
+                         calibration_inputs(calibration, spec) if calibration is not None else None)
+    info = app_info(out, spec, model_format, precision, blob)
     if model_format == "onnx":
-        blob = to_onnx(model, spec.input_size)
-        info = app_info(out, spec, model_format, precision, blob)
         logits = onnx_logits(blob, x.numpy())
     else:
-        blob = to_tflite(model, spec.input_size)
-        if precision == "fp16":
-            blob = quantize_fp16(blob)
-        elif precision == "int8":
-            assert calibration is not None
-            blob = quantize_int8(blob, normalize(calibration.images, spec.mean, spec.std).permute(0, 2, 3, 1).numpy())
-        info = app_info(out, spec, model_format, precision, blob)
         blob = with_metadata(blob, info)  # before the parity check, so the file checked is the file written
         logits = tflite_logits(blob, x.permute(0, 2, 3, 1).numpy())
     parity = check_parity(logits, reference, check.labels.numpy(), precision)
@@ -231,6 +240,11 @@ def export(model: nn.Module, spec: ModelSpec, out: Path, model_format: str, prec
     sidecar = out.with_name(out.stem + ".json")
     sidecar.write_text(json.dumps({**info, "pruning_policy": spec.policy, "parity": asdict(parity)}, indent=1) + "\n")
     return ExportResult(str(out), model_format, precision, len(blob), parity, str(sidecar), str(labels))
+
+
+def check_format(model_format: str, precision: str) -> None:
+    if model_format == "onnx" and precision != "fp32":
+        raise ToolchainError(f"ONNX export is fp32 only: drop --precision {precision}, or use --format tflite")
 
 
 def _write(path: Path, blob: bytes) -> None:

@@ -56,6 +56,10 @@ def render_markdown(r: "CompressResult") -> str:
             "which tightens the budget by the measured/predicted ratio and searches again.</p>",
             "",
         ]
+    if exported.precision != "fp32":
+        lines += [f"The latency table, and with it every prediction and the budget, is fp32; the file is "
+                  f"{exported.precision}, which the target may run faster than predicted. Both measured models are "
+                  f"{exported.precision}.", ""]
     if r.attempts > 1:
         lines += [f"Searched {r.attempts} times (`--enforce-measured`): the first result measured over the budget, so "
                   f"the last search aimed at a predicted {search.budget_ms:.3f} ms; it is the one reported.", ""]
@@ -68,7 +72,7 @@ def render_markdown(r: "CompressResult") -> str:
         f"| measured latency (median, p10-p90) | {_timing(r.dense_measured)} | {_timing(r.measured)} |",
         f"| budget | | {r.budget_ms:.3f} ms ({'met' if r.within_budget else 'EXCEEDED'}) |",
         f"| speed-up (measured) | 1.00x | {speedup:.2f}x |",
-        f"| file size | {r.dense_size_bytes / 1e6:.2f} MB (fp32) | {exported.size_bytes / 1e6:.2f} MB ({exported.precision}) |",
+        f"| file size | {r.dense_size_bytes / 1e6:.2f} MB ({exported.precision}) | {exported.size_bytes / 1e6:.2f} MB ({exported.precision}) |",
         "",
         f"Measured and predicted latency: {r.target}. Export parity against PyTorch on {exported.parity.images} test "
         f"images: top-1 agreement {_pct(exported.parity.top1_agreement)}, max |logit difference| {exported.parity.max_abs_diff:.2g}.",
@@ -90,7 +94,7 @@ def render_markdown(r: "CompressResult") -> str:
         "",
         "| policy | predicted latency | val top-1 |",
         "|---|---|---|",
-        f"| unpruned | {search.dense_ms:.3f} ms | {_pct(search.dense_accuracy)} |",
+        f"| {_start_label(r)} | {search.dense_ms:.3f} ms | {_pct(search.dense_accuracy)} |",
         f"| chosen (re-scored on all of val) | {search.best.latency_ms:.3f} ms | {_pct(search.best.accuracy)} |",
         *(f"| {name} | {e.latency_ms:.3f} ms | {_pct(e.accuracy)} |" for name, e in search.baselines.items()),
         "",
@@ -164,7 +168,7 @@ def _plot_tradeoff(r: "CompressResult", rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter([float(row["latency_ms"]) for row in rows], [100 * float(row["accuracy"]) for row in rows],
                s=6, color="#bbbbbb", label="searched policies")
-    ax.scatter([search.dense_ms], [100 * search.dense_accuracy], marker="s", color="k", label="unpruned")
+    ax.scatter([search.dense_ms], [100 * search.dense_accuracy], marker="s", color="k", label=_start_label(r))
     for (name, e), marker in zip(search.baselines.items(), "^v<>"):
         ax.scatter([e.latency_ms], [100 * e.accuracy], marker=marker, s=50, label=name)
     ax.scatter([search.best.latency_ms], [100 * search.best.accuracy], marker="*", s=160, color="C3", label="chosen")
@@ -172,6 +176,11 @@ def _plot_tradeoff(r: "CompressResult", rows: list[dict], path: Path) -> None:
     ax.set(xlabel="predicted latency (ms)", ylabel="val top-1 before fine-tuning (%)", title="accuracy vs latency")
     ax.legend(fontsize=8)
     _save(fig, path, plt)
+
+
+def _start_label(r: "CompressResult") -> str:
+    """What the last search started from: with --stages, the previous stage's fine-tuned model."""
+    return "unpruned" if len(r.stages) == 1 else "start of the last stage"
 
 
 def _save(fig, path: Path, plt) -> None:

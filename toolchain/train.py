@@ -26,7 +26,7 @@ from torch.utils.data import DistributedSampler
 from . import distributed
 from .data import ImageSet, augment, normalize
 from .errors import ToolchainError
-from .files import atomic_path
+from .files import atomic_path, check_resumable
 from .models import ModelSpec
 
 
@@ -123,11 +123,11 @@ def train(
     start_epoch = 0
     if resume_path is not None and resume_path.exists():
         state = torch.load(resume_path, weights_only=True, map_location=device)
-        if state["config"] == asdict(cfg):
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            history = [EpochResult(**h) for h in state["history"]]
-            start_epoch = len(history)
+        check_resumable(resume_path, state["config"], asdict(cfg), f"delete {resume_path} to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = [EpochResult(**h) for h in state["history"]]
+        start_epoch = len(history)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
