@@ -7,7 +7,8 @@ budget (50% of the unpruned model's predicted latency), same fine-tuning for bot
 Output folders are those of benchmarks/search.py (runs/bench-search/MODEL-STRATEGY): a search that script already
 finished is resumed (it ends at once, with the same policy), so the two benchmarks report on the same policies.
 For each: test top-1 before and after fine-tuning, after export (.tflite fp32, its own accuracy), measured host
-latency and speed-up over the unpruned model. Writes the section "Compression with fine-tuning" of BENCHMARKS.md.
+latency and speed-up over the unpruned model. Writes the section "Compression with fine-tuning (MODELS)" of
+BENCHMARKS.md, one per set of models, so that slow models can run with their own settings.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def main() -> None:
                "predicted ms", "measured ms", "speed-up", "minutes"], rows),
     ])
     print(body)
-    write_section("Compression with fine-tuning", "python benchmarks/compress.py " + " ".join(
+    # A section per model set: models that take long on this machine run with their own (shorter) settings.
+    write_section(f"Compression with fine-tuning ({', '.join(args.models)})", "python benchmarks/compress.py " + " ".join(
         [f"--models {' '.join(args.models)}", f"--strategies {' '.join(args.strategies)}", f"--episodes {args.episodes}",
          f"--ratio {args.ratio}", f"--finetune-epochs {args.finetune_epochs}"]), body)
 
