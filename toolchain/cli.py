@@ -373,7 +373,7 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
                "size_bytes": exported.size_bytes, "keep": list(best.keep), "strategy": args.strategy,
                "stages": len(result.stages), "attempts": result.attempts}
     if not args.json:
-        c = console.Console()
+        c = console.Console(soft_wrap=True)  # one line per figure, also when stdout is a file
         c.print(f"test top-1: unpruned {100 * result.dense_top1:.2f}% -> pruned {100 * final.top1_pruned:.2f}% -> "
                 f"fine-tuned {100 * final.top1_finetuned:.2f}% -> exported {100 * exported.parity.top1_exported:.2f}%")
         verdict = "[green]within budget[/]" if result.within_budget else "[bold red]OVER BUDGET: rerun with --enforce-measured[/]"
