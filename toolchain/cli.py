@@ -255,22 +255,21 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_model(args.model, args.num_classes, args.input_size)
     graph = analyze(loaded.model, loaded.spec.input_size)
     if args.table:  # the table names its own target: no need to reach the device (a phone may not be attached)
-        path = Path(args.table)
-        target = LatencyTable.load(path).target
+        table = LatencyTable.open(args.table, None)
     else:
         target = open_runner(args).target
         path = default_table_path(target)
         if not path.exists():
             raise ToolchainError(f"no latency table at {path}: run `toolchain profile --device {args.device} --model {args.model}` first")
-    table = LatencyTable.open(path, target)
+        table = LatencyTable.open(path, target)
     keep = None
     if args.policy:
         keep = list(load_policy(args.policy, graph, loaded.spec.arch).keep)
     predictor = LatencyPredictor(graph, table)
     latency = predictor.predict(keep)
     if not args.json:
-        print(f"{args.model}{' with ' + args.policy if args.policy else ''}: {latency:.3f} ms predicted on {target.describe()}")
-    return {"latency_ms": latency, "table": str(path), "calibrated": predictor.calibrated}
+        print(f"{args.model}{' with ' + args.policy if args.policy else ''}: {latency:.3f} ms predicted on {table.target.describe()}")
+    return {"latency_ms": latency, "table": str(table.path), "calibrated": predictor.calibrated}
 
 
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
@@ -312,7 +311,7 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
     from . import distributed
-    from .compress import Hooks, PipelineConfig, SearchConfig, compress
+    from .compress import Hooks, PipelineConfig, SearchConfig, check_config, compress
     from .latency.table import default_table_path
     from .models import load_model
     from .search.env import Episode
@@ -326,11 +325,10 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
     search = SearchConfig(args.data, args.latency_ms, args.latency_ratio, args.protocol, args.strategy, args.episodes,
                           args.seed, args.lbound, args.rbound, args.channel_multiple, args.reward_images,
                           args.calibration_images, args.warmup_episodes, args.finalists, args.sigma, args.sigma_decay)
-    if args.stages and args.protocol != "resource":
-        raise ToolchainError("--stages needs the resource protocol: its budgets are what each stage must meet")
     config = PipelineConfig(search, TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, warmup_epochs=0.0,
                                                 distill=args.distill, seed=args.seed),
                             tuple(args.stages or ()), args.precision, args.limit, enforce_measured=args.enforce_measured)
+    check_config(config, runner.model_format)  # before the progress display, so an error is the only line
     with console.progress_bar() as progress:
         profiling = progress.add_task("profile", total=None, status="")
         searching = progress.add_task("search", total=search.episodes, status="", visible=False)
@@ -493,12 +491,9 @@ def distill_weight(value: str) -> float:
 
 def stage_fractions(value: str) -> list[float]:
     try:
-        stages = [float(x) for x in value.split(",")]
+        return [float(x) for x in value.split(",")]  # their range and order: compress.check_config, before any work
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of fractions, e.g. 0.5,0.35,0.25") from None
-    if any(not 0 < r < 1 for r in stages) or any(b >= a for a, b in zip(stages, stages[1:])):
-        raise argparse.ArgumentTypeError(f"{value} must be decreasing fractions in (0, 1), e.g. 0.5,0.35,0.25")
-    return stages
 
 
 POSITIVE, NON_NEGATIVE = whole_number(1), whole_number(0)

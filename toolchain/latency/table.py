@@ -80,11 +80,12 @@ class LatencyTable:
     # --- persistence -----------------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, target: Target) -> "LatencyTable":
-        """Load `path` (creating an empty table if it does not exist), refusing a table of another target."""
+    def open(cls, path: str | Path, target: Target | None) -> "LatencyTable":
+        """Load `path` (creating an empty table if it does not exist), refusing a table of another target; with
+        `target` None, the existing table of whatever target it names (for reading without the device)."""
         path = Path(path)
-        table = cls.load(path) if path.exists() else cls(target, path)
-        if table.target != target:
+        table = cls.load(path) if path.exists() or target is None else cls(target, path)
+        if target is not None and table.target != target:
             raise ToolchainError(f"latency table {path} was measured on {table.target.describe()}, not on this target "
                                  f"({target.describe()}): pass --table with another file to keep both")
         table._replay_journal()
