@@ -15,7 +15,7 @@ from toolchain.export import to_tflite
 from toolchain.graph import analyze
 from toolchain.latency.predictor import LatencyPredictor
 from toolchain.latency.profiler import channel_grid, profile, shapes_to_profile
-from toolchain.latency.runners import LiteRTHostRunner, Target, Timing
+from toolchain.latency.runners import LiteRTHostRunner, Target, Timing, best_of_each
 from toolchain.latency.signature import OpSignature
 from toolchain.latency.table import LatencyTable
 from toolchain.latency.tflite import read_signatures, single_op_model
@@ -112,6 +112,28 @@ def test_channel_grid():
     assert channel_grid(20, 8) == [8, 16, 20]
     wide = channel_grid(1280, 8, max_points=16)
     assert len(wide) == 16 and wide[0] == 8 and wide[-1] == 1280 and all(c % 8 == 0 for c in wide)
+
+
+def test_models_timed_in_turn_keep_their_ratio_when_load_comes_and_goes():
+    """Another job loads the machine for the first half of the measurements: timed one after the other, the first
+    model would only be seen slowed down; timed in turn, each model also runs in the quiet half."""
+
+    class PassingLoadRunner:
+        target, model_format = TARGET, "tflite"
+
+        def __init__(self, busy_calls):
+            self.calls, self.busy_calls = 0, busy_calls
+
+        def time_models(self, models):
+            timings = []
+            for m in models:
+                ms = len(m) * (4.0 if self.calls < self.busy_calls else 1.0)
+                timings.append(Timing(ms, ms, ms, runs=1))
+                self.calls += 1
+            return timings
+
+    small, large = best_of_each(PassingLoadRunner(busy_calls=3), [b"x", b"xx"], repeats=3)
+    assert (small.median_ms, large.median_ms) == (1.0, 2.0)
 
 
 def test_table_round_trip_merge_and_shared_entries(tmp_path):

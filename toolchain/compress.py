@@ -22,7 +22,7 @@ from .export import ExportResult, calibration_inputs, check_format, export, to_m
 from .graph import analyze, pruned_copy
 from .latency.predictor import LatencyPredictor
 from .latency.profiler import profile
-from .latency.runners import Runner, Timing, best_of
+from .latency.runners import Runner, Timing, best_of_each
 from .latency.table import LatencyTable
 from .models import LoadedModel, load_model, save_checkpoint
 from .models.checkpoint import build
@@ -268,8 +268,11 @@ def compress(loaded: LoadedModel, runner: Runner, table_path: Path, config: Pipe
             model_file = out / f"{spec.arch}-pruned.{runner.model_format}"
             hooks.on_stage(f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test images")
             exported = export(final.model, final.spec, model_file, runner.model_format, config.precision, test, calibration)
+            # The unpruned model at the same precision, so that the speed-up is pruning's alone.
+            dense_file = to_model_file(loaded.model, spec.input_size, runner.model_format, config.precision,
+                                       calibration_inputs(calibration, spec) if calibration is not None else None)
             hooks.on_stage(f"measuring {model_file.name} and the unpruned model on {runner.target.describe()}")
-            measured = best_of(runner, model_file.read_bytes())
+            measured, dense_measured = best_of_each(runner, [model_file.read_bytes(), dense_file])
             last = stages[-1].search
             assert last is not None
             if attempt == 1:
@@ -286,13 +289,10 @@ def compress(loaded: LoadedModel, runner: Runner, table_path: Path, config: Pipe
         factor = again
     if not distributed.is_main():
         return None
-    # The unpruned model at the same precision, so that the speed-up is pruning's alone.
-    dense_file = to_model_file(loaded.model, spec.input_size, runner.model_format, config.precision,
-                               calibration_inputs(calibration, spec) if calibration is not None else None)
     first = stages[0].search
     assert first is not None
     result = CompressResult(out, spec.arch, runner.target.describe(), budget, first.dense_ms,
-                            best_of(runner, dense_file), dense_top1, len(dense_file), stages, exported, measured,
+                            dense_measured, dense_top1, len(dense_file), stages, exported, measured,
                             attempt, len(test))
     write_report(result)
     return result

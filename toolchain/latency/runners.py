@@ -75,7 +75,14 @@ class Runner(Protocol):
 def best_of(runner: Runner, model: bytes, repeats: int = 3) -> Timing:
     """The fastest of `repeats` measurements of one model. Other load on the machine only ever slows a run down,
     so for a whole-model figure that anchors many predictions the minimum is the robust choice."""
-    return min(runner.time_models([model] * repeats), key=lambda t: t.median_ms)
+    return best_of_each(runner, [model], repeats)[0]
+
+
+def best_of_each(runner: Runner, models: Sequence[bytes], repeats: int = 3) -> list[Timing]:
+    """`best_of` for several models measured in turn (A, B, A, B, ...), so that a ratio between them (a speed-up)
+    is not skewed by load that came and went between one model's measurements and the other's."""
+    timings = runner.time_models(list(models) * repeats)
+    return [min(timings[i::len(models)], key=lambda t: t.median_ms) for i in range(len(models))]
 
 
 def host_fingerprint() -> str:
