@@ -61,7 +61,7 @@ def main() -> None:
         f"Both strategies' policies are fine-tuned the same way: {args.finetune_epochs} epochs on the 45,000 `train` images, "
         "SGD + Nesterov, lr 0.01 with cosine decay, no distillation. Test top-1 on all 10,000 `test` images; `exported` is "
         "the fp32 `.tflite`'s own accuracy. Latency: the whole `.tflite` timed on the host, fastest of three medians; "
-        "speed-up against the unpruned model timed the same way. Minutes: this run (a finished search is resumed, not redone).",
+        "speed-up against the unpruned model timed the same way. Minutes: this run (a search or a fine-tuning that an earlier run finished is resumed, not redone).",
         "",
         table(["model", "strategy", "unpruned", "pruned", "fine-tuned", "exported", "vs unpruned (points)", "budget ms",
                "predicted ms", "measured ms", "speed-up", "minutes"], rows),
