@@ -257,6 +257,12 @@ def compress(loaded: LoadedModel, runner: Runner, table_path: Path, config: Pipe
     test = load_split(data, "test", spec.input_size, config.limit)
     dense_top1 = evaluate(loaded.model, spec, test)
     calibration = load_split(data, "train", spec.input_size, config.export_calibration_images) if config.precision == "int8" else None
+    # The unpruned model at the same precision, so that the speed-up is pruning's alone; converted once, before the
+    # search, so that an op the converter cannot handle stops the run before the long part.
+    dense_file = b""  # only rank 0 measures
+    if distributed.is_main():
+        dense_file = to_model_file(loaded.model, spec.input_size, runner.model_format, config.precision,
+                                   calibration_inputs(calibration, spec) if calibration is not None else None)
     factor, attempt = 1.0, 0
     while True:
         attempt += 1
@@ -268,9 +274,6 @@ def compress(loaded: LoadedModel, runner: Runner, table_path: Path, config: Pipe
             model_file = out / f"{spec.arch}-pruned.{runner.model_format}"
             hooks.on_stage(f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test images")
             exported = export(final.model, final.spec, model_file, runner.model_format, config.precision, test, calibration)
-            # The unpruned model at the same precision, so that the speed-up is pruning's alone.
-            dense_file = to_model_file(loaded.model, spec.input_size, runner.model_format, config.precision,
-                                       calibration_inputs(calibration, spec) if calibration is not None else None)
             hooks.on_stage(f"measuring {model_file.name} and the unpruned model on {runner.target.describe()}")
             measured, dense_measured = best_of_each(runner, [model_file.read_bytes(), dense_file])
             last = stages[-1].search
