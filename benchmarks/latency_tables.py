@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import table, write_section  # noqa: E402
 
 from toolchain.export import to_tflite  # noqa: E402
-from toolchain.graph import analyze, pruned_copy  # noqa: E402
+from toolchain.graph import analyze  # noqa: E402
+from toolchain.surgery import pruned_copy  # noqa: E402
 from toolchain.latency.fidelity import measure_fidelity, plot_fidelity  # noqa: E402
 from toolchain.latency.predictor import LatencyPredictor  # noqa: E402
 from toolchain.latency.profiler import profile, shapes_to_profile  # noqa: E402

@@ -50,7 +50,10 @@ def test_profile_on_a_phone_builds_a_table_resumes_and_survives_a_disconnect(tmp
         result = profile(graph, first, table)
         assert result.measured == len(wanted)
         saved = LatencyTable.open(path, first.target)
-        assert set(saved.entries) == set(wanted) and all(t.median_ms > 0 for t in saved.entries.values())
+        assert set(saved.entries) == set(wanted)
+        # benchmark_model reports whole microseconds: the smallest ops may read 0, the convolutions never
+        assert all(t.median_ms >= 0 for t in saved.entries.values())
+        assert all(t.median_ms > 0 for s, t in saved.entries.items() if s.kind == "CONV_2D")
         assert all(t.temperatures_c for t in saved.entries.values())  # recorded with each measurement
         runs = phone.runs
         again = profile(graph, runner(phone, key, binary), LatencyTable.open(path, first.target))

@@ -14,7 +14,8 @@ import pytest
 from toolchain.compress import PipelineConfig, SearchConfig, compress
 from toolchain.data import load_split, normalize
 from toolchain.export import to_model_file
-from toolchain.graph import analyze, pruned_copy
+from toolchain.graph import analyze
+from toolchain.surgery import pruned_copy
 from toolchain.latency.profiler import profile
 from toolchain.latency.runners import LiteRTHostRunner, Timing
 from toolchain.latency.table import LatencyTable
@@ -106,7 +107,7 @@ def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, res
     assert all(b <= a for a, b in zip(first.best.keep, second.best.keep))
     final = load_checkpoint(tmp_path / "stage-2" / "pruned.pt")  # replays from the unpruned architecture
     assert [g["keep"] for g in final.spec.policy["groups"]] == list(second.best.keep)
-    assert [g["channels"] for g in final.spec.policy["groups"]] == list(analyze(resnet20.model, 32).full_widths)
+    assert [g["channels"] for g in final.spec.policy["groups"]] == list(analyze(resnet20.model, 32).channels)
     assert "## Stages" in (tmp_path / "report.md").read_text()
 
 

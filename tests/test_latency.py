@@ -98,7 +98,7 @@ def test_traced_ops_match_the_converter_op_for_op():
 
 def test_single_op_models_read_back_and_run():
     sigs = {s for s in analyze(Tiny(), 16).signatures()} | set(analyze(TinyConcat(), 16).signatures()) | {
-        OpSignature("PADV2", 8, 8, 16, 16, kernel=1), OpSignature("AVERAGE_POOL_2D", 8, 8, 16, 16, 2, 2)}
+        OpSignature("PADV2", 8, 8, 16, 16, padding="P1"), OpSignature("AVERAGE_POOL_2D", 8, 8, 16, 16, 2, 2)}
     runner = LiteRTHostRunner(warmup=1, runs=3, min_runs=3, budget_s=0.0)
     for sig in sigs:
         model = single_op_model(sig)
@@ -233,7 +233,7 @@ def test_killed_profile_resumes_without_remeasuring(tmp_path):
 
 @pytest.mark.slow
 def test_fidelity_on_resnet20_within_a_loose_bound(tmp_path):
-    from toolchain.graph import pruned_copy
+    from toolchain.surgery import pruned_copy
     from toolchain.latency.fidelity import measure_fidelity
 
     model = create_model("resnet20")

@@ -38,7 +38,7 @@ def test_keeping_everything_reproduces_outputs_exactly_and_half_runs(name):
     model = randomize_bn(loaded.model)
     graph = analyze(model, size)
     x = torch.randn(2, 3, size, size)
-    assert torch.equal(apply_policy(model, graph, graph.full_widths)(x), model(x))
+    assert torch.equal(apply_policy(model, graph, graph.channels)(x), model(x))
     half = apply_policy(model, graph, PruningPolicy.uniform(graph, name, 0.5))
     assert half(x).shape == (2, 10)
 
@@ -130,7 +130,7 @@ def resnet20_with_features(cifar10):
 def test_reconstruction_lowers_consumer_output_error_on_real_features(resnet20_with_features, cifar10):
     loaded, graph, features = resnet20_with_features
     val = normalize(load_split(cifar10, "val", 32, limit=200).images, loaded.spec.mean, loaded.spec.std)
-    keep = list(graph.full_widths)
+    keep = list(graph.channels)
     keep[5] = 16  # halve blocks.4.conv1; its consumer blocks.4.conv2 is rebuilt
     consumer = graph.groups[5].consumers[0]
 

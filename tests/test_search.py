@@ -17,28 +17,35 @@ GRAPH = analyze(create_model("resnet20"), 32)
 
 
 def op_cost_fn(weights):
-    """A latency model over the real resnet20 ops: each op costs weight * c_in * c_out (plus a constant)."""
+    """A latency model over the real resnet20 ops: each op costs weight * c_in * c_out (plus a constant).
+    Returns the per-group cost (each op counted for every group it reads) and the total."""
     def op_latencies(keep):
         return [w * s.c_in * s.c_out * 1e-4 + 1e-3 for w, s in zip(weights, GRAPH.signatures(keep))]
-    return op_latencies, (lambda keep: sum(op_latencies(keep)))
+
+    def group_latencies(keep):
+        out = np.zeros(len(GRAPH.groups))
+        for op, ms in zip(GRAPH.ops(), op_latencies(keep)):
+            out[list(op.groups_read)] += ms
+        return out
+    return group_latencies, (lambda keep: sum(op_latencies(keep)))
 
 
 def importance_accuracy(keep):
     """A smooth stand-in for accuracy: the first and last groups matter most."""
-    ratios = np.array(keep) / np.array(GRAPH.full_widths)
+    ratios = np.array(keep) / np.array(GRAPH.channels)
     weight = np.linspace(1.0, 0.2, len(ratios)) ** 2
     return float(1.0 - 0.5 * (weight * (1 - ratios) ** 2).sum() / weight.sum())
 
 
 def make_env(budget_ratio=0.5, weights=None, protocol="resource"):
-    weights = weights if weights is not None else [1.0] * len(GRAPH.ops)
-    op_latencies, cost = op_cost_fn(weights)
-    full = cost(GRAPH.full_widths)
-    return PruningEnv(GRAPH, cost, importance_accuracy, EnvConfig(budget_ratio * full, protocol), op_latencies)
+    weights = weights if weights is not None else [1.0] * len(GRAPH.ops())
+    group_latencies, cost = op_cost_fn(weights)
+    full = cost(GRAPH.channels)
+    return PruningEnv(GRAPH, cost, importance_accuracy, EnvConfig(budget_ratio * full, protocol), group_latencies)
 
 
 @settings(max_examples=40, deadline=None)
-@given(weights=st.lists(st.floats(0.01, 10.0), min_size=len(GRAPH.ops), max_size=len(GRAPH.ops)),
+@given(weights=st.lists(st.floats(0.01, 10.0), min_size=len(GRAPH.ops()), max_size=len(GRAPH.ops())),
        actions=st.lists(st.floats(0.0, 1.0), min_size=len(GRAPH.groups), max_size=len(GRAPH.groups)),
        budget=st.floats(0.35, 0.95))
 def test_wall_never_lets_a_policy_exceed_the_budget(weights, actions, budget):

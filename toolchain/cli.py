@@ -173,7 +173,8 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     if not args.model:
         raise ToolchainError("profile needs --model MODEL (or --import-log LOG... --model-config CONFIG.json)")
     from .export import to_model_file
-    from .graph import analyze, pruned_copy
+    from .graph import analyze
+    from .surgery import pruned_copy
     from .latency.profiler import profile
     from .latency.table import LatencyTable, default_table_path, file_safe
     from .models import load_model
@@ -201,7 +202,7 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
         return runner, path, {"table": str(path), "serial": serial, "shapes": result.wanted, "measured": result.measured,
                               "entries": len(table), "target": runner.target.as_dict()}
 
-    console.info(f"profiling {args.model} ({len(graph.groups)} channel groups, {len(graph.ops)} ops) on "
+    console.info(f"profiling {args.model} ({len(graph.groups)} channel groups, {len(graph.ops('onnx' if args.device == 'host-ort' else 'tflite'))} ops) on "
                  + (f"{len(serials)} phones in parallel" if len(serials) > 1 else args.device))
     with console.progress_bar() as progress:
         if len(serials) > 1:

@@ -19,7 +19,8 @@ from .data import ImageSet, load_split, normalize
 from .errors import ToolchainError
 from .files import atomic_path, check_resumable
 from .export import ExportResult, calibration_inputs, check_format, export, to_model_file
-from .graph import analyze, pruned_copy
+from .graph import analyze
+from .surgery import pruned_copy
 from .latency.predictor import LatencyPredictor
 from .latency.profiler import profile
 from .latency.runners import Runner, Timing, best_of_each
@@ -141,7 +142,7 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
         return memo[keep]
 
     env = PruningEnv(graph, predictor.predict, accuracy,
-                     EnvConfig(budget, config.protocol, config.lbound, config.rbound, config.channel_multiple), predictor.op_latencies)
+                     EnvConfig(budget, config.protocol, config.lbound, config.rbound, config.channel_multiple), predictor.group_latencies)
     strategy = make_strategy(config.strategy, env, model, config.seed, DDPGConfig(warmup_episodes=config.warmup_episodes, sigma=config.sigma, sigma_decay=config.sigma_decay))
     on_stage(f"searching with {config.strategy}: budget {budget:.3f} ms of {dense_ms:.3f} ms")
     run_search(env, strategy, config.episodes, out, resume, on_episode=on_episode)
@@ -155,7 +156,7 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
     best = max((env.finish_scored(k, accuracy) for k, accuracy in scored), key=lambda e: e.reward)
     baselines = {name: make_strategy(name, env, model, config.seed).episode(env) for name in BASELINES}
 
-    policy = PruningPolicy.from_keep(base, spec.arch, best.keep, [k / c for k, c in zip(best.keep, base.full_widths)])
+    policy = PruningPolicy.from_keep(base, spec.arch, best.keep, [k / c for k, c in zip(best.keep, base.channels)])
     policy.save(out / "best_policy.json")
     pruned = apply_policy(model, graph, policy, features)
     checkpoint = out / "pruned.pt"

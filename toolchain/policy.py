@@ -48,7 +48,7 @@ class PruningPolicy:
 
     @classmethod
     def from_keep(cls, graph: ModelGraph, arch: str, keep: Sequence[int], ratios: Sequence[float] | None = None) -> "PruningPolicy":
-        channels = graph.full_widths
+        channels = graph.channels
         ratios = tuple(ratios) if ratios is not None else tuple(k / c for k, c in zip(keep, channels))
         return cls(arch, graph.input_size, graph_fingerprint(graph), tuple(g.lead for g in graph.groups), channels,
                    tuple(int(k) for k in keep), tuple(float(r) for r in ratios))

@@ -20,7 +20,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .graph import ChannelSurgery, ModelGraph
+from .graph import ModelGraph
+from .surgery import ChannelSurgery
 from .policy import PruningPolicy
 
 RIDGE = 1e-5  # relative Tikhonov term: keeps the solve stable when sampled features are nearly collinear

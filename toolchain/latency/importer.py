@@ -21,8 +21,10 @@ import numpy as np
 
 from android_bench.parse import BenchmarkLog, UnparsedOutput, parse_log
 
+from .. import ops
 from ..errors import ToolchainError
-from ..graph import ChannelRef, GraphOp, ModelGraph
+from ..graph import ModelGraph
+from ..lowering import ChannelRef, GraphOp
 from .runners import Timing
 from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration
@@ -53,9 +55,9 @@ def read_logs(paths: Sequence[str | Path]) -> list[BenchmarkLog]:
 
 def config_graph(signatures: Sequence[OpSignature]) -> ModelGraph:
     """A graph with every channel count fixed: what the predictor needs to price a logged model as a whole."""
-    ops = tuple(GraphOp(s.kind, f"op{i}", s.h, s.w, (ChannelRef(None, s.c_in),), (ChannelRef(None, s.c_out),),
-                        s.kernel, s.stride, s.padding, s.act) for i, s in enumerate(signatures))
-    return ModelGraph((), ops, signatures[0].h if signatures else 0)
+    graph_ops = tuple(GraphOp(s.kind, f"op{i}", s.h, s.w, (ChannelRef(None, s.c_in),), (ChannelRef(None, s.c_out),),
+                              s.kernel, s.stride, s.padding, s.act) for i, s in enumerate(signatures))
+    return ModelGraph((), signatures[0].h if signatures else 0, {"tflite": graph_ops})
 
 
 def config_key(signatures: Sequence[OpSignature]) -> str:
@@ -69,7 +71,7 @@ def import_logs(table: LatencyTable, signatures: Sequence[OpSignature], logs: Se
             raise ToolchainError(f"{source} run {n + 1} profiles {len(log.ops)} ops but the model config lists {len(signatures)}: "
                                  "the config must name every node of the run-order table, in order")
         for i, (op, sig) in enumerate(zip(log.ops, signatures)):
-            if op.type != sig.kind:
+            if op.type != ops.kind(sig.kind).builtin:
                 raise ToolchainError(f"{source} run {n + 1}, node {i} ({op.name}) is {op.type} but the model config says "
                                      f"{sig.kind}: fix the config's op order")
     per_op = np.array([[op.ms_per_run for op in log.ops] for log in logs])  # (runs, ops)

@@ -17,8 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import ops
 from ..errors import ToolchainError
-from ..graph import GraphOp, ModelGraph
+from ..graph import ModelGraph
+from ..lowering import GraphOp
 from ..policy import graph_fingerprint
 from .signature import OpSignature
 from .table import LatencyTable
@@ -54,11 +56,6 @@ def _interp1(grid: list[int], values: np.ndarray, x: float) -> float:
     return float(values[i0] + t * (values[i1] - values[i0]))
 
 
-def is_square(kind: str) -> bool:
-    """Ops whose output channels equal their input channels (one free channel count)."""
-    return kind not in ("CONV_2D", "FULLY_CONNECTED")
-
-
 class LatencyPredictor:
     """Predicts `graph`'s latency in milliseconds for any kept-channel vector, from `table` alone."""
 
@@ -67,8 +64,8 @@ class LatencyPredictor:
         self.table = table
         families: dict[OpSignature, _Family] = {}
         self._ops: list[tuple[GraphOp, _Family]] = []
-        for op, sig in zip(graph.ops, graph.signatures()):
-            family = sig.family
+        for op in graph.ops(table.target.model_format):
+            family = op.signature(graph.channels).family
             if family not in families:
                 families[family] = self._family(family, op)
             self._ops.append((op, families[family]))
@@ -81,7 +78,7 @@ class LatencyPredictor:
         if not points:
             raise ToolchainError(f"the latency table has no entry for {family.kind} ops like "
                                  f"'{family.key()}' (layer {op.module}): run `toolchain profile` for this model")
-        if is_square(family.kind):
+        if ops.kind(family.kind).square:
             c_out = sorted(c for (_, c) in points)
             return _Family(None, c_out, np.array([points[(c, c)] if (c, c) in points else np.nan for c in c_out]))
         c_in = sorted({a for a, _ in points})
@@ -93,18 +90,27 @@ class LatencyPredictor:
             grid = _fill_gaps(grid)
         return _Family(c_in, c_out, grid)
 
-    def op_latencies(self, kept: Sequence[int] | None = None) -> list[float]:
-        kept = self.graph.full_widths if kept is None else kept
+    def op_latencies(self, keep: Sequence[int] | None = None) -> list[float]:
+        """Each op's interpolated table latency (ms, before calibration) with `keep[g]` channels in group g."""
+        keep = self.graph.channels if keep is None else keep
         out = []
         for op, family in self._ops:
-            c_in = sum(r.resolve(kept) for r in op.inputs)
-            c_out = sum(r.resolve(kept) for r in op.output)
+            c_in = sum(r.resolve(keep) for r in op.inputs)
+            c_out = sum(r.resolve(keep) for r in op.output)
             out.append(max(0.0, family.at(c_in, c_out)))
         return out
 
-    def predict(self, kept: Sequence[int] | None = None) -> float:
-        """Predicted end-to-end latency (ms) with `kept[g]` output channels in group g (full width by default)."""
-        return self.scale * sum(self.op_latencies(kept)) + self.offset
+    def group_latencies(self, keep: Sequence[int] | None = None) -> np.ndarray:
+        """Per channel group, the summed latency of every op that reads or writes its channels."""
+        out = np.zeros(len(self.graph.groups))
+        for (op, _), ms in zip(self._ops, self.op_latencies(keep)):
+            for g in op.groups_read:
+                out[g] += ms
+        return out
+
+    def predict(self, keep: Sequence[int] | None = None) -> float:
+        """Predicted end-to-end latency (ms) with `keep[g]` output channels in group g (full width by default)."""
+        return self.scale * sum(self.op_latencies(keep)) + self.offset
 
 
 def _fill_gaps(grid: np.ndarray) -> np.ndarray:

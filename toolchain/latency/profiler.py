@@ -12,7 +12,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..graph import GraphOp, ModelGraph
+from ..graph import ModelGraph
+from ..lowering import GraphOp
 from ..policy import graph_fingerprint, round_channels
 from .runners import Runner, best_of
 from .signature import OpSignature
@@ -35,7 +36,7 @@ def channel_grid(channels: int, step: int = 8, max_points: int = 16) -> list[int
     return grid
 
 
-def op_shapes(op: GraphOp, full: Sequence[int], grids: Sequence[list[int]]) -> set[OpSignature]:
+def op_shapes(op: GraphOp, channels: Sequence[int], grids: Sequence[list[int]]) -> set[OpSignature]:
     """All signatures `op` takes when each group it reads varies over its grid (the others at full width)."""
     groups = op.groups_read
     if len(groups) > 2:  # a concat of many groups: vary them together, by grid position
@@ -45,18 +46,19 @@ def op_shapes(op: GraphOp, full: Sequence[int], grids: Sequence[list[int]]) -> s
         combos = [list(c) for c in itertools.product(*(grids[g] for g in groups))]
     shapes = set()
     for combo in combos:
-        kept = list(full)
+        keep = list(channels)
         for g, k in zip(groups, combo):
-            kept[g] = k
-        shapes.add(op.signature(kept))
+            keep[g] = k
+        shapes.add(op.signature(keep))
     return shapes
 
 
-def shapes_to_profile(graph: ModelGraph, channel_step: int = 8, max_points: int = 16) -> list[OpSignature]:
+def shapes_to_profile(graph: ModelGraph, model_format: str = "tflite", channel_step: int = 8,
+                      max_points: int = 16) -> list[OpSignature]:
     grids = [channel_grid(g.channels, channel_step, max_points) for g in graph.groups]
     shapes: set[OpSignature] = set()
-    for op in graph.ops:
-        shapes |= op_shapes(op, graph.full_widths, grids)
+    for op in graph.ops(model_format):
+        shapes |= op_shapes(op, graph.channels, grids)
     return sorted(shapes)
 
 
@@ -82,7 +84,7 @@ def profile(
     architecture, the full model and a uniformly thinned one (CALIBRATION_RATIOS) are measured end to end to
     calibrate the sum of ops.
     """
-    wanted = shapes_to_profile(graph, channel_step, max_points)
+    wanted = shapes_to_profile(graph, runner.model_format, channel_step, max_points)
     todo = [s for s in wanted if s not in table]
     key = graph_fingerprint(graph)
     calibrate = build_variant is not None and key not in table.models

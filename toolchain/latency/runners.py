@@ -31,6 +31,11 @@ class Target:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def model_format(self) -> str:
+        """The model files this target runs: ONNX Runtime runs .onnx, everything else .tflite."""
+        return "onnx" if self.runtime == "onnxruntime" else "tflite"
+
     def describe(self) -> str:
         return (f"{self.device} ({self.fingerprint}) {self.runtime} {self.runtime_version} {self.precision} "
                 f"{self.threads} thread{'s' if self.threads > 1 else ''} {self.delegate}")

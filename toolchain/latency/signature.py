@@ -6,15 +6,17 @@ import re
 from dataclasses import dataclass, replace
 
 _KEY = re.compile(r"^(?P<kind>[A-Z0-9_]+) (?P<h>\d+)x(?P<w>\d+) (?P<c_in>\d+)->(?P<c_out>\d+) k(?P<kernel>\d+) "
-                  r"s(?P<stride>\d+) (?P<padding>SAME|VALID) (?P<act>[A-Z0-9]+)$")
+                  r"s(?P<stride>\d+) (?P<padding>SAME|VALID|P\d+) (?P<act>[A-Z0-9_]+)$")
 
 
 @dataclass(frozen=True, order=True)
 class OpSignature:
-    """One op: kind, input H x W, input/output channels, kernel, stride, padding and fused activation.
+    """One op: kind (an entry of the op registry, `toolchain.ops`), input H x W, input/output channels, kernel,
+    stride, padding and fused activation.
 
-    For PAD/PADV2, `kernel` holds the pad width on each side. Depthwise convs have c_in == c_out (one filter per
-    channel), so a separate groups field would be redundant.
+    Padding is TFLite's SAME or VALID, or `P<n>`: n pixels on every side, explicitly (a PAD op's width, or an
+    ONNX conv's own padding). Depthwise convs have c_in == c_out (one filter per channel), so a separate groups
+    field would be redundant.
     """
 
     kind: str

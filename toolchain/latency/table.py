@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,8 @@ from .runners import Target, Timing
 from .signature import OpSignature
 
 FORMAT = "toolchain-latency-table"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)  # version 1 wrote a PAD's width in the kernel slot (k<n> ... VALID) instead of P<n>
 TABLES = Path("latency_tables")
 
 
@@ -107,12 +108,13 @@ class LatencyTable:
                                  "so fix or delete that line and rerun `toolchain profile` to re-measure it") from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ToolchainError(f"{path} is not a toolchain latency table: pass a file written by `toolchain profile`")
-        if blob.get("version") != FORMAT_VERSION:
-            raise ToolchainError(f"latency table {path} has format version {blob.get('version')}, this toolchain reads {FORMAT_VERSION}")
+        if blob.get("version") not in READS_VERSIONS:
+            raise ToolchainError(f"latency table {path} has format version {blob.get('version')}, this toolchain reads "
+                                 f"{', '.join(map(str, READS_VERSIONS))}: upgrade toolchain")
         table = cls(Target(**blob["target"]), path)
         try:
             for key, e in blob["entries"].items():
-                table.entries[OpSignature.from_key(key)] = Timing.from_record(e)
+                table.entries[_signature(key)] = Timing.from_record(e)
             for key, m in blob.get("models", {}).items():
                 table.models[key] = ModelCalibration(tuple(m["ops_sum_ms"]), tuple(m["measured_ms"]))
         except (KeyError, TypeError, ValueError) as e:
@@ -149,7 +151,7 @@ class LatencyTable:
             try:
                 r = json.loads(line)
                 if "op" in r:
-                    self.entries[OpSignature.from_key(r["op"])] = Timing.from_record(r)
+                    self.entries[_signature(r["op"])] = Timing.from_record(r)
                 else:
                     self.models[r["model"]] = ModelCalibration(tuple(r["ops_sum_ms"]), tuple(r["measured_ms"]))
             except (ValueError, KeyError):
@@ -172,3 +174,11 @@ class LatencyTable:
         with atomic_path(self.path) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
         self.journal_path.unlink(missing_ok=True)
+
+
+def _signature(key: str) -> OpSignature:
+    """A table key as an `OpSignature`, upgrading version 1's pad ops (width in the kernel slot, padding VALID)."""
+    sig = OpSignature.from_key(key)
+    if sig.kind in ("PAD", "PADV2") and sig.padding == "VALID":
+        return replace(sig, kernel=1, padding=f"P{sig.kernel}")
+    return sig

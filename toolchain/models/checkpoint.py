@@ -115,7 +115,8 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
 
 def _shrink(model: nn.Module, spec: ModelSpec) -> nn.Module:
     """Replay the recorded pruning policy on the dense architecture, so the pruned weights fit."""
-    from ..graph import analyze, pruned_copy
+    from ..graph import analyze
+    from ..surgery import pruned_copy
     from ..policy import PruningPolicy
 
     graph = analyze(model, spec.input_size)

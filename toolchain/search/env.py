@@ -57,7 +57,7 @@ class Episode:
 
 class PruningEnv:
     def __init__(self, graph: ModelGraph, cost: Callable[[Sequence[int]], float], evaluate: Callable[[Sequence[int]], float],
-                 config: EnvConfig, op_cost: Callable[[Sequence[int]], list[float]] | None = None):
+                 config: EnvConfig, group_cost: Callable[[Sequence[int]], np.ndarray] | None = None):
         self.graph, self.cost, self.evaluate, self.config = graph, cost, evaluate, config
         self.full = tuple(g.channels for g in graph.groups)
         self.lower = tuple(round_channels(config.lbound, c, config.multiple, config.floor) for c in self.full)
@@ -70,18 +70,13 @@ class PruningEnv:
             if config.budget_ms >= self.full_ms:
                 raise ToolchainError(f"the model already runs in {self.full_ms:.3f} ms, within the {config.budget_ms:.3f} ms budget: "
                                      "nothing to prune; pass a smaller --latency-ms or --latency-ratio")
-        self.group_ms = self._group_latencies(op_cost)
+        self.group_ms = self._group_latencies(group_cost)
         self._static = self._static_features()
 
-    def _group_latencies(self, op_cost) -> np.ndarray:
-        if op_cost is None:  # without per-op costs, a group's latency is what removing it down to the floor saves
+    def _group_latencies(self, group_cost) -> np.ndarray:
+        if group_cost is None:  # without per-op costs, a group's latency is what removing it down to the floor saves
             return np.array([self.full_ms - self.cost(self.full[:t] + (self.lower[t],) + self.full[t + 1:]) for t in range(len(self.full))])
-        per_op = op_cost(self.full)
-        out = np.zeros(len(self.full))
-        for op, ms in zip(self.graph.ops, per_op):
-            for g in op.groups_read:
-                out[g] += ms
-        return out
+        return np.asarray(group_cost(self.full), dtype=np.float64)
 
     def _static_features(self) -> np.ndarray:
         groups = self.graph.groups
