@@ -90,23 +90,6 @@ class TinyConcat(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def test_traced_ops_match_the_converter_op_for_op():
-    for model, size in ((Tiny(), 16), (TinyConcat(), 16), (create_model("resnet20"), 32)):
-        graph = analyze(model, size)
-        assert graph.signatures() == read_signatures(to_tflite(model, size))
-
-
-def test_single_op_models_read_back_and_run():
-    sigs = {s for s in analyze(Tiny(), 16).signatures()} | set(analyze(TinyConcat(), 16).signatures()) | {
-        OpSignature("PADV2", 8, 8, 16, 16, padding="P1"), OpSignature("AVERAGE_POOL_2D", 8, 8, 16, 16, 2, 2)}
-    runner = LiteRTHostRunner(warmup=1, runs=3, min_runs=3, budget_s=0.0)
-    for sig in sigs:
-        model = single_op_model(sig)
-        assert read_signatures(model) == [sig]
-        timing = runner.time_model(model)
-        assert timing.median_ms > 0 and timing.runs == 3
-
-
 def test_channel_grid():
     assert channel_grid(64, 8) == [8, 16, 24, 32, 40, 48, 56, 64]
     assert channel_grid(20, 8) == [8, 16, 20]
@@ -284,16 +267,6 @@ class SyntheticRunnerFor(SyntheticRunner):
     def __init__(self, target):
         super().__init__()
         self.target = target
-
-
-def test_onnx_single_op_models_run_in_onnx_runtime():
-    from toolchain.latency.onnx_ops import single_op_onnx
-    from toolchain.latency.runners import OnnxRuntimeHostRunner
-
-    runner = OnnxRuntimeHostRunner(warmup=1, runs=3, min_runs=3, budget_s=0.0)
-    sigs = set(analyze(Tiny(), 16).signatures()) | {OpSignature("CONCATENATION", 4, 4, 24, 24), OpSignature("RESHAPE", 2, 2, 8, 8)}
-    for sig in sigs:
-        assert runner.time_model(single_op_onnx(sig)).median_ms > 0
 
 
 @pytest.mark.slow

@@ -27,6 +27,9 @@ class Reshape(OpKind):
         else:
             lw.emit_like(node, self.name, source)
 
+    def read(self, op):
+        return {"c_out": op.x[-1]}  # channels pass through; the flat output's length is H x W x C
+
     def tflite(self, b, sig, rng):
         x = b.input([1, sig.h, sig.w, sig.c_in])
         flat = sig.h * sig.w * sig.c_in
