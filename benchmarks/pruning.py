@@ -23,7 +23,7 @@ from toolchain.graph import analyze  # noqa: E402
 from toolchain.models import load_model  # noqa: E402
 from toolchain.policy import PruningPolicy, round_channels  # noqa: E402
 from toolchain.prune import apply_policy, collect_features  # noqa: E402
-from toolchain.train import evaluate  # noqa: E402
+from toolchain.evaluate import evaluate  # noqa: E402
 
 
 def main() -> None:

@@ -19,14 +19,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import table, write_section  # noqa: E402
 
-from toolchain.compress import SearchConfig, search_and_prune  # noqa: E402
+from toolchain.compress import Budget, SearchConfig, search_and_prune  # noqa: E402
 from toolchain.data import load_split  # noqa: E402
 from toolchain.export import to_tflite  # noqa: E402
 from toolchain.latency.runners import LiteRTHostRunner, best_of  # noqa: E402
 from toolchain.latency.table import default_table_path  # noqa: E402
+from toolchain.layout import RunLayout  # noqa: E402
 from toolchain.models import load_checkpoint, load_model, zoo_checkpoint  # noqa: E402
+from toolchain.search.ddpg import DDPGConfig  # noqa: E402
 from toolchain.search.strategies import STRATEGIES  # noqa: E402
-from toolchain.train import evaluate  # noqa: E402
+from toolchain.evaluate import evaluate  # noqa: E402
 
 
 def main() -> None:
@@ -53,11 +55,11 @@ def main() -> None:
             label = strategy if decay == 0.95 else f"{strategy} (sigma decay {decay})"
             out = Path(args.out) / (f"{name}-{strategy}" + ("" if decay == 0.95 else f"-decay{decay}"))
             shutil.rmtree(out, ignore_errors=True)
-            config = SearchConfig("cifar10", latency_ratio=args.ratio, strategy=strategy, episodes=args.episodes, sigma_decay=decay)
+            config = SearchConfig("cifar10", strategy=strategy, episodes=args.episodes, agent=DDPGConfig(sigma_decay=decay))
             t = time.perf_counter()
-            outcome = search_and_prune(loaded, runner, table_path, config, out)
+            outcome = search_and_prune(loaded, runner, table_path, config, Budget(ratio=args.ratio), RunLayout(out))
             seconds = time.perf_counter() - t
-            pruned = load_checkpoint(outcome.checkpoint)
+            pruned = load_checkpoint(outcome.layout.pruned)
             measured = best_of(runner, to_tflite(pruned.model, pruned.spec.input_size)).median_ms
             best = outcome.best
             rows.append([name, label, f"{100 * dense_test:.2f}%", f"{100 * best.accuracy:.2f}%",

@@ -394,10 +394,3 @@ def test_cli_bad_file(tmp_path: Path, content: str | None):
     assert "Traceback" not in result.stderr
     if content is not None:
         assert "'Failed to load model'" in result.stderr
-
-
-def test_android_bench_imports_nothing_from_toolchain():
-    code = "import sys, android_bench.parse; print(sorted(m for m in sys.modules if m.split('.')[0] == 'toolchain'))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"

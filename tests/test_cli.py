@@ -73,17 +73,28 @@ def test_killed_training_resumes_to_the_same_weights_and_refuses_other_settings(
         train(fresh().model, straight.spec, images, replace(cfg, epochs=3), resume_path=resume)
 
 
-def test_bad_numbers_are_refused_when_parsed(capsys):
-    for argv, message in ((["compress", "--latency-ratio", "1"], "--latency-ratio: 1 is out of range"),
-                          (["compress", "--latency-ratio", "0.5", "--episodes", "0"], "--episodes: 0 is too small"),
-                          (["bench", "m.tflite", "--repeats", "0"], "--repeats: 0 is too small"),
-                          (["profile", "--channel-step", "0"], "--channel-step: 0 is too small")):
-        with pytest.raises(SystemExit) as exit:
-            main([*argv, "--model", "resnet20", "--data", "cifar10"] if argv[0] == "compress" else argv)
-        assert exit.value.code == 2 and message in capsys.readouterr().err
-    # stages parse as numbers; their order is checked by compress itself, still before any data is loaded
-    assert "must be decreasing fractions" in run_error(capsys, "compress", "--model", "resnet20", "--data", "/nowhere",
-                                                       "--stages", "0.5,0.6")
+def test_bad_numbers_are_one_line_errors_before_any_work(capsys):
+    compress = ["compress", "--model", "resnet20", "--data", "/nowhere"]  # data that would fail if it were read
+    for argv, message in (([*compress, "--latency-ratio", "1"], "--latency-ratio 1.0 is out of range"),
+                          ([*compress, "--latency-ms", "nan"], "--latency-ms nan is not a latency"),
+                          ([*compress, "--latency-ratio", "0.5", "--episodes", "0"], "episodes"),
+                          ([*compress, "--latency-ratio", "0.5", "--sigma", "nan"], "--sigma nan"),
+                          ([*compress, "--latency-ratio", "0.5", "--lbound", "0.9", "--rbound", "0.5"], "0 < lbound <= rbound"),
+                          ([*compress, "--latency-ratio", "0.5", "--seed", str(2 ** 70)], "--seed"),
+                          ([*compress, "--stages", "0.5,0.6"], "must be decreasing fractions"),
+                          (["train", "--model", "resnet20", "--data", "/nowhere", "--out", "x.pt", "--weight-decay", "nan"], "weight decay nan"),
+                          (["eval", "--model", "resnet20", "--data", "/nowhere", "--input-size", "30000"], "--input-size 30000"),
+                          (["bench", "m.tflite", "--repeats", "0"], "--repeats 0"),
+                          (["profile", "--model", "resnet20", "--channel-step", "0"], "--channel-step 0")):
+        assert message in run_error(capsys, *argv), argv
+
+
+def test_argparse_errors_are_one_line_pointing_at_the_help(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["compress", "--model", "resnet20", "--data", "cifar10", "--episodes", "x"])
+    err = capsys.readouterr().err.strip()
+    assert exit.value.code == 2 and len(err.splitlines()) == 1
+    assert "--episodes: invalid int value: 'x'" in err and "toolchain compress --help" in err
 
 
 def test_class_count_mismatch_is_one_line(tmp_path, capsys):
@@ -113,8 +124,11 @@ def test_bench_times_an_exported_file_and_refuses_the_wrong_format(tmp_path, cap
     assert "cannot read latency table" in run_error(capsys, "predict", "--model", "resnet20", "--table", str(tmp_path))
 
 
-def test_devices_without_a_phone_says_how_to_attach_one(capsys):
+def test_devices_without_a_phone_says_how_to_attach_one(capsys, monkeypatch):
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
     assert run_json(capsys, "devices")["devices"] == []
+    assert main(["devices"]) == 0
+    assert "plug in a phone with USB debugging on, or pass --serial HOST:PORT" in capsys.readouterr().out
 
 
 def test_console_script_prints_no_traceback(tmp_path):

@@ -1,6 +1,7 @@
 """The whole `compress` pipeline on resnet20 with tiny subsets: search, prune, fine-tune, export, measure, report;
 iterative stages; --enforce-measured when the target runs slower than its table predicts; torchrun data-parallel."""
 
+import csv
 import json
 import os
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain.compress import PipelineConfig, SearchConfig, compress
+from toolchain.compress import Budget, PipelineConfig, SearchConfig, compress
+from toolchain.search.ddpg import DDPGConfig
+from toolchain.search.env import EnvConfig
 from toolchain.data import load_split, normalize
 from toolchain.export import to_model_file
 from toolchain.graph import analyze
@@ -22,7 +25,7 @@ from toolchain.latency.table import LatencyTable
 from toolchain.models import load_checkpoint, load_model
 
 pytestmark = pytest.mark.slow
-TINY = dict(episodes=3, warmup_episodes=2, reward_images=100, calibration_images=100, finalists=1)
+TINY = dict(episodes=3, agent=DDPGConfig(warmup_episodes=2), reward_images=100, calibration_images=100, finalists=1)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +59,14 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
             "--finalists", "2", "--finetune-epochs", "1", "--distill", "0.5", "--limit", "300", "--out", str(out), "--json"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["predicted_ms"] <= result["budget_ms"] < result["dense_predicted_ms"]
+    assert result["predicted_ms"] <= result["budget_ms"] < result["unpruned_predicted_ms"]
     assert result["within_budget"] == (result["measured_ms"] <= result["budget_ms"])
     # one epoch on 300 images helps a pruned model that lost most of its accuracy
     assert result["top1_test_finetuned"] > result["top1_test_pruned"]
     assert abs(result["top1_test_exported"] - result["top1_test_finetuned"]) <= 0.01
     finetuned = load_checkpoint(out / "finetuned.pt")
     assert finetuned.metrics["top1_test"] == result["top1_test_finetuned"]
-    assert finetuned.metrics["finetune_config"]["distill"] == 0.5
+    assert finetuned.metrics["train_config"]["distill"] == 0.5
     assert [g["keep"] for g in finetuned.spec.policy["groups"]] == result["keep"]
 
     # the .tflite takes NHWC images and computes what the fine-tuned checkpoint computes
@@ -93,7 +96,9 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     assert main([a if a != "0.6" else "0.01" for a in args]) == 2
     assert "already holds a search" in capsys.readouterr().err
     assert main([*args, "--resume", "--lbound", "0.3"]) == 2  # continuing with other settings would mix two searches
-    assert "was started with other settings (lbound 0.2 -> 0.3)" in capsys.readouterr().err
+    assert "was started with other settings (env.lbound 0.2 -> 0.3)" in capsys.readouterr().err
+    assert main([*(a if a != "0.6" else "0.4" for a in args), "--resume"]) == 2  # or under another budget
+    assert "searched under a" in capsys.readouterr().err
 
 
 def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, resnet20, table):
@@ -101,14 +106,26 @@ def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, res
     result = compress(resnet20, LiteRTHostRunner(), table, config, tmp_path)
     assert result is not None and len(result.stages) == 2
     first, second = (stage.search for stage in result.stages)
-    assert first.budget_ms == pytest.approx(0.7 * first.dense_ms) and second.budget_ms == pytest.approx(0.5 * first.dense_ms)
-    # stage 2 starts from stage 1's model (predicted with its own whole-model calibration, so not to the digit)
-    assert second.dense_ms == pytest.approx(first.best.latency_ms, rel=0.05)
+    assert first.budget_ms == pytest.approx(0.7 * first.start_ms) and second.budget_ms == pytest.approx(0.5 * first.start_ms)
+    # stage 2 starts from stage 1's model, predicted on the same basis (the unpruned architecture's table entries)
+    assert second.start_ms == pytest.approx(first.best.latency_ms, rel=1e-9)
     assert all(b <= a for a, b in zip(first.best.keep, second.best.keep))
     final = load_checkpoint(tmp_path / "stage-2" / "pruned.pt")  # replays from the unpruned architecture
     assert [g["keep"] for g in final.spec.policy["groups"]] == list(second.best.keep)
     assert [g["channels"] for g in final.spec.policy["groups"]] == list(analyze(resnet20.model, 32).channels)
     assert "## Stages" in (tmp_path / "report.md").read_text()
+
+
+def test_accuracy_protocol_searches_without_a_wall_for_its_own_reward(tmp_path, cifar10, resnet20, table):
+    config = PipelineConfig(SearchConfig(cifar10, env=EnvConfig(protocol="accuracy"), **TINY), Budget(ratio=0.6), limit=100)
+    result = compress(resnet20, LiteRTHostRunner(), table, config, tmp_path)
+    with open(tmp_path / "search.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    for row in rows:  # the reward trades error against latency instead of holding latency under the budget
+        assert float(row["reward"]) == pytest.approx(-(1 - float(row["accuracy"])) * np.log(float(row["latency_ms"]) * 1e3), abs=1e-5)
+    assert result.final.search.best.reward == pytest.approx(
+        -(1 - result.final.search.best.accuracy) * np.log(result.final.search.best.latency_ms * 1e3))
 
 
 class SlowerThanItsTable:
@@ -126,14 +143,14 @@ class SlowerThanItsTable:
 
 def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path, cifar10, resnet20, table):
     # uniform: the largest uniform ratio that fits ends close to the budget, so 1.5x slower is surely over it
-    config = PipelineConfig(SearchConfig(cifar10, latency_ratio=0.6, strategy="uniform", **TINY), limit=200)
+    config = PipelineConfig(SearchConfig(cifar10, strategy="uniform", **TINY), Budget(ratio=0.6), limit=200)
     over = compress(resnet20, SlowerThanItsTable(1.5), table, config, tmp_path / "plain")
     assert over is not None and not over.within_budget and over.attempts == 1
     assert "exceeds the budget" in (tmp_path / "plain" / "report.md").read_text()
 
     enforced = compress(resnet20, SlowerThanItsTable(1.5), table, replace(config, enforce_measured=True), tmp_path / "enforced")
     assert enforced is not None and enforced.within_budget and enforced.attempts >= 2
-    assert enforced.budget_ms == pytest.approx(0.6 * enforced.dense_predicted_ms)  # the budget to meet stays the user's
+    assert enforced.budget_ms == pytest.approx(0.6 * enforced.unpruned_predicted_ms)  # the budget to meet stays the user's
     assert enforced.final.search.budget_ms < enforced.budget_ms / 1.2  # what the last search aimed at
     assert (tmp_path / "enforced" / "attempt-2" / "best_policy.json").exists()
 

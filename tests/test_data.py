@@ -79,3 +79,8 @@ def test_augment_keeps_shape_and_pixels():
     out = augment(images, g)
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert not torch.equal(out, images)
+    # every output is a window of its zero-padded input (pad 32 / 8 = 4), maybe mirrored: the pixels are the input's
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    for image, augmented in zip(padded, out):
+        windows = [image[:, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        assert any(torch.equal(augmented, w) or torch.equal(augmented, w.flip(-1)) for w in windows)

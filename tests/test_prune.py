@@ -10,7 +10,7 @@ from toolchain.graph import analyze
 from toolchain.models import count_macs, create_model, list_models, load_checkpoint, load_model
 from toolchain.policy import PruningPolicy, round_channels
 from toolchain.prune import apply_policy, collect_features, select_channels
-from toolchain.train import evaluate
+from toolchain.evaluate import evaluate
 
 TORCHVISION = ["torchvision:mobilenet_v2", "torchvision:mobilenet_v3_small", "torchvision:resnet18",
                "torchvision:resnet50", "torchvision:vgg11_bn", "torchvision:googlenet"]
@@ -164,7 +164,7 @@ def test_prune_cli_writes_a_loadable_smaller_checkpoint(tmp_path, capsys, cifar1
     assert main(["prune", "--model", "resnet20", "--policy", "uniform:0.5", "--data", cifar10,
                  "--calibration-images", "200", "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["keep"] == [8] * 4 + [16] * 4 + [32] * 4 and result["params"] < result["dense_params"] / 3
+    assert result["keep"] == [8] * 4 + [16] * 4 + [32] * 4 and result["params"] < result["unpruned_params"] / 3
     raw = torch.load(out, weights_only=True)
     assert raw["spec"]["policy"]["groups"][0]["keep"] == 8
     loaded = load_checkpoint(out)

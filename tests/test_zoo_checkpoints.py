@@ -2,7 +2,7 @@ import pytest
 
 from toolchain.data import load_split
 from toolchain.models import list_models, load_model, zoo_checkpoint
-from toolchain.train import evaluate
+from toolchain.evaluate import evaluate
 
 COMMITTED = [name for name in list_models() if zoo_checkpoint(name).exists()]
 

@@ -8,84 +8,98 @@ fine-tunes after each), fine-tunes, exports the result for the target, measures 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+import math
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from . import distributed
 from .data import ImageSet, load_split, normalize
-from .errors import ToolchainError
+from .errors import ToolchainError, require
+from .evaluate import evaluate
+from .export import PRECISIONS, calibration_inputs, check_format, export, to_model_file
 from .files import atomic_path, check_resumable
-from .export import ExportResult, calibration_inputs, check_format, export, to_model_file
-from .graph import analyze
-from .surgery import pruned_copy
+from .graph import ModelGraph, analyze
 from .latency.predictor import LatencyPredictor
 from .latency.profiler import profile
-from .latency.runners import Runner, Timing, best_of_each
+from .latency.runners import Runner, best_of_each
 from .latency.table import LatencyTable
-from .models import LoadedModel, load_model, save_checkpoint
-from .models.checkpoint import build
+from .latency.targets import TargetConfig, open_runner
+from .layout import RunLayout
+from .models import LoadedModel, ModelSource, load, load_model
+from .models.checkpoint import build, save_checkpoint
 from .policy import PruningPolicy
 from .prune import FeatureCache, apply_policy, collect_features
-from .search.ddpg import DDPGConfig
-from .search.env import EnvConfig, Episode, PruningEnv
-from .search.run import check_fresh, run_search, top_policies
-from .search.strategies import make_strategy
 from .report import write_report
-from .train import EpochResult, TrainConfig, evaluate, train
-
+from .results import CompressResult, SearchOutcome, StageResult
+from .search.ddpg import DDPGConfig
+from .search.env import EnvConfig, Episode, PruningEnv, lower_bounds
+from .search.run import check_fresh, run_search, top_policies
+from .search.strategies import STRATEGIES, make_strategy
+from .surgery import pruned_copy
+from .train import EpochResult, Splits, TrainConfig, train_checkpoint
 
 BASELINES = ("uniform", "shallow", "deep")  # one cheap episode each, for the report's accuracy-vs-latency plot
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    data: str
-    latency_ms: float | None = None
-    latency_ratio: float | None = None
-    protocol: str = "resource"
-    strategy: str = "amc"
-    episodes: int = 400
-    seed: int = 0
-    lbound: float = 0.2
-    rbound: float = 1.0
-    channel_multiple: int = 8
-    reward_images: int = 1000
-    calibration_images: int = 2000
-    warmup_episodes: int = 100
-    finalists: int = 5  # best episodes re-scored on the whole val split before one is chosen
-    sigma: float = 0.5  # DDPG exploration noise after warm-up, decayed by sigma_decay each episode
-    sigma_decay: float = 0.95
+class Budget:
+    """A latency budget: milliseconds on the target, or a fraction of the unpruned model's predicted latency."""
+
+    ms: float | None = None
+    ratio: float | None = None
+
+    def __post_init__(self):
+        require((self.ms is None) != (self.ratio is None),
+                "give exactly one budget: --latency-ms X (absolute) or --latency-ratio R (of the unpruned latency)")
+        if self.ratio is not None:
+            require(math.isfinite(self.ratio) and 0 < self.ratio < 1,
+                    f"--latency-ratio {self.ratio} is out of range: use 0 < R < 1, e.g. 0.5")
+        if self.ms is not None:
+            require(math.isfinite(self.ms) and self.ms > 0,
+                    f"--latency-ms {self.ms} is not a latency: give the budget in milliseconds, e.g. 40")
+
+    def resolve(self, unpruned_ms: float) -> float:
+        return self.ratio * unpruned_ms if self.ratio is not None else float(self.ms)  # type: ignore[arg-type]
+
+    def scaled(self, factor: float) -> "Budget":
+        return Budget(ms=self.ms * factor) if self.ms is not None else Budget(ratio=self.ratio * factor)  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
-class SearchOutcome:
-    budget_ms: float
-    dense_ms: float  # predicted latency of the model the search started from
-    best: Episode  # the chosen policy's episode; its accuracy is top-1 on the whole val split
-    policy: PruningPolicy  # relative to the unpruned architecture, including any earlier stage's pruning
-    checkpoint: Path
-    dense_accuracy: float  # the starting model's top-1 on the reward images
-    baselines: dict[str, Episode]  # rule-based policies under the same budget, scored like the search's episodes
+class SearchConfig:
+    data: str
+    strategy: str = "amc"
+    episodes: int = 400
+    seed: int = 0
+    env: EnvConfig = EnvConfig()
+    agent: DDPGConfig = DDPGConfig()
+    reward_images: int = 1000  # val images each episode's accuracy is measured on
+    calibration_images: int = 2000  # train images whose features the least-squares reconstruction uses
+    finalists: int = 5  # best episodes re-scored on the whole val split before one is chosen
+
+    def __post_init__(self):
+        require(self.strategy in STRATEGIES, f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
+        require(min(self.episodes, self.reward_images, self.calibration_images, self.finalists) >= 1,
+                "episodes, reward images, calibration images and finalists must each be at least 1")
+        require(0 <= self.seed < 2 ** 63, f"--seed {self.seed} must be a whole number in [0, 2^63)")
 
 
-def check_budget(config: SearchConfig) -> None:
-    if (config.latency_ms is None) == (config.latency_ratio is None):
-        raise ToolchainError("give exactly one budget: --latency-ms X (absolute) or --latency-ratio R (of the unpruned latency)")
-    if config.latency_ratio is not None and not 0 < config.latency_ratio < 1:
-        raise ToolchainError(f"--latency-ratio {config.latency_ratio} is out of range: use 0 < R < 1, e.g. 0.5")
-    if config.latency_ms is not None and not config.latency_ms > 0:
-        raise ToolchainError(f"--latency-ms {config.latency_ms} is not a latency: give the budget in milliseconds, e.g. 40")
+@dataclass(frozen=True)
+class Hooks:
+    """Progress callbacks; the CLI turns them into messages and progress bars."""
+
+    on_message: Callable[[str], None] = lambda message: None
+    on_stage: Callable[[int, int], None] = lambda index, stages: None  # a stage (0-based) of `stages` begins
+    on_profile: Callable[[int, int], None] | None = None
+    on_episode: Callable[[int, Episode, Episode], None] | None = None
+    on_train_step: Callable[[int, int, float], None] | None = None
+    on_epoch: Callable[[EpochResult], None] | None = None
 
 
-def budget_of(config: SearchConfig, dense_ms: float) -> float:
-    check_budget(config)
-    return config.latency_ratio * dense_ms if config.latency_ratio is not None else float(config.latency_ms)  # type: ignore[arg-type]
-
-
-def features_for(loaded: LoadedModel, graph, data: str, images: int, cache: Path) -> FeatureCache:
+def features_for(loaded: LoadedModel, graph: ModelGraph, data: str, images: int, cache: Path) -> FeatureCache:
     """Sample the original model's features once per output folder (a resumed search reuses them)."""
     if cache.exists():
         blob = torch.load(cache, weights_only=True)
@@ -98,40 +112,41 @@ def features_for(loaded: LoadedModel, graph, data: str, images: int, cache: Path
     return features
 
 
-def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, config: SearchConfig, out: Path,
-                     resume: bool = False, on_profile: Callable[[int, int], None] | None = None,
-                     on_episode: Callable[[int, Episode, Episode], None] | None = None,
-                     on_stage: Callable[[str], None] = lambda message: None) -> SearchOutcome:
+def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, config: SearchConfig, budget: Budget,
+                     layout: RunLayout, resume: bool = False, hooks: Hooks = Hooks(),
+                     at_least_reachable: bool = False) -> SearchOutcome:
+    """One search under `budget`, its best policy applied and saved in `layout`. With `at_least_reachable`, a
+    budget below the smallest model the settings allow is raised to that model's latency (an --enforce-measured
+    retry aims lower than predicted, and a noisy measurement can aim it below anything reachable)."""
     spec, model = loaded.spec, loaded.model
+    out = layout.root
     check_fresh(out, resume)  # before any profiling or sampling, not after
     graph = analyze(model, spec.input_size)
-    # A pruned model (a later stage of an iterative schedule) has the same groups, only narrower; the policy is
-    # recorded against the unpruned architecture so that its checkpoint replays from the dense definition.
-    base = analyze(build(replace(spec, policy=None)), spec.input_size) if spec.policy is not None else graph
+    # A pruned model (a later stage of an iterative schedule) has the same groups, only narrower. Its latency is
+    # predicted on the unpruned architecture's table entries and calibration, so that every stage's budget and
+    # prediction stand on one basis; its policy is recorded against that architecture too, so that its checkpoint
+    # replays from the dense definition.
+    dense = build(replace(spec, policy=None)) if spec.policy is not None else model
+    base = analyze(dense, spec.input_size) if spec.policy is not None else graph
     out.mkdir(parents=True, exist_ok=True)
 
     table = LatencyTable.open(table_path, runner.target)
-    on_stage(f"latency table {table_path}: profiling the shapes it lacks")
-    profile(graph, runner, table, lambda keep: to_model_file(pruned_copy(model, graph, keep), spec.input_size, runner.model_format),
-            config.channel_multiple, on_progress=on_profile)
-    predictor = LatencyPredictor(graph, table)
-    dense_ms = predictor.predict()
-    budget = budget_of(config, dense_ms)
-    settings = {**asdict(config), "budget_ms": budget, "dense_ms": dense_ms, "model": loaded.source, "table": str(table_path)}
-    if resume and (out / "config.json").exists():
-        saved = json.loads((out / "config.json").read_text())
-        # Free to change: a longer run, more finalists, a moved table; the budget and the dense prediction only by
-        # a later --enforce-measured attempt's re-measurement (its budget follows the target's timing noise).
-        check_resumable(out, saved, settings, "pass another --out to start over",
-                        ("episodes", "finalists", "table", "budget_ms", "dense_ms", "latency_ms", "latency_ratio"))
-        if abs(saved["budget_ms"] - budget) > 0.1 * saved["budget_ms"]:
-            raise ToolchainError(f"{out} searched under a {saved['budget_ms']:.3f} ms budget, not {budget:.3f} ms: rerun "
-                                 "with that budget to continue it, or pass another --out to start over")
-    with atomic_path(out / "config.json") as tmp:
-        tmp.write_text(json.dumps(settings, indent=1) + "\n")
+    hooks.on_message(f"latency table {table_path}: profiling the shapes it lacks")
+    profile(base, runner, table, lambda keep: to_model_file(pruned_copy(dense, base, keep), spec.input_size, runner.model_format),
+            config.env.multiple, on_progress=hooks.on_profile)
+    predictor = LatencyPredictor(base, table)
+    start_ms = predictor.predict(graph.channels)
+    budget_ms = budget.resolve(predictor.predict(base.channels))
+    smallest_ms = predictor.predict(lower_bounds(graph.channels, config.env))
+    if at_least_reachable and budget_ms < smallest_ms:
+        hooks.on_message(f"{budget_ms:.3f} ms is below the smallest model these settings reach: aiming at {smallest_ms:.3f} ms")
+        budget_ms = smallest_ms
+    _check_settings(layout, resume, {**_flat(asdict(config)), "budget.ms": budget.ms, "budget.ratio": budget.ratio,
+                                     "budget_ms": budget_ms, "start_ms": start_ms, "model": loaded.source,
+                                     "table": str(table_path)})
 
-    on_stage("sampling features for least-squares reconstruction")
-    features = features_for(loaded, graph, config.data, config.calibration_images, out / "features.pt")
+    hooks.on_message("sampling features for least-squares reconstruction")
+    features = features_for(loaded, graph, config.data, config.calibration_images, layout.features)
     reward_set = load_split(config.data, "val", spec.input_size, config.reward_images)
     memo: dict[tuple[int, ...], float] = {}
 
@@ -141,29 +156,54 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
             memo[keep] = evaluate(apply_policy(model, graph, keep, features), spec, reward_set)
         return memo[keep]
 
-    env = PruningEnv(graph, predictor.predict, accuracy,
-                     EnvConfig(budget, config.protocol, config.lbound, config.rbound, config.channel_multiple), predictor.group_latencies)
-    strategy = make_strategy(config.strategy, env, model, config.seed, DDPGConfig(warmup_episodes=config.warmup_episodes, sigma=config.sigma, sigma_decay=config.sigma_decay))
-    on_stage(f"searching with {config.strategy}: budget {budget:.3f} ms of {dense_ms:.3f} ms")
-    run_search(env, strategy, config.episodes, out, resume, on_episode=on_episode)
+    env = PruningEnv(graph, budget_ms, predictor.predict, accuracy, config.env, predictor.group_latencies)
+    strategy = make_strategy(config.strategy, env, model, config.seed, config.agent)
+    hooks.on_message(f"searching with {config.strategy}: budget {budget_ms:.3f} ms of {start_ms:.3f} ms")
+    run_search(env, strategy, config.episodes, out, resume, on_episode=hooks.on_episode)
 
     # The search's best reward is the maximum of many noisy estimates (a few thousand images at most), so it
     # favours lucky policies; re-scoring the leaders on all of val picks on a sharper estimate. Test stays unseen.
-    finalists = top_policies(out, env.full, config.finalists)
+    finalists = top_policies(out, len(env.channels), config.finalists)
     val = load_split(config.data, "val", spec.input_size)
-    on_stage(f"re-scoring the {len(finalists)} best policies on all {len(val)} val images")
+    hooks.on_message(f"re-scoring the {len(finalists)} best policies on all {len(val)} val images")
     scored = [(k, evaluate(apply_policy(model, graph, k, features), spec, val)) for k in finalists]
     best = max((env.finish_scored(k, accuracy) for k, accuracy in scored), key=lambda e: e.reward)
     baselines = {name: make_strategy(name, env, model, config.seed).episode(env) for name in BASELINES}
 
     policy = PruningPolicy.from_keep(base, spec.arch, best.keep, [k / c for k, c in zip(best.keep, base.channels)])
-    policy.save(out / "best_policy.json")
+    policy.save(layout.best_policy)
     pruned = apply_policy(model, graph, policy, features)
-    checkpoint = out / "pruned.pt"
-    save_checkpoint(checkpoint, pruned, replace(spec, policy=policy.to_dict()),
-                    {"top1_val": best.accuracy, "predicted_ms": best.latency_ms, "budget_ms": budget,
-                     "dense_predicted_ms": dense_ms, "strategy": config.strategy})
-    return SearchOutcome(budget, dense_ms, best, policy, checkpoint, accuracy(env.full), baselines)
+    save_checkpoint(layout.pruned, pruned, replace(spec, policy=policy.to_dict()),
+                    {"top1_val": best.accuracy, "predicted_ms": best.latency_ms, "budget_ms": budget_ms,
+                     "start_predicted_ms": start_ms, "strategy": config.strategy})
+    return SearchOutcome(layout, budget_ms, start_ms, accuracy(env.channels), best, policy, baselines)
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level, `env.lbound`-style: what a resumed run compares, one value at a time."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_settings(layout: RunLayout, resume: bool, settings: dict[str, Any]) -> None:
+    """Refuse to resume a search with other settings, then record this run's."""
+    if resume and layout.config.exists():
+        saved = json.loads(layout.config.read_text())
+        # Free to change: a longer run, more finalists, a moved table; the budget and the starting prediction only
+        # by a later --enforce-measured attempt's re-measurement (its budget follows the target's timing noise).
+        check_resumable(layout.root, saved, settings, "pass another --out to start over",
+                        ("episodes", "finalists", "table", "budget_ms", "start_ms", "budget.ms", "budget.ratio"))
+        if abs(saved["budget_ms"] - settings["budget_ms"]) > 0.1 * saved["budget_ms"]:
+            raise ToolchainError(f"{layout.root} searched under a {saved['budget_ms']:.3f} ms budget, not "
+                                 f"{settings['budget_ms']:.3f} ms: rerun with that budget to continue it, or pass "
+                                 "another --out to start over")
+    with atomic_path(layout.config) as tmp:
+        tmp.write_text(json.dumps(settings, indent=1) + "\n")
 
 
 # --- the whole pipeline --------------------------------------------------------------------------------------------
@@ -172,161 +212,115 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
 @dataclass(frozen=True)
 class PipelineConfig:
     search: SearchConfig
-    finetune: TrainConfig = TrainConfig(epochs=0, lr=0.01, warmup_epochs=0.0)
-    stages: tuple[float, ...] = ()  # latency fractions of the unpruned model, one search + fine-tune each
+    budget: Budget | None = None
+    stages: tuple[float, ...] = ()  # instead of one budget: fractions of the unpruned latency, a search + fine-tune each
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0, lr=0.01, warmup_epochs=0.0))
     precision: str = "fp32"
     limit: int | None = None  # at most this many train and test images (quick runs); None: all
     export_calibration_images: int = 500
     enforce_measured: bool = False
     max_attempts: int = 3  # searches in all, with --enforce-measured
 
+    def __post_init__(self):
+        require((self.budget is None) != (not self.stages), "give one budget: --latency-ms, --latency-ratio or --stages")
+        if self.stages:
+            require(all(0 < r < 1 for r in self.stages) and all(b < a for a, b in zip(self.stages, self.stages[1:])),
+                    f"--stages {','.join(map(str, self.stages))} must be decreasing fractions in (0, 1), e.g. 0.5,0.35,0.25")
+            require(self.search.env.protocol == "resource",
+                    "--stages needs the resource protocol: its budgets are what each stage must meet")
+        require(self.precision in PRECISIONS, f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        require(self.limit is None or self.limit >= 1, f"--limit {self.limit} must be at least 1")
 
-@dataclass(frozen=True)
-class StageResult:
-    search: SearchOutcome | None  # None on ranks other than 0 under torchrun: they fine-tune but do not search
-    top1_pruned: float  # test top-1 before fine-tuning
-    top1_finetuned: float  # after fine-tuning (the same model when there is none)
-    checkpoint: Path  # the stage's final checkpoint
-
-
-@dataclass(frozen=True)
-class CompressResult:
-    out: Path
-    model: str
-    target: str
-    budget_ms: float
-    dense_predicted_ms: float
-    dense_measured: Timing
-    dense_top1: float
-    dense_size_bytes: int
-    stages: list[StageResult]
-    exported: ExportResult
-    measured: Timing
-    attempts: int
-    test_images: int
-
-    @property
-    def final(self) -> StageResult:
-        return self.stages[-1]
-
-    @property
-    def within_budget(self) -> bool:
-        return self.measured.median_ms <= self.budget_ms
+    def stage_budgets(self) -> list[Budget]:
+        """One search per stage; stage fractions are of the unpruned model's latency."""
+        return [self.budget] if self.budget is not None else [Budget(ratio=r) for r in self.stages]
 
 
-@dataclass(frozen=True)
-class Hooks:
-    on_stage: Callable[[str], None] = lambda message: None
-    on_profile: Callable[[int, int], None] | None = None
-    on_episode: Callable[[int, Episode, Episode], None] | None = None
-    on_train_step: Callable[[int, int, float], None] | None = None
-    on_epoch: Callable[[EpochResult], None] | None = None
-
-
-def check_config(config: PipelineConfig, model_format: str) -> None:
-    """Refuse, before any work, settings that would otherwise fail only after hours of search and fine-tuning."""
-    stages = config.stages
-    if not stages:
-        check_budget(config.search)
-    elif any(not 0 < r < 1 for r in stages) or any(b >= a for a, b in zip(stages, stages[1:])):
-        raise ToolchainError(f"--stages {','.join(map(str, stages))} must be decreasing fractions in (0, 1), e.g. 0.5,0.35,0.25")
-    elif config.search.protocol != "resource":
-        raise ToolchainError("--stages needs the resource protocol: its budgets are what each stage must meet")
-    check_format(model_format, config.precision)
-
-
-def stage_budgets(config: PipelineConfig) -> list[SearchConfig]:
-    """One search per stage. Stage fractions are of the unpruned model's latency; without stages, the one
-    search uses the configured budget."""
-    if not config.stages:
-        return [config.search]
-    return [replace(config.search, latency_ms=None, latency_ratio=r) for r in config.stages]
-
-
-def tightened(search: SearchConfig, factor: float) -> SearchConfig:
-    if search.latency_ms is not None:
-        return replace(search, latency_ms=search.latency_ms * factor)
-    return replace(search, latency_ratio=(search.latency_ratio or 1.0) * factor)
+def compress_model(source: ModelSource, target: TargetConfig, config: PipelineConfig, out: Path, resume: bool = False,
+                   hooks: Hooks = Hooks()) -> CompressResult | None:
+    """`toolchain compress`: `compress` a MODEL on a target, with the target's table (or the one given)."""
+    distributed.init_from_env()
+    loaded = load(source)
+    runner = open_runner(target)
+    return compress(loaded, runner, target.table_for(runner), config, out, resume, hooks)
 
 
 def compress(loaded: LoadedModel, runner: Runner, table_path: Path, config: PipelineConfig, out: Path,
              resume: bool = False, hooks: Hooks = Hooks()) -> CompressResult | None:
     """Search, prune and fine-tune (per stage), export, measure, report. Under torchrun every process
     fine-tunes its shard; only rank 0 searches, exports and measures, and only it gets a result back."""
-    check_config(config, runner.model_format)
-    spec, data = loaded.spec, config.search.data
+    check_format(runner.model_format, config.precision)
+    spec, data, layout = loaded.spec, config.search.data, RunLayout(out)
     test = load_split(data, "test", spec.input_size, config.limit)
-    dense_top1 = evaluate(loaded.model, spec, test)
+    unpruned_top1 = evaluate(loaded.model, spec, test)
     calibration = load_split(data, "train", spec.input_size, config.export_calibration_images) if config.precision == "int8" else None
     # The unpruned model at the same precision, so that the speed-up is pruning's alone; converted once, before the
     # search, so that an op the converter cannot handle stops the run before the long part.
-    dense_file = b""  # only rank 0 measures
-    if distributed.is_main():
-        dense_file = to_model_file(loaded.model, spec.input_size, runner.model_format, config.precision,
-                                   calibration_inputs(calibration, spec) if calibration is not None else None)
+    unpruned_file = distributed.on_main(lambda: to_model_file(
+        loaded.model, spec.input_size, runner.model_format, config.precision,
+        calibration_inputs(calibration, spec) if calibration is not None else None)) or b""  # only rank 0 measures
+
+    def export_and_measure(stages: list[StageResult]):
+        final = load_model(str(stages[-1].checkpoint))
+        model_file = layout.model_file(spec.arch, runner.model_format)
+        hooks.on_message(f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test images")
+        exported = export(final.model, final.spec, model_file, runner.model_format, config.precision, test, calibration)
+        hooks.on_message(f"measuring {model_file.name} and the unpruned model on {runner.target.describe()}")
+        return (exported, *best_of_each(runner, [model_file.read_bytes(), unpruned_file]))
+
     factor, attempt = 1.0, 0
     while True:
         attempt += 1
-        folder = out if attempt == 1 else out / f"attempt-{attempt}"
-        stages = _run_stages(loaded, runner, table_path, config, folder, factor, resume, test, hooks)
+        stages = _run_stages(loaded, runner, table_path, config, layout.attempt(attempt), factor, resume, test, hooks)
+        measurement = distributed.on_main(lambda: export_and_measure(stages))  # type: ignore[arg-type]
         again = None  # rank 0 measures and decides whether every process searches and fine-tunes once more
-        if distributed.is_main():
-            final = load_model(str(stages[-1].checkpoint))
-            model_file = out / f"{spec.arch}-pruned.{runner.model_format}"
-            hooks.on_stage(f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test images")
-            exported = export(final.model, final.spec, model_file, runner.model_format, config.precision, test, calibration)
-            hooks.on_stage(f"measuring {model_file.name} and the unpruned model on {runner.target.describe()}")
-            measured, dense_measured = best_of_each(runner, [model_file.read_bytes(), dense_file])
+        if stages is not None and measurement is not None:
+            exported, measured, unpruned_measured = measurement
             last = stages[-1].search
-            assert last is not None
             if attempt == 1:
                 budget = last.budget_ms  # later attempts search under tighter budgets, but this is the one to meet
             if config.enforce_measured and measured.median_ms > budget and attempt < config.max_attempts:
                 # The table predicted this model's latency, the target ran it slower: aim that much lower, search again.
                 ratio = last.best.latency_ms / measured.median_ms
                 again = factor * ratio
-                hooks.on_stage(f"measured {measured.median_ms:.3f} ms is over the {budget:.3f} ms budget: searching again "
-                               f"with the budget tightened by {ratio:.3f}")
+                hooks.on_message(f"measured {measured.median_ms:.3f} ms is over the {budget:.3f} ms budget: searching "
+                                 f"again with the budget tightened by {ratio:.3f}")
         again = distributed.from_main(again)
         if again is None:
             break
         factor = again
-    if not distributed.is_main():
+    if stages is None:
         return None
-    first = stages[0].search
-    assert first is not None
-    result = CompressResult(out, spec.arch, runner.target.describe(), budget, first.dense_ms,
-                            dense_measured, dense_top1, len(dense_file), stages, exported, measured,
+    result = CompressResult(layout, spec.arch, runner.target.describe(), budget, stages[0].search.start_ms,
+                            unpruned_measured, unpruned_top1, len(unpruned_file), stages, exported, measured,
                             attempt, len(test))
     write_report(result)
     return result
 
 
-def _run_stages(loaded: LoadedModel, runner: Runner, table_path: Path, config: PipelineConfig, folder: Path,
-                factor: float, resume: bool, test: ImageSet, hooks: Hooks) -> list[StageResult]:
-    searches = stage_budgets(config)
+def _run_stages(loaded: LoadedModel, runner: Runner, table_path: Path, config: PipelineConfig, run: RunLayout,
+                factor: float, resume: bool, test: ImageSet, hooks: Hooks) -> list[StageResult] | None:
+    """Search (rank 0) and fine-tune (every process) once per stage. Rank 0 gets the stages' results, the other
+    processes None."""
+    budgets = config.stage_budgets()
     current, results = loaded, []
-    for i, search in enumerate(searches):
-        stage_dir = folder if len(searches) == 1 else folder / f"stage-{i + 1}"
-        if len(searches) > 1:
-            hooks.on_stage(f"stage {i + 1}/{len(searches)}: {stage_dir}")
-        outcome = None
-        if distributed.is_main():
-            if i > 0:  # later stages' fractions are of the unpruned model's latency, not of the previous stage's
-                dense_ms = results[0].search.dense_ms  # type: ignore[union-attr]
-                search = replace(search, latency_ms=search.latency_ratio * dense_ms, latency_ratio=None)  # type: ignore[operator]
-            outcome = search_and_prune(current, runner, table_path, tightened(search, factor), stage_dir, resume,
-                                       hooks.on_profile, hooks.on_episode, hooks.on_stage)
-        distributed.barrier()
-        pruned = load_model(str(stage_dir / "pruned.pt"))
+    for i, budget in enumerate(budgets):
+        stage = run.stage(i, len(budgets))
+        hooks.on_stage(i, len(budgets))
+        if len(budgets) > 1:
+            hooks.on_message(f"stage {i + 1}/{len(budgets)}: {stage.root}")
+        outcome = distributed.on_main(lambda: search_and_prune(current, runner, table_path, config.search,
+                                                               budget.scaled(factor), stage, resume, hooks, factor < 1))
+        pruned = load_model(str(stage.pruned))
         top1_pruned = evaluate(pruned.model, pruned.spec, test)
-        checkpoint, top1 = stage_dir / "pruned.pt", top1_pruned
+        checkpoint, top1 = stage.pruned, top1_pruned
         if config.finetune.epochs:
-            checkpoint = stage_dir / "finetuned.pt"
+            checkpoint = stage.finetuned
             top1 = finetune(pruned, loaded.model, config, checkpoint, resume, test, hooks)
-        results.append(StageResult(outcome, top1_pruned, top1, checkpoint))
+        if outcome is not None:
+            results.append(StageResult(outcome, top1_pruned, top1, checkpoint))
         current = load_model(str(checkpoint))
-    return results
+    return results if distributed.is_main() else None
 
 
 def finetune(pruned: LoadedModel, teacher: torch.nn.Module, config: PipelineConfig, checkpoint: Path, resume: bool,
@@ -337,14 +331,8 @@ def finetune(pruned: LoadedModel, teacher: torch.nn.Module, config: PipelineConf
     spec, data = pruned.spec, config.search.data
     train_set = load_split(data, "train", spec.input_size, config.limit)
     val = load_split(data, "val", spec.input_size, config.search.reward_images)
-    hooks.on_stage(f"fine-tuning for {config.finetune.epochs} epochs on {len(train_set)} train images"
-                   + (f", distilling from the unpruned model (weight {config.finetune.distill})" if config.finetune.distill else ""))
-    train(pruned.model, spec, train_set, config.finetune, val, checkpoint.with_name(f".{checkpoint.name}.resume"),
-          hooks.on_train_step, hooks.on_epoch, teacher if config.finetune.distill else None)
-    top1 = evaluate(pruned.model, spec, test)
-    if distributed.is_main():
-        save_checkpoint(checkpoint, pruned.model, spec, {**pruned.metrics, "top1_test": top1, "test_images": len(test),
-                                                         "finetune_config": asdict(config.finetune)})
-        checkpoint.with_name(f".{checkpoint.name}.resume").unlink(missing_ok=True)
-    distributed.barrier()
-    return top1
+    hooks.on_message(f"fine-tuning for {config.finetune.epochs} epochs on {len(train_set)} train images"
+                     + (f", distilling from the unpruned model (weight {config.finetune.distill})" if config.finetune.distill else ""))
+    return train_checkpoint(pruned, Splits(train_set, val, test), config.finetune, checkpoint,
+                            teacher if config.finetune.distill else None, hooks.on_train_step, hooks.on_epoch,
+                            pruned.metrics)["top1_test"]

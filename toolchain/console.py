@@ -17,12 +17,24 @@ from . import distributed
 stderr = Console(stderr=True, soft_wrap=True)  # messages stay one line each in logs, whatever the width
 
 
+class _LazyProgress(Progress):
+    """Draws from the first progress update on, so that an error found before any work is the only line shown."""
+
+    def start(self) -> None:
+        pass
+
+    def update(self, task_id, **fields) -> None:
+        super().update(task_id, **fields)
+        if not self.live.is_started:
+            super().start()
+
+
 @contextmanager
 def progress_bar() -> Iterator[Progress]:
     """A rich progress display with counts, elapsed time and ETA; add tasks with `.add_task(desc, total=N)`."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=False, disable=not distributed.is_main()) as progress:
+    with _LazyProgress(*columns, console=stderr, transient=False, disable=not distributed.is_main()) as progress:
         yield progress
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 # Ranks other than 0 wait at a barrier while rank 0 searches, which can take hours.
 _BARRIER_TIMEOUT = timedelta(hours=24)
@@ -65,6 +68,29 @@ def from_main(value):
     box = [value]
     group.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(work: Callable[[], T]) -> T | None:
+    """Run `work` on rank 0 only and return its result there (None on the other ranks), which wait for it. When
+    it fails, the other ranks stop too, with rank 0's message, instead of waiting at the next collective call
+    until the timeout; rank 0 raises its own error."""
+    if not _group():
+        return work()
+    error: BaseException | None = None
+    result = None
+    if is_main():
+        try:
+            result = work()
+        except BaseException as e:  # noqa: BLE001  (passed on to the other ranks, then raised again)
+            error = e
+    failure = from_main(f"{type(error).__name__}: {error}" if error is not None else None)
+    if error is not None:
+        raise error
+    if failure is not None:
+        from .errors import ToolchainError
+
+        raise ToolchainError(f"rank 0 stopped ({failure}); every process stops with it")
+    return result
 
 
 def training_device():

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import ImageSet, normalize
-from .errors import ToolchainError
 from .console import quiet_native
+from .data import ImageSet, load_split, normalize
+from .errors import ToolchainError
 from .files import atomic_path
-from .models import ModelSpec
+from .models import ModelSource, ModelSpec, load
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # torch.export keeps global state: conversions from several threads (one per phone while profiling) take turns.
@@ -242,7 +242,22 @@ def export(model: nn.Module, spec: ModelSpec, out: Path, model_format: str, prec
     return ExportResult(str(out), model_format, precision, len(blob), parity, str(sidecar), str(labels))
 
 
+def export_model(source: ModelSource, data: str, out: Path, model_format: str = "tflite", precision: str = "fp32",
+                 check_images: int = 500, calibration_images: int = 500) -> ExportResult:
+    """`toolchain export`: a MODEL as a `.tflite` or `.onnx` file, checked on `check_images` test images of DATA
+    (int8 calibrated on `calibration_images` train images)."""
+    check_format(model_format, precision)
+    loaded = load(source)
+    check = load_split(data, "test", loaded.spec.input_size, check_images)
+    spec = loaded.spec.match_classes(check.classes, source.ref)
+    calibration = load_split(data, "train", spec.input_size, calibration_images) if precision == "int8" else None
+    return export(loaded.model, spec, out, model_format, precision, check, calibration)
+
+
 def check_format(model_format: str, precision: str) -> None:
+    if model_format not in ("tflite", "onnx") or precision not in PRECISIONS:
+        raise ToolchainError(f"unknown format {model_format!r} or precision {precision!r}: use tflite or onnx, and "
+                             f"{', '.join(PRECISIONS)}")
     if model_format == "onnx" and precision != "fp32":
         raise ToolchainError(f"ONNX export is fp32 only: drop --precision {precision}, or use --format tflite")
 

@@ -14,15 +14,19 @@ policy then costs a few small linear solves and no forward passes.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from .graph import ModelGraph
+from .data import load_split, normalize
+from .errors import ToolchainError
+from .graph import ModelGraph, analyze
+from .models import ModelSource, count_macs, count_params, load, save_checkpoint
+from .policy import PruningPolicy, load_policy
 from .surgery import ChannelSurgery
-from .policy import PruningPolicy
 
 RIDGE = 1e-5  # relative Tikhonov term: keeps the solve stable when sampled features are nearly collinear
 
@@ -147,3 +151,41 @@ def apply_policy(model: nn.Module, graph: ModelGraph, policy: PruningPolicy | Se
                 if bias is not None:
                     module.bias.copy_(bias)
     return surgery.apply()
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    checkpoint: Path
+    policy: PruningPolicy
+    params: int
+    macs: int
+    unpruned_params: int
+    unpruned_macs: int
+    warnings: tuple[str, ...]  # channels left unpruned, and why
+
+
+def prune_model(source: ModelSource, policy: str, out: Path, data: str | None = None, calibration_images: int = 2000,
+                multiple: int = 8, floor: int = 8,
+                on_message: Callable[[str], None] = lambda message: None) -> PruneOutcome:
+    """Apply `policy` (a policy file or uniform:R) to an unpruned model and write the smaller checkpoint. With
+    `data`, the layers that lose inputs are refitted by least squares on `calibration_images` train images."""
+    loaded = load(source)
+    if loaded.spec.policy is not None:
+        raise ToolchainError(f"{source.ref} is already pruned: prune the unpruned model it came from with a smaller policy")
+    graph = analyze(loaded.model, loaded.spec.input_size)
+    chosen = load_policy(policy, graph, loaded.spec.arch, multiple, floor)
+    features = None
+    if data is not None:
+        images = load_split(data, "train", loaded.spec.input_size, calibration_images)
+        loaded.spec.match_classes(images.classes, source.ref)
+        on_message(f"sampling features of {len(images)} training images for least-squares reconstruction")
+        features = collect_features(loaded.model, graph, (normalize(x, loaded.spec.mean, loaded.spec.std) for x, _ in images.batches(250)))
+    pruned = apply_policy(loaded.model, graph, chosen, features)
+    size = loaded.spec.input_size
+    outcome = PruneOutcome(out, chosen, count_params(pruned), count_macs(pruned, size), count_params(loaded.model),
+                           count_macs(loaded.model, size), graph.warnings)
+    save_checkpoint(out, pruned, replace(loaded.spec, policy=chosen.to_dict()),
+                    {"pruned_from": source.ref, "reconstructed": features is not None, "params": outcome.params,
+                     "macs": outcome.macs, "unpruned_params": outcome.unpruned_params, "unpruned_macs": outcome.unpruned_macs})
+    return outcome
+

@@ -9,42 +9,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .files import atomic_path
+from .results import CompressResult
 from .search.run import read_log
 
-if TYPE_CHECKING:
-    from .compress import CompressResult
 
-
-def write_report(result: "CompressResult") -> Path:
-    out = result.out
-    search = result.final.search
-    assert search is not None
-    episodes = read_log(search.checkpoint.parent)
-    _plot_policy(result, out / "policy.png")
-    _plot_search(episodes, out / "search.png")
-    _plot_tradeoff(result, episodes, out / "tradeoff.png")
-    path = out / "report.md"
-    path.write_text(render_markdown(result))
-    return path
+def write_report(result: CompressResult) -> Path:
+    layout = result.layout
+    episodes = read_log(result.final.search.layout.root)
+    _plot_policy(result, layout.plot("policy"))
+    _plot_search(episodes, layout.plot("search"))
+    _plot_tradeoff(result, episodes, layout.plot("tradeoff"))
+    with atomic_path(layout.report) as tmp:
+        tmp.write_text(render_markdown(result))
+    return layout.report
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def render_markdown(r: "CompressResult") -> str:
+def render_markdown(r: CompressResult) -> str:
     final = r.final
     search = final.search
-    assert search is not None
     exported = r.exported
-    speedup = r.dense_measured.median_ms / r.measured.median_ms
+    speedup = r.speedup
     lines = [
         f"# Compression report: {r.model} on {r.target}",
         "",
-        f"Budget **{r.budget_ms:.3f} ms** ({r.budget_ms / r.dense_predicted_ms:.0%} of the unpruned model's predicted "
-        f"{r.dense_predicted_ms:.3f} ms). Result: `{Path(exported.path).name}` ({exported.precision}), measured "
+        f"Budget **{r.budget_ms:.3f} ms** ({r.budget_ms / r.unpruned_predicted_ms:.0%} of the unpruned model's predicted "
+        f"{r.unpruned_predicted_ms:.3f} ms). Result: `{Path(exported.path).name}` ({exported.precision}), measured "
         f"**{r.measured.median_ms:.3f} ms**, **{speedup:.2f}x** faster than the unpruned model, test top-1 "
         f"**{_pct(exported.parity.top1_exported)}**.",
         "",
@@ -66,13 +61,13 @@ def render_markdown(r: "CompressResult") -> str:
     lines += [
         f"| | unpruned | compressed |",
         "|---|---|---|",
-        f"| test top-1 ({r.test_images} images) | {_pct(r.dense_top1)} | {_pct(final.top1_pruned)} pruned, "
+        f"| test top-1 ({r.test_images} images) | {_pct(r.unpruned_top1)} | {_pct(final.top1_pruned)} pruned, "
         f"{_pct(final.top1_finetuned)} fine-tuned, {_pct(exported.parity.top1_exported)} exported |",
-        f"| predicted latency | {r.dense_predicted_ms:.3f} ms | {search.best.latency_ms:.3f} ms |",
-        f"| measured latency (median, p10-p90) | {_timing(r.dense_measured)} | {_timing(r.measured)} |",
+        f"| predicted latency | {r.unpruned_predicted_ms:.3f} ms | {search.best.latency_ms:.3f} ms |",
+        f"| measured latency (median, p10-p90) | {_timing(r.unpruned_measured)} | {_timing(r.measured)} |",
         f"| budget | | {r.budget_ms:.3f} ms ({'met' if r.within_budget else 'EXCEEDED'}) |",
         f"| speed-up (measured) | 1.00x | {speedup:.2f}x |",
-        f"| file size | {r.dense_size_bytes / 1e6:.2f} MB ({exported.precision}) | {exported.size_bytes / 1e6:.2f} MB ({exported.precision}) |",
+        f"| file size | {r.unpruned_size_bytes / 1e6:.2f} MB ({exported.precision}) | {exported.size_bytes / 1e6:.2f} MB ({exported.precision}) |",
         "",
         f"Measured and predicted latency: {r.target}. Export parity against PyTorch on {exported.parity.images} test "
         f"images: top-1 agreement {_pct(exported.parity.top1_agreement)}, max |logit difference| {exported.parity.max_abs_diff:.2g}.",
@@ -82,7 +77,6 @@ def render_markdown(r: "CompressResult") -> str:
         lines += ["## Stages", "", "| stage | budget | predicted | val top-1 (search) | test top-1 pruned | fine-tuned |", "|---|---|---|---|---|---|"]
         for i, stage in enumerate(r.stages):
             s = stage.search
-            assert s is not None
             lines.append(f"| {i + 1} | {s.budget_ms:.3f} ms | {s.best.latency_ms:.3f} ms | {_pct(s.best.accuracy)} | "
                          f"{_pct(stage.top1_pruned)} | {_pct(stage.top1_finetuned)} |")
         lines.append("")
@@ -94,7 +88,7 @@ def render_markdown(r: "CompressResult") -> str:
         "",
         "| policy | predicted latency | val top-1 |",
         "|---|---|---|",
-        f"| {_start_label(r)} | {search.dense_ms:.3f} ms | {_pct(search.dense_accuracy)} |",
+        f"| {_start_label(r)} | {search.start_ms:.3f} ms | {_pct(search.start_accuracy)} |",
         f"| chosen (re-scored on all of val) | {search.best.latency_ms:.3f} ms | {_pct(search.best.accuracy)} |",
         *(f"| {name} | {e.latency_ms:.3f} ms | {_pct(e.accuracy)} |" for name, e in search.baselines.items()),
         "",
@@ -108,8 +102,9 @@ def render_markdown(r: "CompressResult") -> str:
         "",
         f"- `{Path(exported.path).name}`, `{Path(exported.sidecar).name}` (input layout, normalisation, output), "
         f"`{Path(exported.labels).name}`: what an app needs",
-        f"- `{final.checkpoint.relative_to(r.out)}`: the PyTorch checkpoint; `best_policy.json` and `search.csv` "
-        + ("in this folder" if search.checkpoint.parent == r.out else f"in `{search.checkpoint.parent.relative_to(r.out)}/`"),
+        f"- `{final.checkpoint.relative_to(r.layout.root)}`: the PyTorch checkpoint; `{search.layout.best_policy.name}` and "
+        f"`{search.layout.search_log.name}` " + ("in this folder" if search.layout == r.layout
+                                                 else f"in `{search.layout.root.relative_to(r.layout.root)}/`"),
         "",
     ]
     return "\n".join(lines)
@@ -128,9 +123,9 @@ def _pyplot():
     return plt
 
 
-def _plot_policy(r: "CompressResult", path: Path) -> None:
+def _plot_policy(r: CompressResult, path: Path) -> None:
     plt = _pyplot()
-    policy = r.final.search.policy  # type: ignore[union-attr]
+    policy = r.final.search.policy
     n = len(policy.keep)
     fig, ax = plt.subplots(figsize=(max(6, 0.28 * n + 2), 3.6))
     xs = range(n)
@@ -161,14 +156,13 @@ def _plot_search(rows: list[dict], path: Path) -> None:
     _save(fig, path, plt)
 
 
-def _plot_tradeoff(r: "CompressResult", rows: list[dict], path: Path) -> None:
+def _plot_tradeoff(r: CompressResult, rows: list[dict], path: Path) -> None:
     plt = _pyplot()
     search = r.final.search
-    assert search is not None
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter([float(row["latency_ms"]) for row in rows], [100 * float(row["accuracy"]) for row in rows],
                s=6, color="#bbbbbb", label="searched policies")
-    ax.scatter([search.dense_ms], [100 * search.dense_accuracy], marker="s", color="k", label=_start_label(r))
+    ax.scatter([search.start_ms], [100 * search.start_accuracy], marker="s", color="k", label=_start_label(r))
     for (name, e), marker in zip(search.baselines.items(), "^v<>"):
         ax.scatter([e.latency_ms], [100 * e.accuracy], marker=marker, s=50, label=name)
     ax.scatter([search.best.latency_ms], [100 * search.best.accuracy], marker="*", s=160, color="C3", label="chosen")
@@ -178,7 +172,7 @@ def _plot_tradeoff(r: "CompressResult", rows: list[dict], path: Path) -> None:
     _save(fig, path, plt)
 
 
-def _start_label(r: "CompressResult") -> str:
+def _start_label(r: CompressResult) -> str:
     """What the last search started from: with --stages, the previous stage's fine-tuned model."""
     return "unpruned" if len(r.stages) == 1 else "start of the last stage"
 

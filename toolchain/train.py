@@ -8,12 +8,15 @@ the student also matches the teacher's softened outputs).
 Under `torchrun` the same function trains with DistributedDataParallel: a DistributedSampler gives each process
 its shard of every epoch, each process takes batch_size / world_size images per step (so the recipe, and the
 learning-rate schedule, do not depend on how many processes there are), and only rank 0 writes the resume file.
+
+`train` is the loop; `train_checkpoint` wraps it into what `toolchain train` and `compress`'s fine-tuning both do:
+train with a resume point beside the output, score on test, write a self-describing checkpoint.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,9 +28,12 @@ from torch.utils.data import DistributedSampler
 
 from . import distributed
 from .data import ImageSet, augment, normalize
-from .errors import ToolchainError
+from .errors import ToolchainError, require
+from .evaluate import evaluate
 from .files import atomic_path, check_resumable
-from .models import ModelSpec
+from .layout import resume_file
+from .data import load_split
+from .models import LoadedModel, ModelSource, ModelSpec, load, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,23 @@ class TrainConfig:
     temperature: float = 4.0  # softening of both models' outputs for distillation
     seed: int = 0
 
+    def __post_init__(self):
+        def number(x: float) -> bool:
+            return isinstance(x, (int, float)) and math.isfinite(x)
+
+        require(self.epochs >= 0 and self.batch_size >= 1, f"epochs {self.epochs} and batch size {self.batch_size} "
+                "must be whole numbers, epochs 0 or more and the batch at least 1")
+        require(number(self.lr) and self.lr > 0, f"learning rate {self.lr} must be a positive number, e.g. 0.1")
+        require(number(self.weight_decay) and self.weight_decay >= 0, f"weight decay {self.weight_decay} must be a "
+                "number of at least 0, e.g. 5e-4")
+        require(number(self.momentum) and 0 <= self.momentum < 1, f"momentum {self.momentum} must be in [0, 1), e.g. 0.9")
+        require(number(self.warmup_epochs) and self.warmup_epochs >= 0, f"warm-up {self.warmup_epochs} epochs must be 0 or more")
+        require(number(self.label_smoothing) and 0 <= self.label_smoothing < 1, f"label smoothing {self.label_smoothing} must be in [0, 1)")
+        require(number(self.distill) and 0 <= self.distill <= 1, f"distillation weight {self.distill} is out of range: "
+                "use 0 (labels only) to 1 (teacher only), e.g. 0.5")
+        require(number(self.temperature) and self.temperature > 0, f"distillation temperature {self.temperature} must be positive, e.g. 4")
+        require(0 <= self.seed < 2 ** 63, f"seed {self.seed} must be a whole number in [0, 2^63)")
+
 
 @dataclass(frozen=True)
 class EpochResult:
@@ -52,24 +75,21 @@ class EpochResult:
     val_top1: float | None
 
 
+@dataclass(frozen=True)
+class Splits:
+    """What training reads: train to learn from, val to watch each epoch (optional), test to score at the end."""
+
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
     """Linear warm-up to `peak`, then cosine decay to zero."""
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * peak * (1 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, spec: ModelSpec, data: ImageSet, batch_size: int = 500) -> float:
-    """Top-1 accuracy in [0, 1]."""
-    model.eval()
-    device = next(model.parameters()).device
-    correct = 0
-    for images, labels in data.batches(batch_size):
-        x = normalize(images, spec.mean, spec.std).to(device).contiguous(memory_format=torch.channels_last)
-        correct += (model(x).argmax(1).cpu() == labels).sum().item()
-    return correct / max(1, len(data))
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -95,8 +115,6 @@ def train(
     the next call with the same path and config, so a killed run resumes instead of starting over. Shuffling and
     augmentation are seeded per epoch, so a resumed run sees the same batches it would have seen.
     """
-    if not 0 <= cfg.distill <= 1:
-        raise ToolchainError(f"distillation weight {cfg.distill} is out of range: use 0 (labels only) to 1 (teacher only), e.g. 0.5")
     if cfg.distill and teacher is None:
         raise ToolchainError("distillation needs a teacher: fine-tune a pruned checkpoint of a model, or set distill to 0")
     world, rank = distributed.world_size(), distributed.rank()
@@ -172,3 +190,51 @@ def _save_resume(path: Path, model, optimizer, cfg: TrainConfig, history: list[E
              "history": [asdict(h) for h in history]}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def train_checkpoint(loaded: LoadedModel, splits: Splits, cfg: TrainConfig, out: Path, teacher: nn.Module | None = None,
+                     on_step: Callable[[int, int, float], None] | None = None,
+                     on_epoch: Callable[[EpochResult], None] | None = None, metrics: dict | None = None) -> dict:
+    """Train `loaded.model` in place (resuming from `out`'s resume point when a killed run left one), score it on
+    `splits.test` and write the checkpoint `out` with its metrics (rank 0; the others wait). Returns the metrics."""
+    resume = resume_file(out)
+    history = train(loaded.model, loaded.spec, splits.train, cfg, splits.val, resume, on_step, on_epoch, teacher)
+    metrics = {**(metrics or {}), "top1_test": evaluate(loaded.model, loaded.spec, splits.test),
+               "top1_val": history[-1].val_top1 if history else None, "test_images": len(splits.test),
+               "train_config": asdict(cfg), "processes": distributed.world_size()}
+    if distributed.is_main():
+        save_checkpoint(out, loaded.model, loaded.spec, metrics)
+        resume.unlink(missing_ok=True)
+    distributed.barrier()
+    return metrics
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    checkpoint: Path
+    top1_test: float
+    top1_val: float | None
+    epochs: int
+    processes: int
+
+
+def train_model(source: ModelSource, data: str, cfg: TrainConfig, out: Path, limit: int | None = None,
+                teacher: ModelSource | None = None, on_message: Callable[[str], None] = lambda message: None,
+                on_step: Callable[[int, int, float], None] | None = None,
+                on_epoch: Callable[[EpochResult], None] | None = None) -> TrainOutcome | None:
+    """`toolchain train`: train (or continue training) a MODEL on DATA and write the checkpoint `out`; a killed
+    run with the same `out` resumes. Under torchrun every process trains its shard; rank 0 gets the outcome."""
+    distributed.init_from_env()
+    if cfg.distill and teacher is None:
+        raise ToolchainError("--distill needs --teacher MODEL, e.g. the unpruned model a pruned checkpoint came from")
+    loaded = load(source, pretrained=False)
+    teacher_model = load(teacher).model if teacher is not None and cfg.distill else None
+    size = loaded.spec.input_size
+    splits = Splits(*(load_split(data, split, size, limit) for split in ("train", "val", "test")))
+    loaded = replace(loaded, spec=loaded.spec.match_classes(splits.train.classes, source.ref))
+    world = distributed.world_size()
+    on_message(f"training {source.ref} on {len(splits.train)} images for {cfg.epochs} epochs (val {len(splits.val)}, "
+               f"test {len(splits.test)})" + (f", data-parallel over {world} processes" if world > 1 else ""))
+    metrics = train_checkpoint(loaded, splits, cfg, out, teacher_model, on_step, on_epoch, {"data": data})
+    return TrainOutcome(out, metrics["top1_test"], metrics["top1_val"], cfg.epochs, world) if distributed.is_main() else None
+

@@ -55,3 +55,23 @@ class AndroidRunner:
             return [timing_of(t) for t in self.bench.time_models(models)]
         except DeviceError as e:
             raise ToolchainError(str(e)) from None
+
+
+def list_devices(serials: Sequence[str] = ()) -> list[dict]:
+    """Every reachable phone (`serials`, $ANDROID_SERIAL and USB-attached ones): model, ABI, Android version,
+    cores, device profile and temperatures, or the one-line reason it cannot be used."""
+    found = list(dict.fromkeys([*serials, *filter(None, [os.environ.get("ANDROID_SERIAL")]), *attached_usb_serials()]))
+    rows = []
+    for serial in found:
+        try:
+            device = connect(serial)
+            info = read_device_info(device)
+            profile = detect_profile(device)
+            temperatures = AndroidBenchmark(device, profile).read_temperatures()
+            rows.append({"serial": serial, "model": info.model, "abi": info.abi, "android": info.android,
+                         "cores": int(device.shell("nproc").strip() or 0), "profile": profile.name,
+                         "temperatures_c": temperatures})
+            device.close()
+        except DeviceError as e:
+            rows.append({"serial": serial, "error": str(e)})
+    return rows

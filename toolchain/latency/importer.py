@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -25,9 +26,9 @@ from .. import ops
 from ..errors import ToolchainError
 from ..graph import ModelGraph
 from ..lowering import ChannelRef, GraphOp
-from .runners import Timing
+from .runners import Target, Timing
 from .signature import OpSignature
-from .table import LatencyTable, ModelCalibration
+from .table import LatencyTable, ModelCalibration, default_table_path
 
 
 def load_model_config(path: str | Path) -> tuple[str, list[OpSignature]]:
@@ -99,3 +100,29 @@ def mobilenet_v1_config(stem: int, blocks: Sequence[tuple[int, int]], tail: Sequ
     ops += [OpSignature("AVERAGE_POOL_2D", h, h, c, c, h, 2, "VALID", "NONE"),
             OpSignature("CONV_2D", 1, 1, c, classes, 1, 1, "SAME", "NONE")]
     return ops + [OpSignature(kind, 1, 1, classes, classes) for kind in tail]
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    table: Path
+    imported: int  # op entries added or updated
+    logs: int
+    entries: int  # in the table afterwards
+    target: Target
+    model: str
+
+
+def import_log_files(device: str, logs: Sequence[str | Path], model_config: str | Path, table: Path | None = None,
+                     threads: int = 1, runtime_version: str = "unknown", delegate: str = "none") -> ImportOutcome:
+    """`toolchain import-logs`: per-op profiles of one model's runs on a phone into that phone's table."""
+    if device.startswith("host"):
+        raise ToolchainError("logs are imported for phones: pass the phone's device name, e.g. --device pixel1")
+    target = Target(device, "benchmark_model", runtime_version, "fp32", threads, delegate, device)
+    name, signatures = load_model_config(model_config)
+    parsed = read_logs(logs)
+    path = table or default_table_path(target)
+    latency_table = LatencyTable.open(path, target)
+    added = import_logs(latency_table, signatures, parsed, name)
+    latency_table.save()
+    return ImportOutcome(path, added, len(parsed), len(latency_table), target, name)
+

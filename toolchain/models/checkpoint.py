@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -45,6 +45,46 @@ class ModelSpec:
 
     def with_classes(self, classes: tuple[str, ...]) -> "ModelSpec":
         return replace(self, classes=tuple(classes))
+
+    def match_classes(self, data_classes: Sequence[str], source: str) -> "ModelSpec":
+        """The spec to use on data labelled with `data_classes` (its class folders, in sorted order). A new model's
+        placeholder names give way to the data's; a trained model's must be the data's, in the same order, or
+        every label would be scored against the wrong output."""
+        data_classes = tuple(data_classes)
+        if data_classes == self.classes:
+            return self
+        if len(data_classes) != len(self.classes):
+            raise ToolchainError(f"model {source} predicts {len(self.classes)} classes but the data has {len(data_classes)}: "
+                                 f"use data with the model's classes, or train a new model with --num-classes {len(data_classes)}")
+        if self.classes == _numbered(len(self.classes)):
+            return self.with_classes(data_classes)
+        differ = next(i for i, (a, b) in enumerate(zip(self.classes, data_classes)) if a != b)
+        raise ToolchainError(f"model {source} was trained with class {differ} = {self.classes[differ]!r} but the data's "
+                             f"class folder {differ} is {data_classes[differ]!r}: name the data's class folders as the "
+                             "model's classes (they are sorted by name), or train the model on this data")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a MODEL argument and its options name: a zoo name, `torchvision:NAME`, or a toolchain checkpoint, and
+    the head and input size a new network gets."""
+
+    ref: str
+    num_classes: int | None = None
+    input_size: int | None = None
+
+    def __post_init__(self):
+        if not self.ref.strip():
+            raise ToolchainError("--model is empty: pass a zoo name (e.g. resnet20), torchvision:NAME, or a checkpoint file")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ToolchainError(f"--num-classes {self.num_classes} must be at least 1")
+        if self.input_size is not None and not 8 <= self.input_size <= 2048:
+            raise ToolchainError(f"--input-size {self.input_size} is out of range: use 8 to 2048 pixels, e.g. 224")
+
+    @property
+    def name(self) -> str:
+        """A short name for file names and messages: the checkpoint's stem, or the architecture."""
+        return Path(self.ref).stem if self.ref.endswith((".pt", ".pth", ".ckpt")) else self.ref.replace(":", "_")
 
 
 @dataclass
@@ -138,6 +178,11 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
 
 def zoo_checkpoint(arch: str) -> Path:
     return CHECKPOINT_DIR / f"{arch}.pt"
+
+
+def load(source: ModelSource, pretrained: bool = True) -> LoadedModel:
+    """`load_model` for a `ModelSource`."""
+    return load_model(source.ref, source.num_classes, source.input_size, pretrained)
 
 
 def load_model(ref: str, num_classes: int | None = None, input_size: int | None = None, pretrained: bool = True) -> LoadedModel:

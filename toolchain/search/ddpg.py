@@ -4,11 +4,14 @@ the episode's final reward minus a moving-average baseline, truncated-normal exp
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..errors import require
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,13 @@ class DDPGConfig:
     sigma: float = 0.5
     sigma_decay: float = 0.95
     baseline_alpha: float = 0.5  # moving average: baseline += (1 - alpha) * (reward - baseline)
+
+    def __post_init__(self):
+        require(math.isfinite(self.sigma) and self.sigma >= 0, f"exploration noise --sigma {self.sigma} must be a "
+                "finite number of at least 0, e.g. 0.5")
+        require(0 < self.sigma_decay <= 1, f"--sigma-decay {self.sigma_decay} must be in (0, 1], e.g. 0.95")
+        require(self.warmup_episodes >= 0, f"--warmup-episodes {self.warmup_episodes} must be 0 or more")
+        require(min(self.hidden, self.batch_size, self.buffer_episodes) >= 1, "DDPG sizes must be at least 1")
 
 
 def mlp(n_in: int, hidden: int, out_act: nn.Module | None) -> nn.Sequential:

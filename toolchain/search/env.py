@@ -22,22 +22,29 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from ..errors import ToolchainError
+from ..errors import ToolchainError, require
 from ..graph import ModelGraph
 from ..policy import round_channels
 
 Protocol = Literal["resource", "accuracy"]
+PROTOCOLS = ("resource", "accuracy")
 STATE_SIZE = 11
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    budget_ms: float
     protocol: Protocol = "resource"
-    lbound: float = 0.2
-    rbound: float = 1.0
-    multiple: int = 8
-    floor: int = 8
+    lbound: float = 0.2  # smallest keep ratio per group
+    rbound: float = 1.0  # largest keep ratio per group
+    multiple: int = 8  # kept channels are rounded to multiples of this
+    floor: int = 8  # and never fall below it (or the group's width)
+
+    def __post_init__(self):
+        require(self.protocol in PROTOCOLS, f"unknown protocol {self.protocol!r}: use {' or '.join(PROTOCOLS)}")
+        require(0 < self.lbound <= self.rbound <= 1, f"keep-ratio bounds {self.lbound} (--lbound) and {self.rbound} "
+                "(--rbound) must satisfy 0 < lbound <= rbound <= 1, e.g. 0.2 and 1.0")
+        require(self.multiple >= 1 and self.floor >= 1, f"channel multiple {self.multiple} and floor {self.floor} must "
+                "be whole numbers of at least 1, e.g. 8")
 
 
 @dataclass(frozen=True)
@@ -55,28 +62,34 @@ class Episode:
                    float(d["latency_ms"]), float(d["accuracy"]), float(d["reward"]))
 
 
+def lower_bounds(channels: Sequence[int], config: EnvConfig) -> tuple[int, ...]:
+    """Each group's smallest kept count under the settings: its `lbound` share, on the channel grid."""
+    return tuple(round_channels(config.lbound, c, config.multiple, config.floor) for c in channels)
+
+
 class PruningEnv:
-    def __init__(self, graph: ModelGraph, cost: Callable[[Sequence[int]], float], evaluate: Callable[[Sequence[int]], float],
-                 config: EnvConfig, group_cost: Callable[[Sequence[int]], np.ndarray] | None = None):
-        self.graph, self.cost, self.evaluate, self.config = graph, cost, evaluate, config
-        self.full = tuple(g.channels for g in graph.groups)
-        self.lower = tuple(round_channels(config.lbound, c, config.multiple, config.floor) for c in self.full)
-        self.full_ms = cost(self.full)
+    def __init__(self, graph: ModelGraph, budget_ms: float, cost: Callable[[Sequence[int]], float],
+                 evaluate: Callable[[Sequence[int]], float], config: EnvConfig = EnvConfig(),
+                 group_cost: Callable[[Sequence[int]], np.ndarray] | None = None):
+        self.graph, self.budget_ms, self.cost, self.evaluate, self.config = graph, budget_ms, cost, evaluate, config
+        self.channels = graph.channels
+        self.lower = lower_bounds(self.channels, config)
+        self.full_ms = cost(self.channels)
         self.min_ms = cost(self.lower)
         if config.protocol == "resource":
-            if config.budget_ms < self.min_ms:
-                raise ToolchainError(f"a {config.budget_ms:.3f} ms budget is infeasible: the smallest this model gets with every layer at "
+            if budget_ms < self.min_ms:
+                raise ToolchainError(f"a {budget_ms:.3f} ms budget is infeasible: the smallest this model gets with every layer at "
                                      f"keep ratio {config.lbound} is {self.min_ms:.3f} ms; raise the budget or lower --lbound")
-            if config.budget_ms >= self.full_ms:
-                raise ToolchainError(f"the model already runs in {self.full_ms:.3f} ms, within the {config.budget_ms:.3f} ms budget: "
+            if budget_ms >= self.full_ms:
+                raise ToolchainError(f"the model already runs in {self.full_ms:.3f} ms, within the {budget_ms:.3f} ms budget: "
                                      "nothing to prune; pass a smaller --latency-ms or --latency-ratio")
         self.group_ms = self._group_latencies(group_cost)
         self._static = self._static_features()
 
     def _group_latencies(self, group_cost) -> np.ndarray:
         if group_cost is None:  # without per-op costs, a group's latency is what removing it down to the floor saves
-            return np.array([self.full_ms - self.cost(self.full[:t] + (self.lower[t],) + self.full[t + 1:]) for t in range(len(self.full))])
-        return np.asarray(group_cost(self.full), dtype=np.float64)
+            return np.array([self.full_ms - self.cost(self.channels[:t] + (self.lower[t],) + self.channels[t + 1:]) for t in range(len(self.channels))])
+        return np.asarray(group_cost(self.channels), dtype=np.float64)
 
     def _static_features(self) -> np.ndarray:
         groups = self.graph.groups
@@ -85,7 +98,7 @@ class PruningEnv:
         return raw / np.maximum(raw.max(0), 1e-12)
 
     def state(self, t: int, keep: Sequence[int], prev_action: float) -> np.ndarray:
-        current = tuple(keep[:t]) + self.full[t:]
+        current = tuple(keep[:t]) + self.channels[t:]
         reduced = self.full_ms - self.cost(current)  # only decisions already taken; later groups at full width
         rest = float(self.group_ms[t + 1:].sum())
         total = float(self.group_ms.sum())
@@ -93,19 +106,19 @@ class PruningEnv:
 
     def wall(self, t: int, keep: Sequence[int]) -> int:
         """Largest channel count for group t keeping the budget, with later groups at their lower bound."""
-        channels = self.full[t]
+        channels = self.channels[t]
         candidates = sorted({self.lower[t], channels} | set(range(self.lower[t], channels + 1, self.config.multiple)), reverse=True)
         head = tuple(keep[:t])
         tail = self.lower[t + 1:]
         for c in candidates:
-            if self.cost(head + (c,) + tail) <= self.config.budget_ms:
+            if self.cost(head + (c,) + tail) <= self.budget_ms:
                 return c
         return self.lower[t]
 
     def step_keep(self, t: int, action: float, keep: Sequence[int]) -> int:
         """Turn a keep ratio into a channel count on the grid (clipped by the wall under the resource protocol)."""
         action = float(np.clip(action, self.config.lbound, self.config.rbound))
-        kept = max(self.lower[t], round_channels(action, self.full[t], self.config.multiple, self.config.floor))
+        kept = max(self.lower[t], round_channels(action, self.channels[t], self.config.multiple, self.config.floor))
         if self.config.protocol == "resource":
             kept = min(kept, self.wall(t, keep))
         return kept
@@ -115,11 +128,11 @@ class PruningEnv:
         keep: list[int] = []
         states, actions = [], []
         prev = 1.0
-        for t in range(len(self.full)):
+        for t in range(len(self.channels)):
             s = self.state(t, keep, prev)
             kept = self.step_keep(t, act(s, t), keep)
             keep.append(kept)
-            prev = kept / self.full[t]
+            prev = kept / self.channels[t]
             states.append(tuple(float(x) for x in s))
             actions.append(prev)
         return self.finish(tuple(keep), tuple(actions), tuple(states))
@@ -131,7 +144,7 @@ class PruningEnv:
                       states: tuple = ()) -> Episode:
         """An episode for `keep` scored with an accuracy measured elsewhere (e.g. on a larger split)."""
         latency = self.cost(keep)
-        actions = actions if actions is not None else tuple(k / c for k, c in zip(keep, self.full))
+        actions = actions if actions is not None else tuple(k / c for k, c in zip(keep, self.channels))
         return Episode(actions, keep, states, latency, accuracy, self.reward(accuracy, latency))
 
     def reward(self, accuracy: float, latency_ms: float) -> float:

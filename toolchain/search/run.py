@@ -1,9 +1,9 @@
 """The search loop: episodes of a strategy, logged as they finish, checkpointed so a killed run resumes to the
 result it would have reached.
 
-Writes into the output folder: `search.csv` (episode, reward, accuracy, predicted latency, each applied keep
-ratio), and `search_state.pt` (the strategy, e.g. the agent and its replay buffer, with the best episode so
-far) every `checkpoint_every` episodes. On resume the log is cut back to the last checkpoint and the run goes on.
+Writes into the run folder (`RunLayout`): `search.csv` (episode, reward, accuracy, predicted latency, the channels
+each group kept), and `search_state.pt` (the strategy, e.g. the agent and its replay buffer, with the best episode
+so far) every `checkpoint_every` episodes. On resume the log is cut back to the last checkpoint and the run goes on.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import torch
 
 from ..errors import ToolchainError
 from ..files import atomic_path
+from ..layout import RunLayout
 from .env import Episode, PruningEnv
 from .strategies import Strategy
-
-LOG = "search.csv"
-STATE = "search_state.pt"
 
 
 def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, resume: bool = False,
@@ -30,7 +28,7 @@ def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, re
     out.mkdir(parents=True, exist_ok=True)
     episodes = 1 if strategy.deterministic else episodes
     start, best = 0, None
-    state_path, log_path = out / STATE, out / LOG
+    state_path, log_path = RunLayout(out).search_state, RunLayout(out).search_log
     if resume and state_path.exists():
         state = torch.load(state_path, weights_only=True)
         if state["strategy_name"] != strategy.name:
@@ -41,14 +39,14 @@ def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, re
     else:
         check_fresh(out, resume)
     if start == 0:
-        _write_header(log_path, len(env.full))
+        _write_header(log_path, len(env.channels))
     for i in range(start, episodes):
         episode = strategy.episode(env)
         if best is None or episode.reward > best.reward:
             best = episode
         with open(log_path, "a", newline="") as f:
             csv.writer(f).writerow([i + 1, f"{episode.reward:.6f}", f"{episode.accuracy:.6f}", f"{episode.latency_ms:.6f}",
-                                    *(f"{a:.4f}" for a in episode.actions)])
+                                    *episode.keep])
         if (i + 1) % checkpoint_every == 0 or i + 1 == episodes:
             _save_state(state_path, strategy, i + 1, best)
         if on_episode:
@@ -59,13 +57,13 @@ def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, re
 
 def check_fresh(out: Path, resume: bool) -> None:
     """Refuse to overwrite a finished or killed search unless it is to be resumed."""
-    if (out / LOG).exists() and not resume:
+    if RunLayout(out).search_log.exists() and not resume:
         raise ToolchainError(f"{out} already holds a search: pass --resume to continue it, or another --out")
 
 
 def _write_header(path: Path, groups: int) -> None:
     with open(path, "w", newline="") as f:
-        csv.writer(f).writerow(["episode", "reward", "accuracy", "latency_ms", *(f"keep_{t}" for t in range(groups))])
+        csv.writer(f).writerow(["episode", "reward", "accuracy", "latency_ms", *(f"keep_{t}" for t in range(groups))])  # channels
 
 
 def _truncate_log(path: Path, episodes: int) -> None:
@@ -81,15 +79,19 @@ def _save_state(path: Path, strategy: Strategy, episode: int, best: Episode | No
 
 
 def read_log(out: Path) -> list[dict]:
-    with open(out / LOG) as f:
+    with open(RunLayout(out).search_log) as f:
         return list(csv.DictReader(f))
 
 
-def top_policies(out: Path, full: tuple[int, ...], k: int) -> list[tuple[int, ...]]:
+def logged_keep(row: dict, groups: int) -> tuple[int, ...]:
+    return tuple(int(row[f"keep_{t}"]) for t in range(groups))
+
+
+def top_policies(out: Path, groups: int, k: int) -> list[tuple[int, ...]]:
     """The kept-channel vectors of the `k` highest-reward distinct episodes in the search log."""
     chosen: list[tuple[int, ...]] = []
     for row in sorted(read_log(out), key=lambda r: -float(r["reward"])):
-        keep = tuple(round(float(row[f"keep_{t}"]) * c) for t, c in enumerate(full))
+        keep = logged_keep(row, groups)
         if keep not in chosen:
             chosen.append(keep)
         if len(chosen) == k:

@@ -33,7 +33,7 @@ class AMC:
     name, deterministic = "amc", False
 
     def __init__(self, env: PruningEnv, config: DDPGConfig = DDPGConfig(), seed: int = 0):
-        self.agent = DDPGAgent(STATE_SIZE, len(env.full), env.config.lbound, env.config.rbound, config, seed)
+        self.agent = DDPGAgent(STATE_SIZE, len(env.channels), env.config.lbound, env.config.rbound, config, seed)
 
     def episode(self, env: PruningEnv) -> Episode:
         episode = env.rollout(lambda state, t: self.agent.act(state, explore=True))
@@ -73,13 +73,13 @@ class _FittedRatios:
         raise NotImplementedError
 
     def keep(self, env: PruningEnv, scale: float) -> tuple[int, ...]:
-        r = np.clip(self.ratios(scale, len(env.full)), env.config.lbound, env.config.rbound)
+        r = np.clip(self.ratios(scale, len(env.channels)), env.config.lbound, env.config.rbound)
         return tuple(max(lo, round_channels(float(x), c, env.config.multiple, env.config.floor))
-                     for x, c, lo in zip(r, env.full, env.lower))
+                     for x, c, lo in zip(r, env.channels, env.lower))
 
     def episode(self, env: PruningEnv) -> Episode:
         keep = _largest_fitting(lambda s: self.keep(env, s), env)
-        return env.finish(keep, tuple(k / c for k, c in zip(keep, env.full)))
+        return env.finish(keep, tuple(k / c for k, c in zip(keep, env.channels)))
 
     def state_dict(self) -> dict:
         return {}
@@ -134,7 +134,7 @@ class TorchPruningMagnitude:
 
     def episode(self, env: PruningEnv) -> Episode:
         keep = _largest_fitting(lambda s: self.keep(env, 1.0 - s), env)
-        return env.finish(keep, tuple(k / c for k, c in zip(keep, env.full)))
+        return env.finish(keep, tuple(k / c for k, c in zip(keep, env.channels)))
 
     def state_dict(self) -> dict:
         return {}
@@ -149,7 +149,7 @@ def _largest_fitting(keep_for: Callable[[float], Sequence[int]], env: PruningEnv
     A coarse scan first (a family need not be monotonic: Torch-Pruning's global ranking is not), then bisection
     between the best fitting point and its neighbour above it.
     """
-    budget = env.config.budget_ms
+    budget = env.budget_ms
     params = np.linspace(0.0, 1.0, scan)
     keeps = [tuple(keep_for(float(p))) for p in params]
     costs = [env.cost(k) for k in keeps]

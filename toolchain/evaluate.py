@@ -1,0 +1,40 @@
+"""Top-1 accuracy of a classifier on an image set: what the search's reward, training's validation and every
+reported accuracy are made of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .data import ImageSet, Split, load_split, normalize
+from .models import ModelSource, ModelSpec, load
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, spec: ModelSpec, data: ImageSet, batch_size: int = 500) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for images, labels in data.batches(batch_size):
+        x = normalize(images, spec.mean, spec.std).to(device).contiguous(memory_format=torch.channels_last)
+        correct += (model(x).argmax(1).cpu() == labels).sum().item()
+    return correct / max(1, len(data))
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    top1: float
+    images: int
+    split: str
+
+
+def evaluate_model(source: ModelSource, data: str, split: Split = "test", limit: int | None = None,
+                   batch_size: int = 500) -> EvalOutcome:
+    """Top-1 of a MODEL on a split of DATA (a fixed random `limit` of it, if given)."""
+    loaded = load(source)
+    images = load_split(data, split, loaded.spec.input_size, limit)
+    spec = loaded.spec.match_classes(images.classes, source.ref)
+    return EvalOutcome(evaluate(loaded.model, spec, images, batch_size), len(images), split)
