@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import shlex
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence, TypeVar
 
 from .adb import Device, DeviceError
+from .binary import elf_abi
 from .devices import DeviceProfile, derive_profile, profile_for_model
 from .parse import BenchmarkLog, OpTiming, UnparsedOutput, parse_log
 
@@ -33,7 +33,6 @@ THERMAL = "/sys/class/thermal"
 GET_BINARY = ("get benchmark_model for Android from the LiteRT / TensorFlow Lite releases "
               "(android_aarch64_benchmark_model) or build it with `bazel build -c opt --config=android_arm64 "
               "//tflite/tools/benchmark:benchmark_model`, and pass --benchmark-binary PATH")
-ELF_MACHINE_ABI = {183: "arm64-v8a", 40: "armeabi-v7a", 62: "x86_64", 3: "x86"}
 _SEPARATOR = "--android-bench-end-of-file--"
 T = TypeVar("T")
 
@@ -83,14 +82,6 @@ def detect_profile(device: Device) -> DeviceProfile:
     freqs = cat_each(device, [f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq" for cpu in cpus])
     khz = {cpu: int(text) for cpu, text in zip(cpus, freqs) if text and text.strip().isdigit()}
     return derive_profile(cpuinfo, khz, abi=info.abi, model=info.model)
-
-
-def elf_abi(header: bytes) -> str | None:
-    """The Android ABI an ELF file is built for (from e_machine), None if it is not an ELF file."""
-    if len(header) < 20 or header[:4] != b"\x7fELF":
-        return None
-    machine = struct.unpack("<H", header[18:20])[0]
-    return ELF_MACHINE_ABI.get(machine, f"ELF machine {machine}")
 
 
 def print_countdown(hottest_c: float, limit_c: float, seconds_left: float) -> None:
