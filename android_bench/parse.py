@@ -4,7 +4,9 @@ The tool has changed its layout several times since 2018; every layout below par
 (`native : benchmark_tflite_model.cc:590 `, `INFO: `, logcat's `I tflite  : `), so lines are searched, not matched
 from their start. Numbers are printed by C++ `operator<<`: large values switch to scientific notation (`2.95034e+06`).
 
-Headline, all values in microseconds; `inference_avg_us` is the mean of the regular (timed) runs:
+Two tools print this output: TFLite's benchmark_model (//tflite/tools/benchmark, the one published since 2018) and
+LiteRT's CompiledModel benchmark_model (//litert/tools, the one LiteRT publishes per version). TFLite's headline, all
+values in microseconds; `inference_avg_us` is the mean of the regular (timed) runs:
 
     2018   Average inference timings in us: Warmup: 68459.8, no stats: 68307
     2019   Average inference timings in us: Warmup: 86184.3, Init: 1892, no stats: 115062
@@ -13,6 +15,18 @@ Headline, all values in microseconds; `inference_avg_us` is the mean of the regu
 
 The 2018 headline has no Init or First inference; they are the same quantities as "Initialized session in 0.026466s"
 and the first warm-up run (`first=` of the warm-up statistics), so they are taken from there.
+
+LiteRT's tool has no such headline but a block on stderr, in milliseconds rounded to 10 us:
+
+    INFO: [benchmark_litert_model.h:89]
+    ========== BENCHMARK RESULTS ==========
+    INFO: [benchmark_litert_model.h:94] Model initialization: 48.11 ms
+    INFO: [benchmark_litert_model.h:95] Warmup (first):       9.32 ms
+    INFO: [benchmark_litert_model.h:97] Warmup (avg):         6.36 ms (20 runs)
+    INFO: [benchmark_litert_model.h:99] Inference (avg):      6.10 ms (50 runs)
+
+Both tools share the run statistics and "Initialized session in" lines below, which are exact to the microsecond, so
+for LiteRT's tool the values come from those and the block only fills in what they lack.
 
 Run statistics: each "Running benchmark for ..." line, first for the warm-up runs and last for the regular runs, is
 followed by one statistics line
@@ -37,6 +51,11 @@ ModifyGraphWithDelegate, AllocateTensors) and under "Operator-wise Profiling Inf
 ("Convolution (NHWC, F32) IGEMM"), so types as well as names may hold spaces and commas. Names are kept verbatim
 ("[MobilenetV1/Conv2d_0/Relu6]:0", "[add_fold, aspp0/Relu]:71", "Delegate/Convolution (NHWC, F32) IGEMM:0").
 
+LiteRT's tool (`--use_profiler=true`, since 2.2) prints one set of tables after its results block, padded with spaces
+(printf `%60s %10.3f ...`), with the [start] column, types such as "Delegate/Convolution (NHWC, F32) IGEMM" and names
+"[Builtin]:N" or "[Delegate]:N". Its [times called] counts the calls of every run since start-up, warm-up included;
+it is turned into calls per run with the run counts of the statistics lines (None when they do not divide it).
+
 Anything else raises `UnparsedOutput` naming the lines it could not read, rather than returning made-up zeros.
 
     python -m android_bench.parse LOG [--json]
@@ -48,7 +67,7 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -65,6 +84,10 @@ _HEADLINE_KEYS = {
     "inference (avg)": "inference_avg_us",
     "no stats": "inference_avg_us",
 }
+_RESULTS_BANNER = "========== BENCHMARK RESULTS =========="
+_RESULTS_FIELD = re.compile(rf"(Model initialization|Warmup \(first\)|Warmup \(avg\)|Inference \(avg\)):\s*({NUMBER}) ms")
+_RESULTS_KEYS = {"Model initialization": "init_us", "Warmup (first)": "first_us", "Warmup (avg)": "warmup_avg_us",
+                 "Inference (avg)": "inference_avg_us"}
 _SESSION_INIT = re.compile(rf"Initialized session in\s*({NUMBER})\s*(ms|s)\b")
 _RUN_START = "Running benchmark for"
 _STAT_FIELD = re.compile(rf"\b([a-z0-9]+)=({NUMBER})")
@@ -96,7 +119,8 @@ class UnparsedOutput(ValueError):
 @dataclass(frozen=True)
 class OpTiming:
     """One node of the regular runs' Run Order table. `avg_ms` and `first_ms` are per call, as the tool prints them;
-    a node called several times per run (XNNPACK operators, loops) costs `ms_per_run`."""
+    a node called several times per run (XNNPACK operators, loops) costs `ms_per_run`. `times_called` is per run,
+    None when the log does not tell."""
 
     type: str
     name: str
@@ -133,10 +157,11 @@ def parse_stats(line: str) -> dict[str, float]:
     return {key: float(value) for key, value in _STAT_FIELD.findall(line)}
 
 
-def _headline(lines: list[str]) -> dict[str, float]:
+def _headline(lines: list[str]) -> dict[str, float] | None:
+    """TFLite's tool: the values of its one 'inference timings in us' line; None when there is none."""
     found = [(line, match.group(1)) for line in lines if (match := _HEADLINE.search(line))]
     if not found:
-        raise UnparsedOutput(f"not benchmark_model output (no 'Inference timings in us' line); first lines: {_excerpt(lines)}")
+        return None
     if len(found) > 1:
         # Several runs in one file: averaging or picking one would hide which result the caller gets.
         raise UnparsedOutput(f"{len(found)} benchmark results in one log, parse one run at a time: {_excerpt([l for l, _ in found])}")
@@ -146,6 +171,37 @@ def _headline(lines: list[str]) -> dict[str, float]:
     if "inference_avg_us" not in values:  # e.g. "Inference (avg): nan" when no regular run finished
         raise UnparsedOutput(f"no average inference time in the timings line: {_excerpt([line])}")
     return values
+
+
+def _results_block(lines: list[str]) -> dict[str, float] | None:
+    """LiteRT's tool: the values of its one BENCHMARK RESULTS block, in microseconds; None when there is none."""
+    starts = [i for i, line in enumerate(lines) if _RESULTS_BANNER in line]
+    if not starts:
+        return None
+    if len(starts) > 1:
+        raise UnparsedOutput(f"{len(starts)} benchmark results in one log, parse one run at a time: "
+                             f"{_excerpt([lines[i] for i in starts])}")
+    values = {}
+    for line in lines[starts[0] + 1:]:
+        if "=====" in line:  # the block's closing rule
+            break
+        if match := _RESULTS_FIELD.search(line):
+            values[_RESULTS_KEYS[match.group(1)]] = round(float(match.group(2)) * 1e3, 3)
+    if "inference_avg_us" not in values:  # "Inference (avg): nan ms" when no regular run finished
+        raise UnparsedOutput(f"no average inference time in the BENCHMARK RESULTS block: "
+                             f"{_excerpt(lines[starts[0]:starts[0] + 6])}")
+    return values
+
+
+def _litert_values(lines: list[str], warmup: dict[str, float], regular: dict[str, float]) -> dict[str, float]:
+    """LiteRT's results block, with what the statistics and session lines give to the microsecond put in its place."""
+    block = _results_block(lines)
+    if block is None:
+        raise UnparsedOutput(f"not benchmark_model output (no 'Inference timings in us' line or BENCHMARK RESULTS "
+                             f"block); first lines: {_excerpt(lines)}")
+    exact = {"init_us": _session_init_us(lines), "first_us": warmup.get("first", warmup.get("curr")),
+             "warmup_avg_us": _mean_us(warmup), "inference_avg_us": _mean_us(regular)}
+    return {**block, **{key: value for key, value in exact.items() if value is not None}}
 
 
 def _session_init_us(lines: list[str]) -> float | None:
@@ -167,6 +223,11 @@ def _run_stats(lines: list[str]) -> list[dict[str, float]]:
             blocks.append(parse_stats(line))
             waiting = False
     return blocks
+
+
+def _mean_us(stats: dict[str, float]) -> float | None:
+    # `count=N curr=X(all same)` has no avg: every run took X.
+    return stats.get("avg", stats.get("curr")) if stats.get("count") else None
 
 
 def _std_us(stats: dict[str, float]) -> float | None:
@@ -205,7 +266,9 @@ def _table_rows(lines: list[str], header_at: int) -> tuple[list[str], int]:
     return lines[header_at + 1:end], end
 
 
-def _ops(lines: list[str]) -> list[OpTiming]:
+def _ops(lines: list[str], runs_since_start: int | None) -> list[OpTiming]:
+    """The regular runs' Run Order rows. `runs_since_start` (LiteRT's tool: warm-up and regular runs) is what the
+    space-padded LiteRT table's [times called] counts over."""
     titles = _run_order_titles(lines)
     if not titles:
         return []  # run without --enable_op_profiling
@@ -224,7 +287,14 @@ def _ops(lines: list[str]) -> list[OpTiming]:
             raise UnparsedOutput(f"unknown row in the Run Order table: {_excerpt(rows[i:i + 3])}")
         ops.append(op)
     _check_complete(ops, lines[end:])
+    if runs_since_start is not None and "\t" not in header:
+        return [_calls_per_run(op, runs_since_start) for op in ops]
     return ops
+
+
+def _calls_per_run(op: OpTiming, runs: int) -> OpTiming:
+    calls = op.times_called or 0
+    return replace(op, times_called=calls // runs if runs and calls % runs == 0 else None)
 
 
 def _check_complete(ops: list[OpTiming], after: list[str]) -> None:
@@ -238,12 +308,16 @@ def _check_complete(ops: list[OpTiming], after: list[str]) -> None:
 
 
 def parse_log(text: str) -> BenchmarkLog:
-    """Parse the complete output of one benchmark_model run (any version since 2018)."""
+    """Parse the complete output of one benchmark_model run (TFLite's tool of any version since 2018, LiteRT's
+    CompiledModel tool)."""
     lines = text.splitlines()
-    headline = _headline(lines)
     runs = _run_stats(lines)
     regular = runs[-1] if runs else {}
     warmup = runs[0] if len(runs) > 1 else {}
+    headline = _headline(lines)
+    litert = headline is None
+    if litert:
+        headline = _litert_values(lines, warmup, regular)
     return BenchmarkLog(
         inference_avg_us=headline["inference_avg_us"],
         init_us=headline.get("init_us", _session_init_us(lines)),
@@ -252,7 +326,7 @@ def parse_log(text: str) -> BenchmarkLog:
         warmup_avg_us=headline.get("warmup_avg_us"),
         count=int(regular["count"]) if "count" in regular else None,
         std_us=_std_us(regular),
-        ops=_ops(lines),
+        ops=_ops(lines, int(sum(stats.get("count", 0) for stats in runs)) if litert else None),
     )
 
 

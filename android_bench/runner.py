@@ -8,14 +8,19 @@ on the profile's big cores, every argument shell-quoted. Before each measurement
 while any thermal zone is hotter than the profile allows, and records the temperatures it measured at. Transient
 failures (a dropped USB or Wi-Fi link, a cut-off output, the binary wiped from /data/local/tmp) are retried after
 reconnecting; results already measured are kept.
+
+Two tools go by the name benchmark_model and take different flags (`Dialect`): which one was pushed is read from
+its --help on the phone. A marker file pushed beside it records that, its sha256 and where it came from, so that
+`installed_binary` can tell later what a phone holds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import re
 import shlex
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -24,16 +29,17 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence, TypeVar
 
 from .adb import Device, DeviceError
+from .binary import LocalBinary, elf_abi
 from .devices import DeviceProfile, derive_profile, profile_for_model
 from .parse import BenchmarkLog, OpTiming, UnparsedOutput, parse_log
 
 WORKDIR = "/data/local/tmp"
 BINARY = f"{WORKDIR}/benchmark_model"
+MARKER = f"{WORKDIR}/benchmark_model.json"  # what was pushed as BINARY: sha256, version, pinned, dialect
 THERMAL = "/sys/class/thermal"
 GET_BINARY = ("get benchmark_model for Android from the LiteRT / TensorFlow Lite releases "
               "(android_aarch64_benchmark_model) or build it with `bazel build -c opt --config=android_arm64 "
               "//tflite/tools/benchmark:benchmark_model`, and pass --benchmark-binary PATH")
-ELF_MACHINE_ABI = {183: "arm64-v8a", 40: "armeabi-v7a", 62: "x86_64", 3: "x86"}
 _SEPARATOR = "--android-bench-end-of-file--"
 T = TypeVar("T")
 
@@ -48,6 +54,38 @@ class ModelTiming:
     count: int | None
     temperatures: Mapping[str, float]
     ops: tuple[OpTiming, ...]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The flags of one of the two benchmark_model tools. TFLite's (//tflite/tools/benchmark) takes --use_xnnpack and
+    profiles ops with --enable_op_profiling; LiteRT's CompiledModel tool (//litert/tools, the one LiteRT publishes
+    per version) always runs the CPU through XNNPACK and profiles with --use_profiler. Each tool only warns about a
+    flag it does not know and carries on, so the wrong flags would go unnoticed: the dialect is told by a flag only
+    its tool lists in --help (`marker`)."""
+
+    name: str
+    marker: str
+    cpu_flags: tuple[str, ...]
+    op_profiling_flag: str
+
+
+DIALECTS = (Dialect("tflite", "--enable_op_profiling=", ("--use_xnnpack=true",), "--enable_op_profiling=true"),
+            Dialect("litert", "--use_profiler=", (), "--use_profiler=true"))
+
+
+def detect_dialect(help_text: str) -> Dialect | None:
+    return next((dialect for dialect in DIALECTS if dialect.marker in help_text), None)
+
+
+@dataclass(frozen=True)
+class InstalledBinary:
+    """The benchmark_model on a phone, as the marker pushed beside it describes it."""
+
+    version: str | None  # the manifest version it was downloaded as; None for a build the user gave, or no marker
+    dialect: str | None  # "tflite" or "litert"; None without a marker
+    sha256: str | None  # of the file on the phone; None when the phone has no sha256sum
+    verified: bool  # it matched a pinned checksum before it was pushed, and the phone's file still matches it
 
 
 @dataclass(frozen=True)
@@ -85,12 +123,20 @@ def detect_profile(device: Device) -> DeviceProfile:
     return derive_profile(cpuinfo, khz, abi=info.abi, model=info.model)
 
 
-def elf_abi(header: bytes) -> str | None:
-    """The Android ABI an ELF file is built for (from e_machine), None if it is not an ELF file."""
-    if len(header) < 20 or header[:4] != b"\x7fELF":
+def installed_binary(device: Device) -> InstalledBinary | None:
+    """The benchmark_model the phone holds, None if none: the marker pushed with it, and the file's sha256 computed
+    on the phone (toybox sha256sum) to tell whether it is still the file that was checked."""
+    if not device.stat(BINARY)[0]:
         return None
-    machine = struct.unpack("<H", header[18:20])[0]
-    return ELF_MACHINE_ABI.get(machine, f"ELF machine {machine}")
+    text = cat_each(device, [MARKER])[0]
+    try:
+        marker = json.loads(text) if text else {}
+    except ValueError:  # not a marker this package wrote
+        marker = {}
+    found = re.match(r"([0-9a-f]{64})\s", device.shell(f"sha256sum {shlex.quote(BINARY)}"))
+    sha256 = found.group(1) if found else None
+    verified = bool(marker.get("pinned")) and sha256 is not None and sha256 == marker.get("sha256")
+    return InstalledBinary(marker.get("version"), marker.get("dialect"), sha256, verified)
 
 
 def print_countdown(hottest_c: float, limit_c: float, seconds_left: float) -> None:
@@ -113,48 +159,71 @@ class AndroidBenchmark:
         self.warmup_min_secs, self.min_secs, self.op_profiling = warmup_min_secs, min_secs, op_profiling
         self.retries, self.retry_wait_s, self.poll_s = retries, retry_wait_s, poll_s
         self.run_timeout_s, self.on_cooldown = run_timeout_s, on_cooldown
-        self._binary: Path | None = None
+        self.binary: LocalBinary | None = None
+        self.dialect: Dialect | None = None  # known once the binary has run on the phone
+        self._info: DeviceInfo | None = None
         self._installed = False
         self._zones: list[tuple[str, str]] | None = None
 
     # --- the binary --------------------------------------------------------------------------------------------
 
-    def ensure_binary(self, local_path: str | Path) -> None:
-        """Push benchmark_model to the phone (once per instance) after checking locally that it is an ELF for an
-        ABI the phone runs, then check that it really executes there."""
-        path = Path(local_path).expanduser()
-        if self._installed and path == self._binary:
+    def phone_info(self) -> DeviceInfo:
+        """The phone's model and ABIs (read once), refusing a device profile written for another ABI."""
+        if self._info is None:
+            info = self._retrying(lambda: read_device_info(self.device))
+            if self.profile.abi not in info.abis:
+                raise DeviceError(f"device profile '{self.profile.name}' is for {self.profile.abi} but "
+                                  f"{self.device.serial} ({info.model}) runs {', '.join(info.abis)}: choose the "
+                                  f"profile for this phone")
+            self._info = info
+        return self._info
+
+    def ensure_binary(self, binary: LocalBinary | str | Path) -> None:
+        """Push benchmark_model (a path is a build of the user's) to the phone, once per instance, after checking
+        locally that it is an ELF for an ABI the phone runs; then check that it really executes there and learn its
+        dialect."""
+        if not isinstance(binary, LocalBinary):
+            binary = LocalBinary(Path(binary).expanduser())
+        if self._installed and binary == self.binary:
             return
+        path = binary.path
         if not path.is_file():
             raise DeviceError(f"benchmark_model not found at {path}: {GET_BINARY}")
         abi = elf_abi(path.read_bytes()[:20])
-        info = self._retrying(lambda: read_device_info(self.device))
-        if self.profile.abi not in info.abis:
-            raise DeviceError(f"device profile '{self.profile.name}' is for {self.profile.abi} but "
-                              f"{self.device.serial} ({info.model}) runs {', '.join(info.abis)}: choose the profile "
-                              f"for this phone")
+        info = self.phone_info()
         if abi is None:
             raise DeviceError(f"{path} is not an executable (no ELF header): {GET_BINARY}")
         if abi not in info.abis:
             raise DeviceError(f"{path} is built for {abi} but {self.device.serial} ({info.model}) runs "
                               f"{', '.join(info.abis)}: {GET_BINARY}")
-        self._binary = path
+        self.binary = binary
         self._retrying(self._install)
 
     def _install(self) -> None:
-        self.device.push(self._binary.read_bytes(), BINARY, executable=True)
+        data = self.binary.path.read_bytes()
+        self.device.push(data, BINARY, executable=True)
         self.device.shell(f"chmod 755 {shlex.quote(BINARY)}")
         output = self.device.shell(f"{shlex.quote(BINARY)} --help")
         if "--graph" not in output:
             first = next((line for line in output.splitlines() if line.strip()), "no output")
-            raise DeviceError(f"{self._binary} does not run on {self.device.serial}: {first.strip()}")
+            raise DeviceError(f"{self.binary.path} does not run on {self.device.serial}: {first.strip()}")
+        self.dialect = detect_dialect(output)
+        if self.dialect is None:
+            flags = list(dict.fromkeys(re.findall(r"--\w+(?==)", output)))
+            shown = ", ".join(flags[:8]) + (", ..." if len(flags) > 8 else "")
+            raise DeviceError(f"{self.binary.path} is a benchmark_model this package cannot drive: its --help lists "
+                              f"{shown} but neither --enable_op_profiling (TFLite's tool) nor --use_profiler "
+                              f"(LiteRT's): pass a TFLite or LiteRT build with --benchmark-binary PATH")
+        marker = {"sha256": hashlib.sha256(data).hexdigest(), "version": self.binary.version,
+                  "pinned": self.binary.pinned, "dialect": self.dialect.name}
+        self.device.push(json.dumps(marker).encode(), MARKER)
         self._installed = True
 
     # --- measuring ---------------------------------------------------------------------------------------------
 
     def time_models(self, models: Sequence[bytes]) -> list[ModelTiming]:
         """Each model's timing, in order. Identical models are pushed once; the batch is removed afterwards."""
-        if self._binary is None:
+        if self.binary is None:
             raise DeviceError(f"no benchmark_model on {self.device.serial} yet: {GET_BINARY}")
         remote = {model: f"{WORKDIR}/android_bench_{hashlib.sha1(model).hexdigest()[:16]}.tflite" for model in models}
         try:
@@ -178,9 +247,9 @@ class AndroidBenchmark:
     def _command(self, remote_model: str) -> str:
         args = ["taskset", self.profile.big_cores, BINARY, f"--graph={remote_model}", f"--num_threads={self.threads}",
                 f"--warmup_runs={self.warmup_runs}", f"--num_runs={self.num_runs}",
-                f"--warmup_min_secs={self.warmup_min_secs:g}", f"--min_secs={self.min_secs:g}", "--use_xnnpack=true"]
+                f"--warmup_min_secs={self.warmup_min_secs:g}", f"--min_secs={self.min_secs:g}", *self.dialect.cpu_flags]
         if self.op_profiling:
-            args.append("--enable_op_profiling=true")
+            args.append(self.dialect.op_profiling_flag)
         return " ".join(shlex.quote(arg) for arg in args)
 
     def _parse(self, output: str, remote_model: str) -> BenchmarkLog:

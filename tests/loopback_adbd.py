@@ -12,11 +12,13 @@ library and Debian's stock `adb` client talk to it exactly as they talk to a pho
 
 Commands run in a sandbox folder that stands for the device filesystem (device path `/x/y` is `root/x/y`; it
 holds /data/local/tmp, /sys/class/thermal, /sys/devices/system/cpu and /proc/cpuinfo). The shell understands the
-handful of commands a benchmark runner needs (getprop, echo, cat, ls, chmod, rm, mkdir -p, df, taskset, nproc),
-joined with `;` or `&&`, and executes pushed files: a file is runnable when it is an ELF for one of the device's
-ABIs (checked by e_machine), and then it behaves as LiteRT's `benchmark_model`. That benchmark_model really times
-the pushed `.tflite` with ai-edge-litert's Interpreter on the host and prints the current benchmark_model output
-format. A pushed ELF for another architecture fails as Android's shell does ("not executable: 64-bit ELF file").
+handful of commands a benchmark runner needs (getprop, echo, cat, ls, chmod, rm, mkdir -p, df, taskset, nproc,
+sha256sum), joined with `;` or `&&`, and executes pushed files: a file is runnable when it is an ELF for one of the
+device's ABIs (checked by e_machine), and then it behaves as `benchmark_model`. That benchmark_model really times
+the pushed `.tflite` with ai-edge-litert's Interpreter on the host and prints what the real tool prints; which of
+the two tools it plays is the `benchmark_dialect` option: "tflite" (TFLite's tool, the default) or "litert" (LiteRT's
+CompiledModel tool, the one LiteRT publishes per version). A pushed ELF for another architecture fails as Android's
+shell does ("not executable: 64-bit ELF file").
 
 Fault injection (`Faults`, `Thermal`): cut the connection in the middle of a benchmark run, answer slowly, heat up
 with every run (thermal zone files rise and cool down with time), lose the pushed binary, and refuse pushes with
@@ -26,6 +28,8 @@ with every run (thermal zone files rise and cool down with time), lose the pushe
 from __future__ import annotations
 
 import base64
+import hashlib
+import itertools
 import os
 import posixpath
 import queue
@@ -130,8 +134,9 @@ class LoopbackDevice:
 
     def __init__(self, root: Path, authorized_keys: Iterable[str], *, model: str = "Loopback",
                  abi: str = "arm64-v8a", cpu_max_khz: tuple[int, ...] = PHONE_CPUS_KHZ,
-                 thermal: Thermal | None = None, faults: Faults | None = None):
+                 thermal: Thermal | None = None, faults: Faults | None = None, benchmark_dialect: str = "tflite"):
         self.root = Path(root)
+        self.benchmark_tool = _BENCHMARK_TOOLS[benchmark_dialect]
         self.keys = [decode_android_pubkey(k) for k in authorized_keys]
         self.cpu_max_khz = cpu_max_khz
         self.thermal, self.faults = thermal or Thermal(), faults or Faults()
@@ -589,6 +594,19 @@ def _nproc(device: LoopbackDevice, args: list[str], out: Callable[[str], None]) 
     return 0
 
 
+def _sha256sum(device: LoopbackDevice, args: list[str], out: Callable[[str], None]) -> int:
+    """toybox sha256sum: "HASH  NAME" per file."""
+    status = 0
+    for name in args:
+        target = device.path(name)
+        if target.is_file():
+            out(f"{hashlib.sha256(target.read_bytes()).hexdigest()}  {name}\n")
+        else:
+            out(f"sha256sum: {name}: No such file or directory\n")
+            status = 1
+    return status
+
+
 def _taskset(device: LoopbackDevice, args: list[str], out: Callable[[str], None]) -> int:
     """toybox taskset MASK COMMAND...: a mask naming no existing core is refused, as sched_setaffinity does."""
     mask = int(args[0], 16)
@@ -599,7 +617,7 @@ def _taskset(device: LoopbackDevice, args: list[str], out: Callable[[str], None]
 
 
 _COMMANDS = {"echo": _echo, "getprop": _getprop, "cat": _cat, "ls": _ls, "chmod": _chmod, "rm": _rm,
-             "mkdir": _mkdir, "df": _df, "nproc": _nproc, "taskset": _taskset}
+             "mkdir": _mkdir, "df": _df, "nproc": _nproc, "sha256sum": _sha256sum, "taskset": _taskset}
 
 
 def _execute(device: LoopbackDevice, name: str, args: list[str], out: Callable[[str], None], prefix: str) -> int:
@@ -623,16 +641,16 @@ def _execute(device: LoopbackDevice, name: str, args: list[str], out: Callable[[
     if struct.unpack("<H", header[18:20])[0] not in accepted:
         out(f"{prefix}{name}: not executable: {32 * header[4]}-bit ELF file\n")
         return 126
-    return _BenchmarkModel(device, name, args, out).run()
+    return device.benchmark_tool(device, name, args, out).run()
 
 
 # --------------------------------------------------------------------------------------------- benchmark_model
 
 class _BenchmarkModel:
-    """LiteRT's benchmark_model, emulated: parses its flags, times the graph with ai-edge-litert's Interpreter on
-    the host (warm-up, then timed invokes, both honouring the run counts and minimum durations) and prints what
-    the real tool prints, in its current format (StatWithPercentiles lines, the 'Inference timings in us' line,
-    and with --enable_op_profiling the profile summariser's tables). Per-op times: with XNNPACK the whole graph is
+    """TFLite's benchmark_model (//tflite/tools/benchmark), emulated: parses its flags, times the graph with
+    ai-edge-litert's Interpreter on the host (warm-up, then timed invokes, both honouring the run counts and minimum
+    durations) and prints what the real tool prints, in its current format (StatWithPercentiles lines, the
+    'Inference timings in us' line, and with --enable_op_profiling the profile summariser's tables). Per-op times: with XNNPACK the whole graph is
     one delegate node, as in the real tool; without it the loopback cannot time ops separately and splits the
     invoke time evenly over the ops."""
 
@@ -661,11 +679,17 @@ class _BenchmarkModel:
     def log(self, level: str, message: str) -> None:
         self.out(f"{level}: {message}\n")
 
+    def usage(self) -> str:
+        flags = "".join(f"\t--{k}={v[1]}\t{type(v[1]).__name__}\toptional\t{v[0]}\n" for k, v in self.FLAGS.items())
+        return f"usage: {self.argv0}\nFlags:\n{flags}"
+
+    def uses_xnnpack(self) -> bool:
+        return self.param("use_xnnpack")
+
     def run(self) -> int:
         self.log("INFO", "STARTING!")
-        if self.param("help"):
-            usage = "".join(f"\t--{k}={v[1]}\t{type(v[1]).__name__}\toptional\t{v[0]}\n" for k, v in self.FLAGS.items())
-            self.log("ERROR", f"usage: {self.argv0}\nFlags:\n{usage}")
+        if self.given.get("help"):
+            self.log("ERROR", self.usage())
             return self.fail()
         if self.unknown:
             self.log("WARN", "Unconsumed cmdline flags: " + " ".join(self.unknown))
@@ -688,7 +712,7 @@ class _BenchmarkModel:
             return self.fail()
         init_us = (time.perf_counter_ns() - started) // 1000
         rss_init = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if self.param("use_xnnpack"):
+        if self.uses_xnnpack():
             self.log("INFO", "Created TensorFlow Lite XNNPACK delegate for CPU.")
         self.log("INFO", f"The input model file size (MB): {graph.stat().st_size / 1e6:g}")
         self.log("INFO", f"Initialized session in {init_us / 1e3:g}ms.")
@@ -701,20 +725,26 @@ class _BenchmarkModel:
         inference = self.timed_runs(interpreter, self.param("num_runs"), self.param("min_secs"))
         self.device.thermal.heat()
         self.device.run_spans.append((run_started, time.monotonic()))
+        rss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.report(interpreter, init_us, warmup, inference, (rss_init - rss_start) / 1024,
+                    (rss_end - rss_start) / 1024)
+        return 0
+
+    def report(self, interpreter, init_us: int, warmup: list[int], inference: list[int], init_mb: float,
+               overall_mb: float) -> None:
+        """BenchmarkLoggingListener::OnBenchmarkEnd, then the profiling listener's tables."""
         self.log("INFO", f"Inference timings in us: Init: {init_us}, First inference: {warmup[0] if warmup else 0}, "
                          f"Warmup (avg): {_mean(warmup):g}, Inference (avg): {_mean(inference):g}")
-        rss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.log("INFO", "Note: as the benchmark tool itself affects memory footprint, the following is only "
                          "APPROXIMATE to the actual memory footprint of the model at runtime. Take the information "
                          "at your discretion.")
-        self.log("INFO", f"Memory footprint delta from the start of the tool (MB): "
-                         f"init={(rss_init - rss_start) / 1024:g} overall={(rss_end - rss_start) / 1024:g}")
+        self.log("INFO", f"Memory footprint delta from the start of the tool (MB): init={init_mb:g} "
+                         f"overall={overall_mb:g}")
         if self.param("enable_op_profiling"):
             self.log("INFO", "Profiling Info for Benchmark Initialization:\n"
                      + _profile_tables([("AllocateTensors", "AllocateTensors/0", [init_us])]))
             self.log("INFO", "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
                      + _profile_tables(self.op_rows(interpreter, inference)))
-        return 0
 
     def fail(self) -> int:
         self.log("ERROR", "Benchmarking failed.")
@@ -723,8 +753,7 @@ class _BenchmarkModel:
     def interpreter(self, graph: Path):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        resolver = (OpResolverType.AUTO if self.param("use_xnnpack")
-                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        resolver = (OpResolverType.AUTO if self.uses_xnnpack() else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         threads = self.param("num_threads")
         interpreter = Interpreter(model_path=str(graph), num_threads=threads if threads > 0 else None,
                                   experimental_op_resolver_type=resolver)
@@ -760,6 +789,72 @@ class _BenchmarkModel:
         share = [s // len(ops) for s in samples_us]
         return [(op["op_name"], f"[{', '.join(names.get(i, '') for i in op['outputs'])}]:{op['index']}", share)
                 for op in ops]
+
+
+# How XNNPACK names the operators a few TFLite ops become (its profiler reports these); other ops keep their name.
+_XNNPACK_OPERATORS = {"CONV_2D": "Convolution (NHWC, F32) IGEMM", "DEPTHWISE_CONV_2D": "Convolution (NHWC, F32) DWConv",
+                      "FULLY_CONNECTED": "Fully Connected (NC, F32) GEMM", "ADD": "Add (ND, F32)"}
+
+
+class _LiteRtBenchmarkModel(_BenchmarkModel):
+    """LiteRT's CompiledModel benchmark_model (//litert/tools, 2.2), emulated on the same engine: its flags (no
+    --use_xnnpack, as the CPU always runs XNNPACK, and --use_profiler for op profiling), its --help (not a flag of
+    its own: main() prints the NPU vendor flags, the shared flag parser the usage, and the tool exits 0), its
+    BENCHMARK RESULTS block (LITERT_LOG lines, "[file:line]" after the level) and its profiler summariser's
+    space-padded tables. The real profiler sees each XNNPACK operator; the loopback splits every invoke evenly over
+    the ops, names them as XNNPACK does, and counts them over every run since start-up, warm-up included."""
+
+    FLAGS = {"num_runs": ("Min num runs", 50), "min_secs": ("Min runs duration (seconds)", 1.0),
+             "max_secs": ("Max runs duration (seconds)", 150.0), "num_threads": ("Num threads", -1),
+             "warmup_runs": ("Min warmup runs", 1), "warmup_min_secs": ("Min warmup runs duration (seconds)", 0.5),
+             "graph": ("Graph", ""), "use_cpu": ("Use CPU", True), "use_gpu": ("Use GPU", False),
+             "use_profiler": ("Use profiler", False)}
+
+    def uses_xnnpack(self) -> bool:
+        return True
+
+    def run(self) -> int:
+        if "--help" in self.unknown or "-h" in self.unknown:
+            self.out("\n  NPU Vendor Flags from LiteRT:\n    --qualcomm_log_level (QNN log level); default: info;\n\n")
+            self.log("INFO", "STARTING!")
+            self.log("ERROR", self.usage())
+            return 0
+        return super().run()
+
+    def report(self, interpreter, init_us: int, warmup: list[int], inference: list[int], init_mb: float,
+               overall_mb: float) -> None:
+        """BenchmarkLoggingListener::OnBenchmarkEnd of litert/tools/benchmark_litert_model.h."""
+        def log(line: int, message: str) -> None:
+            self.log("INFO", f"[benchmark_litert_model.h:{line}] {message}")
+
+        log(89, "\n========== BENCHMARK RESULTS ==========")
+        log(94, f"Model initialization: {init_us / 1e3:.2f} ms")
+        log(95, f"Warmup (first):       {(warmup[0] if warmup else 0) / 1e3:.2f} ms")
+        log(97, f"Warmup (avg):         {_mean(warmup) / 1e3:.2f} ms ({len(warmup)} runs)")
+        log(99, f"Inference (avg):      {_mean(inference) / 1e3:.2f} ms ({len(inference)} runs)")
+        if inference:
+            log(103, f"Inference (min):      {min(inference) / 1e3:.2f} ms")
+            log(105, f"Inference (max):      {max(inference) / 1e3:.2f} ms")
+            log(107, f"Inference (std):      {float(np.std(inference)) / 1e3:.2f}")
+        else:
+            log(110, "No inference runs were performed.")
+        log(117, "No throughput data available (throughput <= 0).")
+        log(124, "\nMemory Usage:")
+        log(125, f"Init footprint:       {init_mb:.2f} MB")
+        log(127, f"Overall footprint:    {overall_mb:.2f} MB")
+        log(134, "Peak memory usage not available. (peak_mem_mb <= 0)")
+        log(138, "======================================\n")
+        if self.param("use_profiler"):
+            log(192, "\n" + _litert_profile(self.op_rows(interpreter, warmup + inference)))
+
+    def op_rows(self, interpreter, samples_us: list[int]) -> list[tuple[str, str, list[int]]]:
+        ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]  # the graph's own ops
+        share = [s // len(ops) for s in samples_us]
+        return [(f"Delegate/{_XNNPACK_OPERATORS.get(op['op_name'], op['op_name'])}", f"[Delegate]:{op['index']}", share)
+                for op in ops]
+
+
+_BENCHMARK_TOOLS = {"tflite": _BenchmarkModel, "litert": _LiteRtBenchmarkModel}
 
 
 def _mean(samples: list[int]) -> float:
@@ -828,3 +923,55 @@ def _profile_tables(rows: list[tuple[str, str, list[int]]]) -> str:
     by_time = sorted(range(len(rows)), key=lambda i: -totals[i])
     return (table("Run Order", list(range(len(rows)))) + table("Top by Computation Time", by_time)
             + "\n".join(type_lines) + "\n\n" + summary + "\n")
+
+
+def _centred(title: str, width: int) -> str:
+    label = f" {title} "
+    left = max(0, width - len(label)) // 2
+    return "=" * left + label + "=" * max(0, width - len(label) - left)
+
+
+def _litert_profile(rows: list[tuple[str, str, list[int]]]) -> str:
+    """LiteRtProfileSummarizer::GetOutputString (litert/runtime/profiler_summarizer.cc) for nodes given as (type,
+    name, microseconds of each run since start-up), in run order: printf-padded columns, [avg ms] per call and
+    [times called] over all runs."""
+    totals = [sum(samples) for _, _, samples in rows]
+    grand = sum(totals) or 1
+    starts = list(itertools.accumulate([0] + [samples[0] for _, _, samples in rows[:-1]]))
+    header = (f"{'[node type]':>60} {'[start]':>10} {'[first]':>10} {'[avg ms]':>10} {'[%]':>10} {'[cdf%]':>10} "
+              f"{'[mem KB]':>10} {'[times called]':>14}   [Name]")
+
+    def table(title: str, order: list[int]) -> str:
+        lines, cdf = [_centred(title, 150), header], 0
+        for i in order:
+            kind, name, samples = rows[i]
+            cdf += totals[i]
+            lines.append(f"{kind:>60} {starts[i] / 1e3:10.3f} {samples[0] / 1e3:10.3f} "
+                         f"{totals[i] / len(samples) / 1e3:10.3f} {100 * totals[i] / grand:9.3f}% "
+                         f"{100 * cdf / grand:9.3f}% {0:10.3f} {len(samples):14d}   {name}")
+        return "\n".join(lines) + "\n"
+
+    by_type: dict[str, list[int]] = {}
+    for kind, _, samples in rows:
+        by_type.setdefault(kind, []).extend(samples)
+    type_lines, cdf = [_centred("Summary by node type", 130),
+                       f"{'[Node type]':>60} {'[count]':>10} {'[avg ms]':>10} {'[avg %]':>10} {'[cdf %]':>10} "
+                       f"{'[mem KB]':>10} {'[times called]':>14}"], 0
+    for kind, samples in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
+        cdf += sum(samples)
+        nodes = sum(1 for row in rows if row[0] == kind)
+        type_lines.append(f"{kind:>60} {nodes:10d} {sum(samples) / len(samples) / 1e3:10.3f} "
+                          f"{100 * sum(samples) / grand:9.3f}% {100 * cdf / grand:9.3f}% {0:10.3f} {len(samples):14d}")
+    delegated = sorted((kind, samples) for kind, samples in by_type.items() if kind.startswith("Delegate/"))
+    delegate_lines = [f"\n{_centred('Delegate Statistics', 135)}",
+                      f"{'Op Name':<80} {'Count':>10} {'Avg(us)':>10} {'Min(us)':>10} {'Max(us)':>10} "
+                      f"{'Total(us)':>10}"]
+    for kind, samples in delegated:
+        delegate_lines.append(f"{kind:<80} {len(samples):10d} {sum(samples) / len(samples):10.2f} {min(samples):10d} "
+                              f"{max(samples):10d} {sum(samples):10d}")
+    by_time = sorted(range(len(rows)), key=lambda i: -totals[i])
+    return (table("Run Order", list(range(len(rows)))) + "\n" + table("Top by Computation Time", by_time)
+            + f"\nNumber of nodes executed: {len(rows)}\n\n" + "\n".join(type_lines) + "\n"
+            + ("\n".join(delegate_lines) + "\n" if delegated else "")
+            + f"\nTimings (microseconds): count={len(rows)} curr={sum(totals)}\n"
+            + f"Memory (bytes): count=0\n{len(rows)} nodes observed\n")

@@ -1,8 +1,9 @@
 """android_bench's ADB side against the loopback test device (tests/loopback_adbd.py), with no phone attached:
 the adb-shell connection and keys, Debian's stock `adb` client, and AndroidBenchmark timing real .tflite models
-through faults (dropped link, heat, lost binary, full disk, slow answers)."""
+through faults (dropped link, heat, lost binary, full disk, slow answers), with either benchmark_model tool."""
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import socket
@@ -15,7 +16,9 @@ from loopback_adbd import Faults, LoopbackDevice, Thermal, fake_elf
 
 from android_bench.adb import DeviceError, choose_serial, connect, load_signer
 from android_bench.devices import derive_profile, load_profile
-from android_bench.runner import AndroidBenchmark, cat_each, detect_profile, read_device_info
+from android_bench.binary import LocalBinary
+from android_bench.runner import (AndroidBenchmark, InstalledBinary, cat_each, detect_dialect, detect_profile,
+                                  installed_binary, read_device_info)
 from toolchain.latency.signature import OpSignature
 from toolchain.latency.tflite import single_op_model
 
@@ -203,8 +206,64 @@ def test_times_two_real_models(phone, key, binary, models):
     assert len(runs) == 4 and runs[0].startswith("shell:taskset c0 /data/local/tmp/benchmark_model --graph=")
     assert "--num_threads=2" in runs[0] and "--num_runs=5" in runs[0]
     assert phone.services.count("shell:/data/local/tmp/benchmark_model --help") == 1  # pushed once
-    assert phone.services.count("sync:") == 1 + 2 + 1  # the binary, then one push per distinct model per batch
+    assert phone.services.count("sync:") == 2 + 2 + 1  # the binary and its marker, then each distinct model per batch
     assert not list((phone.root / "data/local/tmp").glob("*.tflite"))  # each batch cleaned up
+
+
+def test_each_dialect_gets_its_own_flags_and_its_op_profile_read(tmp_path, key, binary, models):
+    """TFLite's tool takes --use_xnnpack and --enable_op_profiling; LiteRT's has neither (it only warns about
+    them and would profile nothing) and profiles with --use_profiler, printing other tables."""
+    expected = {"tflite": (["--use_xnnpack=true", "--enable_op_profiling=true"], "TfLiteXNNPackDelegate", 1),
+                "litert": (["--use_profiler=true"], "Delegate/Convolution (NHWC, F32) IGEMM", 1)}
+    for dialect, (flags, op_type, calls) in expected.items():
+        with start_phone(tmp_path / dialect, key, benchmark_dialect=dialect) as phone:
+            runner = bench(phone, key, binary, op_profiling=True)
+            timings = runner.time_models(models)
+            assert runner.dialect.name == dialect
+            run = next(s for s in phone.services if "--graph=" in s)
+            assert [arg for arg in run.split() if arg.startswith("--use_") or "profil" in arg] == flags
+            for timing in timings:
+                assert 0 < timing.avg_us < 100_000 and timing.count == 5
+                assert [(op.type, op.times_called) for op in timing.ops] == [(op_type, calls)]
+
+
+def test_unknown_dialect_is_a_one_line_error_naming_what_it_saw(tmp_path, binary):
+    class OldToolPhone:
+        """A phone holding the 2018 tool: its usage has neither dialect's profiling flag."""
+        serial = "old-phone"
+
+        def shell(self, command: str, timeout_s: float | None = None) -> str:
+            if command.startswith("getprop"):
+                return "Pixel\narm64-v8a\narm64-v8a,armeabi-v7a\n9\n"
+            if command.endswith("--help"):
+                return ("usage: benchmark_model\nFlags:\n\t--graph=\tstring\toptional\tgraph file name\n"
+                        "\t--input_layer_shape=\tstring\toptional\tinput layer shape\n"
+                        "\t--use_nnapi=false\tbool\toptional\tuse nnapi api\n")
+            return ""
+
+        def push(self, data: bytes, remote: str, executable: bool = False) -> None:
+            pass
+
+    runner = AndroidBenchmark(OldToolPhone(), load_profile("pixel"), **FAST)
+    with pytest.raises(DeviceError) as excinfo:
+        runner.ensure_binary(binary)
+    message = one_line_error(excinfo)
+    assert "its --help lists --graph, --input_layer_shape, --use_nnapi but neither --enable_op_profiling" in message
+    assert detect_dialect("\t--use_profiler=false\tbool\toptional\tWhether to use profiler.").name == "litert"
+    assert detect_dialect("\t--enable_op_profiling=false\tbool\toptional\tenable op profiling").name == "tflite"
+
+
+def test_installed_binary_says_what_the_phone_holds(phone, key, binary):
+    device = connect(phone.serial, key_path=key)
+    assert installed_binary(device) is None
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()
+    bench(phone, key, binary)  # a build of the user's: not checked against a pin
+    assert installed_binary(device) == InstalledBinary(None, "tflite", digest, verified=False)
+    bench(phone, key, LocalBinary(binary, "2.2.0", pinned=True))  # as fetched and checked against the manifest
+    assert installed_binary(device) == InstalledBinary("2.2.0", "tflite", digest, verified=True)
+    (phone.root / "data/local/tmp/benchmark_model").write_bytes(binary.read_bytes() + b"changed")
+    changed = installed_binary(device)
+    assert changed.version == "2.2.0" and changed.sha256 != digest and not changed.verified
 
 
 def test_dropped_connection_is_recovered_without_losing_results(phone, key, binary, models):
@@ -274,8 +333,8 @@ def test_device_info(phone, key):
 
 
 def test_android_bench_imports_nothing_from_toolchain():
-    code = ("import sys, android_bench.adb, android_bench.devices, android_bench.runner, android_bench.parse; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'toolchain'))")
+    code = ("import sys, android_bench.adb, android_bench.binary, android_bench.devices, android_bench.runner, "
+            "android_bench.parse; print(sorted(m for m in sys.modules if m.split('.')[0] == 'toolchain'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.stdout.strip() == "[]"

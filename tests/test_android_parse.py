@@ -168,6 +168,81 @@ Average inference timings in us: Warmup: 86184.3, Init: 1892, no stats: 115062
 2 nodes observed
 """
 
+# LiteRT's CompiledModel tool (//litert/tools:benchmark_model, 2.2), as adb's shell merges its stdout (TFLITE_LOG:
+# parameters, statistics) and stderr (LITERT_LOG, "[file:line]" after the level): no "Inference timings" headline but a
+# BENCHMARK RESULTS block in ms, then --use_profiler's tables as litert/runtime/profiler_summarizer.cc pads them with
+# spaces. [times called] counts all 70 runs (20 warm-up, 50 regular); the GEMM node runs twice per run (two
+# partitions, one delegate index).
+LITERT_PROFILER = """\
+INFO: STARTING!
+INFO: Log parameter values verbosely: [0]
+INFO: Min num runs: [50]
+INFO: Min runs duration (seconds): [0]
+INFO: Num threads: [2]
+INFO: Min warmup runs: [20]
+INFO: Graph: [/data/local/tmp/mobilenet_v2.tflite]
+INFO: Use profiler: [1]
+INFO: [benchmark_litert_model.cc:271] Loading model from: /data/local/tmp/mobilenet_v2.tflite
+INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
+INFO: The input model file size (MB): 13.9786
+INFO: Initialized session in 48.112ms.
+INFO: Running benchmark for at least 20 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=20 first=9318 curr=6102 min=6054 max=9318 avg=6358.4 std=702 p5=6054 median=6150 p95=9318
+
+INFO: Running benchmark for at least 50 iterations and at least 0 seconds but terminate if exceeding 150 seconds.
+INFO: count=50 first=6131 curr=6088 min=6012 max=6390 avg=6104.38 std=61 p5=6031 median=6092 p95=6244
+
+INFO: [benchmark_litert_model.h:89] 
+========== BENCHMARK RESULTS ==========
+INFO: [benchmark_litert_model.h:91] Signature name:       serving_default
+INFO: [benchmark_litert_model.h:94] Model initialization: 48.11 ms
+INFO: [benchmark_litert_model.h:95] Warmup (first):       9.32 ms
+INFO: [benchmark_litert_model.h:97] Warmup (avg):         6.36 ms (20 runs)
+INFO: [benchmark_litert_model.h:99] Inference (avg):      6.10 ms (50 runs)
+INFO: [benchmark_litert_model.h:103] Inference (min):      6.01 ms
+INFO: [benchmark_litert_model.h:105] Inference (max):      6.39 ms
+INFO: [benchmark_litert_model.h:107] Inference (std):      0.06
+INFO: [benchmark_litert_model.h:115] Throughput:           98.45 MB/s
+INFO: [benchmark_litert_model.h:124] 
+Memory Usage:
+INFO: [benchmark_litert_model.h:125] Init footprint:       9.02 MB
+INFO: [benchmark_litert_model.h:127] Overall footprint:    12.55 MB
+INFO: [benchmark_litert_model.h:134] Peak memory usage not available. (peak_mem_mb <= 0)
+INFO: [benchmark_litert_model.h:138] ======================================
+
+INFO: [benchmark_litert_model.h:192] 
+===================================================================== Run Order ======================================================================
+                                                 [node type]    [start]    [first]   [avg ms]        [%]     [cdf%]   [mem KB] [times called]   [Name]
+                      Delegate/Convolution (NHWC, F32) IGEMM      0.000      3.912      2.500    49.020%    49.020%      0.000             70   [Delegate]:0
+                     Delegate/Convolution (NHWC, F32) DWConv      3.950      1.874      1.200    23.529%    72.549%      0.000             70   [Delegate]:1
+                     Delegate/Fully Connected (NC, F32) GEMM      5.870      0.912      0.700    27.451%   100.000%      0.000            140   [Delegate]:2
+
+============================================================== Top by Computation Time ===============================================================
+                                                 [node type]    [start]    [first]   [avg ms]        [%]     [cdf%]   [mem KB] [times called]   [Name]
+                      Delegate/Convolution (NHWC, F32) IGEMM      0.000      3.912      2.500    49.020%    49.020%      0.000             70   [Delegate]:0
+                     Delegate/Fully Connected (NC, F32) GEMM      5.870      0.912      0.700    27.451%    76.471%      0.000            140   [Delegate]:2
+                     Delegate/Convolution (NHWC, F32) DWConv      3.950      1.874      1.200    23.529%   100.000%      0.000             70   [Delegate]:1
+
+Number of nodes executed: 3
+
+====================================================== Summary by node type ======================================================
+                                                 [Node type]    [count]   [avg ms]    [avg %]    [cdf %]   [mem KB] [times called]
+                      Delegate/Convolution (NHWC, F32) IGEMM          1      2.500    49.020%    49.020%      0.000             70
+                     Delegate/Fully Connected (NC, F32) GEMM          1      0.700    27.451%    76.471%      0.000            140
+                     Delegate/Convolution (NHWC, F32) DWConv          1      1.200    23.529%   100.000%      0.000             70
+
+========================================================= Delegate Statistics =========================================================
+Op Name                                                                               Count    Avg(us)    Min(us)    Max(us)  Total(us)
+Delegate/Convolution (NHWC, F32) DWConv                                                  70    1200.00       1080       1874      84000
+Delegate/Convolution (NHWC, F32) IGEMM                                                   70    2500.00       2250       3912     175000
+Delegate/Fully Connected (NC, F32) GEMM                                                 140     700.00        630        912      98000
+
+Timings (microseconds): count=3 curr=357000
+Memory (bytes): count=0
+3 nodes observed
+
+"""
+
 # The Android benchmark app reports through logcat: the 2019 headline with "Inference", no profile.
 LOGCAT_2019 = "05-14 10:31:07.412  7321  7346 I tflite  : Average inference timings in us: Warmup: 91471, Init: 4108, Inference: 80660.1\n"
 
@@ -279,6 +354,33 @@ def test_logcat_headline_without_profile():
                                count=None, std_us=None, ops=[])
 
 
+def test_litert_tool_results_block_and_space_padded_profile():
+    log = parse_log(LITERT_PROFILER)
+    # the statistics and session lines, exact to the microsecond, rather than the block's 6.10 ms
+    assert (log.inference_avg_us, log.warmup_avg_us, log.first_us, log.init_us) == (6104.38, 6358.4, 9318, 48112)
+    assert (log.count, log.std_us) == (50, 61)
+    assert [op.name for op in log.ops] == ["[Delegate]:0", "[Delegate]:1", "[Delegate]:2"]  # run order, once each
+    assert log.ops[2] == OpTiming("Delegate/Fully Connected (NC, F32) GEMM", "[Delegate]:2", 0.7, 0.912, 2)
+    assert [op.times_called for op in log.ops] == [1, 1, 2]  # 70, 70 and 140 calls over 70 runs
+    assert sum(op.ms_per_run for op in log.ops) == pytest.approx(5.1)
+
+
+def test_litert_tool_block_alone():
+    """Without the statistics lines (a log cut to its end), the block's milliseconds are what is known."""
+    start = LITERT_PROFILER.index("INFO: [benchmark_litert_model.h:89]")
+    log = parse_log(LITERT_PROFILER[start:])
+    assert (log.inference_avg_us, log.warmup_avg_us, log.first_us, log.init_us) == (6100, 6360, 9320, 48110)
+    assert (log.count, log.std_us) == (None, None)
+    assert [op.times_called for op in log.ops] == [None, None, None]  # calls over an unknown number of runs
+
+
+def test_litert_tool_without_runs_is_an_error():
+    text = LITERT_PROFILER.replace("Inference (avg):      6.10 ms", "Inference (avg):      nan ms")
+    text = text.replace("count=50 first=6131 curr=6088 min=6012 max=6390 avg=6104.38 std=61 p5=6031 median=6092 p95=6244", "count=0")
+    with pytest.raises(UnparsedOutput, match="no average inference time in the BENCHMARK RESULTS block"):
+        parse_log(text)
+
+
 # --- statistics lines ------------------------------------------------------------------------------------------------
 
 
@@ -315,7 +417,7 @@ def test_unknown_format_shows_the_first_lines():
         parse_log(text)
     message = str(err.value)
     assert isinstance(err.value, ValueError)
-    assert "Inference timings in us" in message
+    assert "Inference timings in us" in message and "BENCHMARK RESULTS" in message
     assert "failed to get feature set: no devices/emulators found" in message and "third line" in message
     assert "x" * 100 + "..." in message and "x" * 101 not in message  # long lines are cut
     assert "\n" not in message  # one line, fit for a one-line CLI error

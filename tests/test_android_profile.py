@@ -1,4 +1,5 @@
-"""Profiling a phone end to end through toolchain's runner, against the loopback test device."""
+"""Profiling a phone end to end through toolchain's runner, against the loopback test device; with no binary given,
+the pinned benchmark_model comes from a loopback HTTP server standing in for LiteRT's."""
 
 import json
 import os
@@ -11,9 +12,12 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from loopback_adbd import Faults, LoopbackDevice, fake_elf
+from test_android_binary import PATH, FileServer, sha256, write_manifest
 from test_latency import Tiny
 
-from android_bench.adb import load_signer
+from android_bench.adb import connect, load_signer
+from android_bench.runner import InstalledBinary, installed_binary
+from toolchain.cli import main
 from toolchain.errors import ToolchainError
 from toolchain.graph import analyze
 from toolchain.latency.android import AndroidRunner
@@ -60,16 +64,69 @@ def test_profile_on_a_phone_builds_a_table_resumes_and_survives_a_disconnect(tmp
         assert again.measured == 0 and phone.runs == runs  # a second run measures nothing new
 
 
-def test_phone_errors_are_one_line(tmp_path, setup, monkeypatch):
+def test_phone_errors_are_one_line_and_come_in_the_order_a_user_meets_them(tmp_path, setup, monkeypatch):
     key, binary = setup
     monkeypatch.delenv("TOOLCHAIN_BENCHMARK_MODEL", raising=False)
-    with pytest.raises(ToolchainError, match="no benchmark_model binary .* --benchmark-binary"):
-        AndroidRunner("pixel", ["127.0.0.1:9"], key_path=key)
-    with LoopbackDevice(tmp_path / "phone", [(key.parent / "adbkey.pub").read_text()], abi="x86_64") as phone:
+    monkeypatch.setenv("TOOLCHAIN_CACHE", str(tmp_path / "cache"))
+    pub = [(key.parent / "adbkey.pub").read_text()]
+
+    def error(*args, **options) -> str:
         with pytest.raises(ToolchainError) as excinfo:
-            runner(phone, key, binary)
-        message = str(excinfo.value)
-        assert "\n" not in message and ("arm64" in message or "ABI" in message)
+            AndroidRunner(*args, key_path=key, on_cooldown=lambda *a: None, **options, **FAST)
+        assert "\n" not in str(excinfo.value)
+        return str(excinfo.value)
+
+    assert "cannot reach 127.0.0.1:9" in error("pixel", ["127.0.0.1:9"])  # the phone first, binary or not
+    with LoopbackDevice(tmp_path / "x86", pub, abi="x86_64") as phone:  # then its ABI against the profile
+        assert "device profile 'pixel' is for arm64-v8a" in error("pixel", [phone.serial])
+        assert "no benchmark_model download for a phone running x86_64" in error("android", [phone.serial])
+    with LoopbackDevice(tmp_path / "arm", pub) as phone:  # then the binary: the shipped manifest pins no checksum
+        message = error("pixel", [phone.serial])
+        assert "benchmark_model 2.2.0 for arm64-v8a has no pinned sha256" in message
+        assert str(tmp_path / "cache" / "benchmark_model" / "2.2.0" / "arm64-v8a" / "benchmark_model") in message
+        assert "built for x86_64" in error("pixel", [phone.serial], benchmark_binary=str(wrong_build(tmp_path)))
+
+
+def wrong_build(tmp_path: Path) -> Path:
+    path = tmp_path / "x86_64_benchmark_model"
+    path.write_bytes(fake_elf("x86_64"))
+    return path
+
+
+def test_make_profile_out_of_the_box_fetches_the_pinned_binary_for_the_phone(tmp_path, monkeypatch, capsys):
+    """`toolchain profile --device pixel` with no --benchmark-binary: the phone is found, its ABI read, and the
+    build the manifest pins for it downloaded (from a mirror), checked, cached and pushed; it is LiteRT's tool."""
+    key = tmp_path / "home" / ".android" / "adbkey"
+    load_signer(key)
+    monkeypatch.setattr("android_bench.adb.DEFAULT_KEY", key)
+    for name in ("TOOLCHAIN_BENCHMARK_MODEL", "ANDROID_SERIAL"):
+        monkeypatch.delenv(name, raising=False)
+    elf = fake_elf("arm64-v8a")
+    server = FileServer({f"/litert/{PATH}": elf})
+    monkeypatch.setenv("TOOLCHAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TOOLCHAIN_BENCHMARK_MODEL_URL", server.url)
+    monkeypatch.setenv("TOOLCHAIN_BENCHMARK_MODEL_MANIFEST", str(write_manifest(tmp_path, sha256(elf))))
+    table = tmp_path / "pixel.json"
+    argv = ["profile", "--device", "pixel", "--model", "plain20", "--channel-step", "64", "--table", str(table),
+            "--json"]
+    pub = [(key.parent / "adbkey.pub").read_text()]
+    with LoopbackDevice(tmp_path / "phone", pub, model="Pixel 6", benchmark_dialect="litert") as phone:
+        try:
+            assert main([*argv, "--serial", phone.serial]) == 0, capsys.readouterr().err
+        finally:
+            server.stop()
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert out["measured"] == out["shapes"] > 0 and LatencyTable.load(table).entries
+        assert server.requests == [f"/litert/{PATH}"]
+        cached = tmp_path / "cache" / "benchmark_model" / "9.9.9" / "arm64-v8a" / "benchmark_model"
+        assert cached.read_bytes() == elf and (phone.root / "data/local/tmp/benchmark_model").read_bytes() == elf
+        holds = installed_binary(connect(phone.serial, key_path=key))
+        assert holds == InstalledBinary("9.9.9", "litert", sha256(elf), verified=True)
+        runs = [s for s in phone.services if "--graph=" in s]
+        assert runs and not any("--use_xnnpack" in s for s in runs)  # LiteRT's tool has no such flag
+        # offline now: the checked copy in the cache is enough
+        assert main([*argv, "--serial", phone.serial]) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["measured"] == 0
 
 
 def toolchain_env(tmp_path, key, binary, **extra) -> dict:

@@ -1,4 +1,11 @@
-"""Phones as latency targets: android_bench's benchmark_model runner behind the `Runner` protocol."""
+"""Phones as latency targets: android_bench's benchmark_model runner behind the `Runner` protocol.
+
+Checks come in the order a user meets the problems: the phone (reachable, this computer's key authorised), its ABI
+against the device profile, then the binary. The binary is the one given (--benchmark-binary, else
+$TOOLCHAIN_BENCHMARK_MODEL), else the build android_bench's manifest pins for the phone's ABI, downloaded once into
+$TOOLCHAIN_CACHE/benchmark_model and checked; $TOOLCHAIN_BENCHMARK_MODEL_URL names a mirror with the same layout
+and $TOOLCHAIN_BENCHMARK_MODEL_MANIFEST a manifest with your own pinned checksums.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from android_bench.adb import DeviceError, attached_usb_serials, choose_serial, connect
+from android_bench.binary import MANIFEST, LocalBinary, fetch_binary
 from android_bench.devices import load_profile
-from android_bench.runner import AndroidBenchmark, ModelTiming, detect_profile, read_device_info
+from android_bench.runner import AndroidBenchmark, DeviceInfo, ModelTiming, detect_profile
 
 from ..errors import ToolchainError
 from .runners import Target, Timing
 
 BINARY_ENV = "TOOLCHAIN_BENCHMARK_MODEL"
+MIRROR_ENV = "TOOLCHAIN_BENCHMARK_MODEL_URL"
+MANIFEST_ENV = "TOOLCHAIN_BENCHMARK_MODEL_MANIFEST"
 Z_10_90 = 1.2816  # p10/p90 of a normal distribution in standard deviations
 
 
@@ -24,28 +34,31 @@ def timing_of(t: ModelTiming) -> Timing:
     return Timing(mean, max(0.0, mean - Z_10_90 * std), mean + Z_10_90 * std, t.count or 0, dict(t.temperatures) or None)
 
 
+def pinned_binary(info: DeviceInfo) -> LocalBinary:
+    """The manifest's build for the phone's ABI, from the cache or downloaded into it."""
+    from ..data import cache_dir  # imports torch: only when no binary is given
+
+    return fetch_binary(info.abis, cache_dir(), manifest=Path(os.environ.get(MANIFEST_ENV) or MANIFEST),
+                        mirror=os.environ.get(MIRROR_ENV) or None)
+
+
 class AndroidRunner:
     model_format = "tflite"
 
     def __init__(self, profile_name: str, serials: Sequence[str] = (), threads: int | None = None,
                  benchmark_binary: str | None = None, on_cooldown: Callable[[float, float, float], None] | None = None,
                  key_path: Path | None = None, **timing):
-        binary = benchmark_binary or os.environ.get(BINARY_ENV)
-        if not binary:
-            raise ToolchainError("no benchmark_model binary for the phone: pass --benchmark-binary PATH (or set "
-                                 f"${BINARY_ENV}); get the android_arm64 build from the LiteRT / TensorFlow Lite releases, "
-                                 "or build //tflite/tools/benchmark:benchmark_model with bazel")
         try:
             serial = choose_serial(list(serials), os.environ.get("ANDROID_SERIAL"), attached_usb_serials())
             self.device = connect(serial, key_path=key_path)
-            info = read_device_info(self.device)
             profile = detect_profile(self.device) if profile_name == "android" else load_profile(profile_name)
             extra = {"on_cooldown": on_cooldown} if on_cooldown else {}
             self.bench = AndroidBenchmark(self.device, profile, threads=threads, **extra, **timing)
-            self.bench.ensure_binary(binary)
+            info = self.bench.phone_info()
+            self.bench.ensure_binary(benchmark_binary or os.environ.get(BINARY_ENV) or pinned_binary(info))
         except DeviceError as e:
             raise ToolchainError(str(e)) from None
-        version = hashlib.sha1(Path(binary).expanduser().read_bytes()).hexdigest()[:10]
+        version = hashlib.sha1(self.bench.binary.path.read_bytes()).hexdigest()[:10]
         self.target = Target(profile.name, "benchmark_model", f"sha1:{version}", "fp32", self.bench.threads, "xnnpack",
                              f"{info.model}|{info.abi}|android {info.android}")
         self.serial = serial
