@@ -111,6 +111,8 @@ def test_make_profile_out_of_the_box_fetches_the_pinned_binary_for_the_phone(tmp
             "--json"]
     pub = [(key.parent / "adbkey.pub").read_text()]
     with LoopbackDevice(tmp_path / "phone", pub, model="Pixel 6", benchmark_dialect="litert") as phone:
+        assert main(["devices", "--serial", phone.serial]) == 0
+        assert "Pixel 6 (arm64-v8a" in (listed := capsys.readouterr().out) and "no benchmark_model yet" in listed
         try:
             assert main([*argv, "--serial", phone.serial]) == 0, capsys.readouterr().err
         finally:
@@ -122,6 +124,8 @@ def test_make_profile_out_of_the_box_fetches_the_pinned_binary_for_the_phone(tmp
         assert cached.read_bytes() == elf and (phone.root / "data/local/tmp/benchmark_model").read_bytes() == elf
         holds = installed_binary(connect(phone.serial, key_path=key))
         assert holds == InstalledBinary("9.9.9", "litert", sha256(elf), verified=True)
+        assert main(["devices", "--serial", phone.serial]) == 0
+        assert "benchmark_model 9.9.9 (litert, verified)" in capsys.readouterr().out
         runs = [s for s in phone.services if "--graph=" in s]
         assert runs and not any("--use_xnnpack" in s for s in runs)  # LiteRT's tool has no such flag
         # offline now: the checked copy in the cache is enough

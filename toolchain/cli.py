@@ -267,8 +267,12 @@ def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{r['serial']}: {r['error']}")
             else:
                 hottest = max(r["temperatures_c"].values(), default=float("nan"))
+                b = r["benchmark_model"]
+                binary = "no benchmark_model yet" if b is None else (
+                    f"benchmark_model {b['version'] or 'own build'} ({b['dialect'] or 'unknown tool'}, "
+                    f"{'verified' if b['verified'] else 'unverified'})")
                 print(f"{r['serial']}: {r['model']} ({r['abi']}, Android {r['android']}, {r['cores']} cores, "
-                      f"profile {r['profile']}), hottest zone {hottest:.1f} C")
+                      f"profile {r['profile']}), hottest zone {hottest:.1f} C, {binary}")
     return {"devices": rows}
 
 
@@ -333,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, help="threads (host: 1; phones: the profile's default)")
         p.add_argument("--serial", action="append", help="phone serial or HOST:PORT (default: $ANDROID_SERIAL or the only one attached); "
                        "profile takes it several times to measure on several phones in parallel, one table each")
-        p.add_argument("--benchmark-binary", help="benchmark_model for the phone's ABI (default: $TOOLCHAIN_BENCHMARK_MODEL)")
+        p.add_argument("--benchmark-binary", help="benchmark_model for the phone's ABI (default: $TOOLCHAIN_BENCHMARK_MODEL, "
+                       "else the build android_bench/benchmark_model.toml pins, downloaded once into $TOOLCHAIN_CACHE and "
+                       "checked; a mirror: $TOOLCHAIN_BENCHMARK_MODEL_URL; your own pins: $TOOLCHAIN_BENCHMARK_MODEL_MANIFEST)")
         if table:
             p.add_argument("--table", help="latency table JSON (default: latency_tables/<target>.json)")
 

@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 from android_bench.adb import DeviceError, attached_usb_serials, choose_serial, connect
 from android_bench.binary import MANIFEST, LocalBinary, fetch_binary
 from android_bench.devices import load_profile
-from android_bench.runner import AndroidBenchmark, DeviceInfo, ModelTiming, detect_profile
+from android_bench.runner import (AndroidBenchmark, DeviceInfo, ModelTiming, detect_profile, installed_binary,
+                                 read_device_info)
 
 from ..errors import ToolchainError
 from .runners import Target, Timing
@@ -72,7 +73,8 @@ class AndroidRunner:
 
 def list_devices(serials: Sequence[str] = ()) -> list[dict]:
     """Every reachable phone (`serials`, $ANDROID_SERIAL and USB-attached ones): model, ABI, Android version,
-    cores, device profile and temperatures, or the one-line reason it cannot be used."""
+    cores, device profile, temperatures and the benchmark_model it holds (None: none yet), or the one-line reason
+    it cannot be used."""
     found = list(dict.fromkeys([*serials, *filter(None, [os.environ.get("ANDROID_SERIAL")]), *attached_usb_serials()]))
     rows = []
     for serial in found:
@@ -81,9 +83,12 @@ def list_devices(serials: Sequence[str] = ()) -> list[dict]:
             info = read_device_info(device)
             profile = detect_profile(device)
             temperatures = AndroidBenchmark(device, profile).read_temperatures()
+            binary = installed_binary(device)
             rows.append({"serial": serial, "model": info.model, "abi": info.abi, "android": info.android,
                          "cores": int(device.shell("nproc").strip() or 0), "profile": profile.name,
-                         "temperatures_c": temperatures})
+                         "temperatures_c": temperatures,
+                         "benchmark_model": None if binary is None else {"version": binary.version, "dialect": binary.dialect,
+                                                                         "sha256": binary.sha256, "verified": binary.verified}})
             device.close()
         except DeviceError as e:
             rows.append({"serial": serial, "error": str(e)})
