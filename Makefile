@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 TOOLCHAIN_CIFAR10 ?= $(abspath ../shared/datasets/cifar10-jpeg.tar.gz)
 export TOOLCHAIN_CIFAR10
 
-.PHONY: setup test test-fast demo profile zoo clean
+.PHONY: setup test test-fast lint adb demo profile zoo clean
+SOURCES := toolchain android_bench tests benchmarks
 
 setup: $(VENV)/.installed
 
@@ -16,12 +17,23 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-test: setup
-	$(BIN)/python -m pytest -q
+test: setup adb lint
+	$(BIN)/python -m pytest -q -rs
 
 # Skips the end-to-end tests marked slow; `make test` is the full suite.
-test-fast: setup
-	$(BIN)/python -m pytest -q -m 'not slow'
+test-fast: setup lint
+	$(BIN)/python -m pytest -q -rs -m 'not slow'
+
+lint: setup
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+
+# Debian's stock adb client, which the ADB tests check the loopback test device against: installed when this runs
+# as root on Debian; otherwise that one test is skipped and says how to install it.
+adb:
+	@command -v adb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null) ; } || \
+	  echo "note: no stock adb client (sudo apt-get install -y adb); its ADB test will be skipped"
 
 # The main job on a built-in default: AMC search for resnet20 under half its host latency, one fine-tuning
 # epoch, export to .tflite (checked against PyTorch), the file's latency measured on this CPU, and a report.

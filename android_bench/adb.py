@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import select
 import socket
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from adb_shell import exceptions as adb_errors
 from adb_shell.adb_device import AdbDevice
@@ -78,7 +78,7 @@ class _TcpTransport(TcpTransport):
             _, writable, _ = select.select([], [self._connection], [], transport_timeout_s)
             if not writable:
                 raise adb_errors.TcpTimeoutException(f"sending to {self._host}:{self._port} timed out")
-            view = view[self._connection.send(view):]
+            view = view[self._connection.send(view) :]
         return len(data)
 
 
@@ -95,7 +95,7 @@ class Device:
         self.timeout_s, self.auth_timeout_s = timeout_s, auth_timeout_s
         self._adb: AdbDevice | None = None
 
-    def open(self) -> "Device":
+    def open(self) -> Device:
         prompted = False
 
         def on_prompt(_device: object) -> None:
@@ -106,14 +106,20 @@ class Device:
         try:
             with self._errors("connecting"):
                 self._adb = self._transport_device()
-                self._adb.connect(rsa_keys=[self.signer], transport_timeout_s=self.timeout_s,
-                                  auth_timeout_s=self.auth_timeout_s, read_timeout_s=self.timeout_s,
-                                  auth_callback=on_prompt)
+                self._adb.connect(
+                    rsa_keys=[self.signer],
+                    transport_timeout_s=self.timeout_s,
+                    auth_timeout_s=self.auth_timeout_s,
+                    read_timeout_s=self.timeout_s,
+                    auth_callback=on_prompt,
+                )
         except DeviceError:
             if prompted:  # the phone did not know our key and showed its prompt; nobody accepted in time
-                raise DeviceError(f"{self.serial} has not authorised this computer's ADB key: unlock the phone, "
-                                  f"tap 'Allow' on the 'Allow USB debugging?' prompt (tick 'Always allow') and "
-                                  f"retry") from None
+                raise DeviceError(
+                    f"{self.serial} has not authorised this computer's ADB key: unlock the phone, "
+                    f"tap 'Allow' on the 'Allow USB debugging?' prompt (tick 'Always allow') and "
+                    f"retry"
+                ) from None
             raise
         return self
 
@@ -129,13 +135,19 @@ class Device:
         """Output (stdout and stderr together, as the legacy shell service merges them) of `sh -c command`."""
         timeout = timeout_s or self.timeout_s
         with self._errors(f"running '{command[:60]}'"):
-            return self._connected().shell(command, transport_timeout_s=timeout, read_timeout_s=timeout,
-                                           timeout_s=timeout)
+            return self._connected().shell(
+                command, transport_timeout_s=timeout, read_timeout_s=timeout, timeout_s=timeout
+            )
 
     def push(self, data: bytes, remote: str, executable: bool = False) -> None:
         with self._errors(f"pushing {remote}"):
-            self._connected().push(BytesIO(data), remote, st_mode=_EXEC_MODE if executable else _FILE_MODE,
-                                   transport_timeout_s=self.timeout_s, read_timeout_s=self.timeout_s)
+            self._connected().push(
+                BytesIO(data),
+                remote,
+                st_mode=_EXEC_MODE if executable else _FILE_MODE,
+                transport_timeout_s=self.timeout_s,
+                read_timeout_s=self.timeout_s,
+            )
 
     def pull(self, remote: str) -> bytes:
         buffer = BytesIO()
@@ -169,32 +181,52 @@ class Device:
         except DeviceError:
             raise
         except adb_errors.UsbDeviceNotFoundError:
-            raise DeviceError(f"no USB device with serial {self.serial}: check the cable and that USB debugging is "
-                              f"on; a running adb server holds the phone, stop it with `adb kill-server`") from None
+            raise DeviceError(
+                f"no USB device with serial {self.serial}: check the cable and that USB debugging is "
+                f"on; a running adb server holds the phone, stop it with `adb kill-server`"
+            ) from None
         except (adb_errors.PushFailedError, adb_errors.AdbCommandFailureException) as error:
-            reason = bytes(error.args[0]).decode(errors="replace") if isinstance(error.args[0], (bytes, bytearray)) \
+            reason = (
+                bytes(error.args[0]).decode(errors="replace")
+                if isinstance(error.args[0], (bytes, bytearray))
                 else str(error)
+            )
             hint = ": free some storage on the phone" if "No space left" in reason else ""
             raise DeviceError(f"{doing} failed on {self.serial}: the phone says '{reason}'{hint}") from None
         except (ConnectionRefusedError, socket.gaierror) as error:
-            raise DeviceError(f"cannot reach {self.serial} ({error.strerror or error}): check the address, that the "
-                              f"phone is on this network and that `adb tcpip 5555` was run on it",
-                              transient=True) from None
-        except (adb_errors.TcpTimeoutException, adb_errors.AdbTimeoutError, socket.timeout):
+            raise DeviceError(
+                f"cannot reach {self.serial} ({error.strerror or error}): check the address, that the "
+                f"phone is on this network and that `adb tcpip 5555` was run on it",
+                transient=True,
+            ) from None
+        except (TimeoutError, adb_errors.TcpTimeoutException, adb_errors.AdbTimeoutError):
             self.close()
-            raise DeviceError(f"{self.serial} did not answer in time while {doing}: check that the phone is awake and "
-                              f"the cable or Wi-Fi link is good", transient=True) from None
-        except (OSError, adb_errors.UsbReadFailedError, adb_errors.UsbWriteFailedError,
-                adb_errors.InvalidChecksumError, adb_errors.InvalidCommandError, adb_errors.InvalidResponseError,
-                adb_errors.AdbConnectionError) as error:
+            raise DeviceError(
+                f"{self.serial} did not answer in time while {doing}: check that the phone is awake and "
+                f"the cable or Wi-Fi link is good",
+                transient=True,
+            ) from None
+        except (
+            OSError,
+            adb_errors.UsbReadFailedError,
+            adb_errors.UsbWriteFailedError,
+            adb_errors.InvalidChecksumError,
+            adb_errors.InvalidCommandError,
+            adb_errors.InvalidResponseError,
+            adb_errors.AdbConnectionError,
+        ) as error:
             self.close()
             detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise DeviceError(f"lost the connection to {self.serial} while {doing} ({detail}): check the cable or "
-                              f"Wi-Fi and that the phone stays awake", transient=True) from None
+            raise DeviceError(
+                f"lost the connection to {self.serial} while {doing} ({detail}): check the cable or "
+                f"Wi-Fi and that the phone stays awake",
+                transient=True,
+            ) from None
 
 
-def connect(serial: str, *, key_path: Path | None = None, timeout_s: float = 10.0,
-            auth_timeout_s: float = 30.0) -> Device:
+def connect(
+    serial: str, *, key_path: Path | None = None, timeout_s: float = 10.0, auth_timeout_s: float = 30.0
+) -> Device:
     """Connect to the phone `serial` (HOST:PORT over TCP, else a USB serial), signing with `key_path`
     (default ~/.android/adbkey, created if absent). `auth_timeout_s` is how long to wait for the user to accept
     this computer's key on the phone."""
@@ -225,7 +257,11 @@ def choose_serial(serials_given: Sequence[str], env_serial: str | None, attached
     if len(attached) == 1:
         return attached[0]
     if not attached:
-        raise DeviceError("no Android device found: plug in a phone with USB debugging on (and allow this computer "
-                          "on it), or pass --serial HOST:PORT for one on adb over Wi-Fi")
-    raise DeviceError(f"{len(attached)} devices attached ({', '.join(attached)}) and none chosen: pass --serial "
-                      f"SERIAL or set ANDROID_SERIAL")
+        raise DeviceError(
+            "no Android device found: plug in a phone with USB debugging on (and allow this computer "
+            "on it), or pass --serial HOST:PORT for one on adb over Wi-Fi"
+        )
+    raise DeviceError(
+        f"{len(attached)} devices attached ({', '.join(attached)}) and none chosen: pass --serial "
+        f"SERIAL or set ANDROID_SERIAL"
+    )

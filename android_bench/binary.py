@@ -32,9 +32,10 @@ import tempfile
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Mapping, Sequence
+from typing import BinaryIO
 
 from .adb import DeviceError
 
@@ -86,8 +87,10 @@ def load_manifest(path: Path = MANIFEST, mirror: str | None = None) -> dict[str,
         except KeyError as error:
             raise DeviceError(f"the benchmark_model manifest {path} lacks {error} for {abi}: see {MANIFEST}") from None
         if release.sha256 and not re.fullmatch(r"[0-9a-f]{64}", release.sha256):
-            raise DeviceError(f"the benchmark_model manifest {path} gives {abi} the sha256 '{entry['sha256']}': write "
-                              f"64 hex digits, or \"\" when it is not known")
+            raise DeviceError(
+                f"the benchmark_model manifest {path} gives {abi} the sha256 '{entry['sha256']}': write "
+                f'64 hex digits, or "" when it is not known'
+            )
         releases[abi] = release
     return releases
 
@@ -96,9 +99,11 @@ def release_for(abis: Sequence[str], releases: Mapping[str, Release]) -> Release
     """The release for the first of the phone's ABIs (primary first) that the manifest pins."""
     release = next((releases[abi] for abi in abis if abi in releases), None)
     if release is None:
-        raise DeviceError(f"no benchmark_model download for a phone running {', '.join(abis)} (the manifest has "
-                          f"{', '.join(releases) or 'none'}): build //tflite/tools/benchmark:benchmark_model for "
-                          f"{abis[0]} with bazel and pass --benchmark-binary PATH")
+        raise DeviceError(
+            f"no benchmark_model download for a phone running {', '.join(abis)} (the manifest has "
+            f"{', '.join(releases) or 'none'}): build //tflite/tools/benchmark:benchmark_model for "
+            f"{abis[0]} with bazel and pass --benchmark-binary PATH"
+        )
     return release
 
 
@@ -106,8 +111,14 @@ def cached_path(cache_dir: Path, release: Release) -> Path:
     return Path(cache_dir) / "benchmark_model" / release.version / release.abi / "benchmark_model"
 
 
-def fetch_binary(abis: Sequence[str], cache_dir: Path, *, manifest: Path = MANIFEST, mirror: str | None = None,
-                 timeout_s: float = 60.0) -> LocalBinary:
+def fetch_binary(
+    abis: Sequence[str],
+    cache_dir: Path,
+    *,
+    manifest: Path = MANIFEST,
+    mirror: str | None = None,
+    timeout_s: float = 60.0,
+) -> LocalBinary:
     """The pinned benchmark_model for a phone running `abis`: the checked copy in `cache_dir`, downloaded and
     checked on first use."""
     release = release_for(abis, load_manifest(manifest, mirror))
@@ -115,10 +126,12 @@ def fetch_binary(abis: Sequence[str], cache_dir: Path, *, manifest: Path = MANIF
     if path.is_file():
         return _checked_cache(path, release)
     if not release.sha256:
-        raise DeviceError(f"benchmark_model {release.version} for {release.abi} has no pinned sha256 in {manifest} "
-                          f"(Google publishes none), so it is not downloaded unchecked: pin the sha256 of a copy of "
-                          f"{release.url} you have checked there, or save that copy as {path} (or pass "
-                          f"--benchmark-binary PATH)")
+        raise DeviceError(
+            f"benchmark_model {release.version} for {release.abi} has no pinned sha256 in {manifest} "
+            f"(Google publishes none), so it is not downloaded unchecked: pin the sha256 of a copy of "
+            f"{release.url} you have checked there, or save that copy as {path} (or pass "
+            f"--benchmark-binary PATH)"
+        )
     _download(release, path, timeout_s)
     return LocalBinary(path, release.version, pinned=True)
 
@@ -127,8 +140,10 @@ def _checked_cache(path: Path, release: Release) -> LocalBinary:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if release.sha256 and digest != release.sha256:
-        raise DeviceError(f"{path} has sha256 {digest}, not the {release.sha256} pinned for benchmark_model "
-                          f"{release.version} ({release.abi}): delete it and it is downloaded again")
+        raise DeviceError(
+            f"{path} has sha256 {digest}, not the {release.sha256} pinned for benchmark_model "
+            f"{release.version} ({release.abi}): delete it and it is downloaded again"
+        )
     problem = _elf_problem(data[:20], release.abi)
     if problem:
         raise DeviceError(f"{path} {problem}: delete it, or save the {release.abi} build of {release.url} there")
@@ -148,15 +163,18 @@ def _download(release: Release, path: Path, timeout_s: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".benchmark_model-", suffix=".part")
     except OSError as error:
-        raise DeviceError(f"cannot write to {path.parent} ({error.strerror or error}): make the cache folder "
-                          f"writable") from None
+        raise DeviceError(
+            f"cannot write to {path.parent} ({error.strerror or error}): make the cache folder writable"
+        ) from None
     part = Path(temporary)
     try:
         with os.fdopen(handle, "wb") as out:
             digest = _stream(release, path, out, timeout_s)
         if digest != release.sha256:
-            raise DeviceError(f"{release.url} has sha256 {digest}, not the pinned {release.sha256}: the server or "
-                              f"mirror serves another file, so nothing was kept")
+            raise DeviceError(
+                f"{release.url} has sha256 {digest}, not the pinned {release.sha256}: the server or "
+                f"mirror serves another file, so nothing was kept"
+            )
         with part.open("rb") as downloaded:
             problem = _elf_problem(downloaded.read(20), release.abi)
         if problem:
@@ -176,9 +194,11 @@ def _stream(release: Release, path: Path, out: BinaryIO, timeout_s: float) -> st
                 digest.update(chunk)
                 out.write(chunk)
     except (OSError, http.client.HTTPException, ValueError) as error:
-        raise DeviceError(f"cannot download benchmark_model {release.version} for {release.abi} from {release.url} "
-                          f"({_reason(error)}): download it yourself and save it as {path}, or pass "
-                          f"--benchmark-binary PATH") from None
+        raise DeviceError(
+            f"cannot download benchmark_model {release.version} for {release.abi} from {release.url} "
+            f"({_reason(error)}): download it yourself and save it as {path}, or pass "
+            f"--benchmark-binary PATH"
+        ) from None
     return digest.hexdigest()
 
 

@@ -11,7 +11,8 @@ values in microseconds; `inference_avg_us` is the mean of the regular (timed) ru
     2018   Average inference timings in us: Warmup: 68459.8, no stats: 68307
     2019   Average inference timings in us: Warmup: 86184.3, Init: 1892, no stats: 115062
            Average inference timings in us: Warmup: 91471, Init: 4108, Inference: 80660.1
-    now    Inference timings in us: Init: 17187, First inference: 3512391, Warmup (avg): 3.51239e+06, Inference (avg): 2.95034e+06
+    now    Inference timings in us: Init: 17187, First inference: 3512391, Warmup (avg): 3.51239e+06,
+           Inference (avg): 2.95034e+06   (one line)
 
 The 2018 headline has no Init or First inference; they are the same quantities as "Initialized session in 0.026466s"
 and the first warm-up run (`first=` of the warm-up statistics), so they are taken from there.
@@ -85,9 +86,15 @@ _HEADLINE_KEYS = {
     "no stats": "inference_avg_us",
 }
 _RESULTS_BANNER = "========== BENCHMARK RESULTS =========="
-_RESULTS_FIELD = re.compile(rf"(Model initialization|Warmup \(first\)|Warmup \(avg\)|Inference \(avg\)):\s*({NUMBER}) ms")
-_RESULTS_KEYS = {"Model initialization": "init_us", "Warmup (first)": "first_us", "Warmup (avg)": "warmup_avg_us",
-                 "Inference (avg)": "inference_avg_us"}
+_RESULTS_FIELD = re.compile(
+    rf"(Model initialization|Warmup \(first\)|Warmup \(avg\)|Inference \(avg\)):\s*({NUMBER}) ms"
+)
+_RESULTS_KEYS = {
+    "Model initialization": "init_us",
+    "Warmup (first)": "first_us",
+    "Warmup (avg)": "warmup_avg_us",
+    "Inference (avg)": "inference_avg_us",
+}
 _SESSION_INIT = re.compile(rf"Initialized session in\s*({NUMBER})\s*(ms|s)\b")
 _RUN_START = "Running benchmark for"
 _STAT_FIELD = re.compile(rf"\b([a-z0-9]+)=({NUMBER})")
@@ -164,10 +171,16 @@ def _headline(lines: list[str]) -> dict[str, float] | None:
         return None
     if len(found) > 1:
         # Several runs in one file: averaging or picking one would hide which result the caller gets.
-        raise UnparsedOutput(f"{len(found)} benchmark results in one log, parse one run at a time: {_excerpt([l for l, _ in found])}")
+        raise UnparsedOutput(
+            f"{len(found)} benchmark results in one log, parse one run at a time: "
+            f"{_excerpt([line for line, _ in found])}"
+        )
     line, rest = found[0]
-    values = {_HEADLINE_KEYS[label.lower()]: float(value) for label, value in _HEADLINE_FIELD.findall(rest)
-              if label.lower() in _HEADLINE_KEYS}
+    values = {
+        _HEADLINE_KEYS[label.lower()]: float(value)
+        for label, value in _HEADLINE_FIELD.findall(rest)
+        if label.lower() in _HEADLINE_KEYS
+    }
     if "inference_avg_us" not in values:  # e.g. "Inference (avg): nan" when no regular run finished
         raise UnparsedOutput(f"no average inference time in the timings line: {_excerpt([line])}")
     return values
@@ -179,17 +192,20 @@ def _results_block(lines: list[str]) -> dict[str, float] | None:
     if not starts:
         return None
     if len(starts) > 1:
-        raise UnparsedOutput(f"{len(starts)} benchmark results in one log, parse one run at a time: "
-                             f"{_excerpt([lines[i] for i in starts])}")
+        raise UnparsedOutput(
+            f"{len(starts)} benchmark results in one log, parse one run at a time: "
+            f"{_excerpt([lines[i] for i in starts])}"
+        )
     values = {}
-    for line in lines[starts[0] + 1:]:
+    for line in lines[starts[0] + 1 :]:
         if "=====" in line:  # the block's closing rule
             break
         if match := _RESULTS_FIELD.search(line):
             values[_RESULTS_KEYS[match.group(1)]] = round(float(match.group(2)) * 1e3, 3)
     if "inference_avg_us" not in values:  # "Inference (avg): nan ms" when no regular run finished
-        raise UnparsedOutput(f"no average inference time in the BENCHMARK RESULTS block: "
-                             f"{_excerpt(lines[starts[0]:starts[0] + 6])}")
+        raise UnparsedOutput(
+            f"no average inference time in the BENCHMARK RESULTS block: {_excerpt(lines[starts[0] : starts[0] + 6])}"
+        )
     return values
 
 
@@ -197,10 +213,16 @@ def _litert_values(lines: list[str], warmup: dict[str, float], regular: dict[str
     """LiteRT's results block, with what the statistics and session lines give to the microsecond put in its place."""
     block = _results_block(lines)
     if block is None:
-        raise UnparsedOutput(f"not benchmark_model output (no 'Inference timings in us' line or BENCHMARK RESULTS "
-                             f"block); first lines: {_excerpt(lines)}")
-    exact = {"init_us": _session_init_us(lines), "first_us": warmup.get("first", warmup.get("curr")),
-             "warmup_avg_us": _mean_us(warmup), "inference_avg_us": _mean_us(regular)}
+        raise UnparsedOutput(
+            f"not benchmark_model output (no 'Inference timings in us' line or BENCHMARK RESULTS "
+            f"block); first lines: {_excerpt(lines)}"
+        )
+    exact = {
+        "init_us": _session_init_us(lines),
+        "first_us": warmup.get("first", warmup.get("curr")),
+        "warmup_avg_us": _mean_us(warmup),
+        "inference_avg_us": _mean_us(regular),
+    }
     return {**block, **{key: value for key, value in exact.items() if value is not None}}
 
 
@@ -254,8 +276,13 @@ def _parse_row(line: str, with_start: bool) -> OpTiming | None:
     match = _ROW[with_start].search(line)
     if match is None:
         return None
-    return OpTiming(type=match["type"].strip(), name=match["name"], avg_ms=float(match["avg"]),
-                    first_ms=float(match["first"]), times_called=int(match["times"]))
+    return OpTiming(
+        type=match["type"].strip(),
+        name=match["name"],
+        avg_ms=float(match["avg"]),
+        first_ms=float(match["first"]),
+        times_called=int(match["times"]),
+    )
 
 
 def _table_rows(lines: list[str], header_at: int) -> tuple[list[str], int]:
@@ -263,7 +290,7 @@ def _table_rows(lines: list[str], header_at: int) -> tuple[list[str], int]:
     end = header_at + 1
     while end < len(lines) and lines[end].strip() and not _TABLE_TITLE.search(lines[end]):
         end += 1
-    return lines[header_at + 1:end], end
+    return lines[header_at + 1 : end], end
 
 
 def _ops(lines: list[str], runs_since_start: int | None) -> list[OpTiming]:
@@ -273,18 +300,20 @@ def _ops(lines: list[str], runs_since_start: int | None) -> list[OpTiming]:
     if not titles:
         return []  # run without --enable_op_profiling
     if len(titles) > 1:
-        raise UnparsedOutput(f"{len(titles)} Run Order tables for the regular runs: {_excerpt([lines[i] for i in titles])}")
+        raise UnparsedOutput(
+            f"{len(titles)} Run Order tables for the regular runs: {_excerpt([lines[i] for i in titles])}"
+        )
     header_at = titles[0] + 1
     header = lines[header_at] if header_at < len(lines) else ""
     if "[node type]" not in header:  # e.g. the CSV profiling output mode
-        raise UnparsedOutput(f"unknown Run Order table header: {_excerpt(lines[header_at:header_at + 2])}")
+        raise UnparsedOutput(f"unknown Run Order table header: {_excerpt(lines[header_at : header_at + 2])}")
     with_start = "[start]" in header
     rows, end = _table_rows(lines, header_at)
     ops = []
     for i, row in enumerate(rows):
         op = _parse_row(row, with_start)
         if op is None:
-            raise UnparsedOutput(f"unknown row in the Run Order table: {_excerpt(rows[i:i + 3])}")
+            raise UnparsedOutput(f"unknown row in the Run Order table: {_excerpt(rows[i : i + 3])}")
         ops.append(op)
     _check_complete(ops, lines[end:])
     if runs_since_start is not None and "\t" not in header:
@@ -302,8 +331,10 @@ def _check_complete(ops: list[OpTiming], after: list[str]) -> None:
     for line in after:
         if match := _NODES_OBSERVED.search(line):
             if int(match.group(1)) != len(ops):
-                raise UnparsedOutput(f"the Run Order table lists {len(ops)} nodes but the profiler observed "
-                                     f"{match.group(1)}: the log is cut short ({_excerpt([line])})")
+                raise UnparsedOutput(
+                    f"the Run Order table lists {len(ops)} nodes but the profiler observed "
+                    f"{match.group(1)}: the log is cut short ({_excerpt([line])})"
+                )
             return
 
 
@@ -337,11 +368,16 @@ def _summary(log: BenchmarkLog, source: str) -> str:
     def ms(us: float | None) -> str:
         return "-" if us is None else f"{us / 1e3:.2f} ms"
 
-    lines = [f"{source}: {ms(log.inference_avg_us)} per inference (init {ms(log.init_us)}, first {ms(log.first_us)}, "
-             f"warm-up avg {ms(log.warmup_avg_us)}, {log.count if log.count is not None else '?'} runs, std {ms(log.std_us)})"]
+    lines = [
+        f"{source}: {ms(log.inference_avg_us)} per inference (init {ms(log.init_us)}, first {ms(log.first_us)}, "
+        f"warm-up avg {ms(log.warmup_avg_us)}, {log.count if log.count is not None else '?'} runs, std "
+        f"{ms(log.std_us)})"
+    ]
     if log.ops:
         slowest = sorted(log.ops, key=lambda op: op.ms_per_run, reverse=True)[:5]
-        lines.append(f"{len(log.ops)} ops; slowest: " + ", ".join(f"{op.type} {op.ms_per_run:.3f} ms" for op in slowest))
+        lines.append(
+            f"{len(log.ops)} ops; slowest: " + ", ".join(f"{op.type} {op.ms_per_run:.3f} ms" for op in slowest)
+        )
     return "\n".join(lines)
 
 

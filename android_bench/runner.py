@@ -23,10 +23,11 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 from .adb import Device, DeviceError
 from .binary import LocalBinary, elf_abi
@@ -37,9 +38,11 @@ WORKDIR = "/data/local/tmp"
 BINARY = f"{WORKDIR}/benchmark_model"
 MARKER = f"{WORKDIR}/benchmark_model.json"  # what was pushed as BINARY: sha256, version, pinned, dialect
 THERMAL = "/sys/class/thermal"
-GET_BINARY = ("get benchmark_model for Android from the LiteRT / TensorFlow Lite releases "
-              "(android_aarch64_benchmark_model) or build it with `bazel build -c opt --config=android_arm64 "
-              "//tflite/tools/benchmark:benchmark_model`, and pass --benchmark-binary PATH")
+GET_BINARY = (
+    "get benchmark_model for Android from the LiteRT / TensorFlow Lite releases "
+    "(android_aarch64_benchmark_model) or build it with `bazel build -c opt --config=android_arm64 "
+    "//tflite/tools/benchmark:benchmark_model`, and pass --benchmark-binary PATH"
+)
 _SEPARATOR = "--android-bench-end-of-file--"
 T = TypeVar("T")
 
@@ -70,8 +73,10 @@ class Dialect:
     op_profiling_flag: str
 
 
-DIALECTS = (Dialect("tflite", "--enable_op_profiling=", ("--use_xnnpack=true",), "--enable_op_profiling=true"),
-            Dialect("litert", "--use_profiler=", (), "--use_profiler=true"))
+DIALECTS = (
+    Dialect("tflite", "--enable_op_profiling=", ("--use_xnnpack=true",), "--enable_op_profiling=true"),
+    Dialect("litert", "--use_profiler=", (), "--use_profiler=true"),
+)
 
 
 def detect_dialect(help_text: str) -> Dialect | None:
@@ -98,7 +103,7 @@ class DeviceInfo:
 
 def read_device_info(device: Device) -> DeviceInfo:
     keys = ("ro.product.model", "ro.product.cpu.abi", "ro.product.cpu.abilist", "ro.build.version.release")
-    values = (device.shell("; ".join(f"getprop {key}" for key in keys)).split("\n") + [""] * len(keys))[:len(keys)]
+    values = (device.shell("; ".join(f"getprop {key}" for key in keys)).split("\n") + [""] * len(keys))[: len(keys)]
     model, abi, abilist, android = (value.strip() for value in values)
     return DeviceInfo(model, abi, tuple(filter(None, abilist.split(","))) or (abi,), android)
 
@@ -106,7 +111,7 @@ def read_device_info(device: Device) -> DeviceInfo:
 def cat_each(device: Device, paths: Sequence[str]) -> list[str | None]:
     """The contents of several small device files in one round trip; None for each one that cannot be read."""
     command = "; ".join(f"cat {shlex.quote(path)}; echo {_SEPARATOR}" for path in paths)
-    chunks = device.shell(command).split(_SEPARATOR + "\n")[:len(paths)]
+    chunks = device.shell(command).split(_SEPARATOR + "\n")[: len(paths)]
     return [None if chunk.startswith("cat: ") else chunk for chunk in chunks]
 
 
@@ -140,8 +145,11 @@ def installed_binary(device: Device) -> InstalledBinary | None:
 
 
 def print_countdown(hottest_c: float, limit_c: float, seconds_left: float) -> None:
-    print(f"phone at {hottest_c:.1f} C, above {limit_c:g} C: cooling down (giving up in {seconds_left:.0f} s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"phone at {hottest_c:.1f} C, above {limit_c:g} C: cooling down (giving up in {seconds_left:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class AndroidBenchmark:
@@ -149,10 +157,23 @@ class AndroidBenchmark:
     for the CPU governor to reach full clock even for tiny models; `min_secs` is 0 so that `num_runs` is the number
     of timed runs (the tool's default of 1 s per model would dominate profiling many small ops)."""
 
-    def __init__(self, device: Device, profile: DeviceProfile, *, threads: int | None = None, warmup_runs: int = 20,
-                 num_runs: int = 50, warmup_min_secs: float = 0.5, min_secs: float = 0.0, op_profiling: bool = False,
-                 retries: int = 2, retry_wait_s: float = 1.0, poll_s: float = 2.0, run_timeout_s: float = 600.0,
-                 on_cooldown: Callable[[float, float, float], None] = print_countdown):
+    def __init__(
+        self,
+        device: Device,
+        profile: DeviceProfile,
+        *,
+        threads: int | None = None,
+        warmup_runs: int = 20,
+        num_runs: int = 50,
+        warmup_min_secs: float = 0.5,
+        min_secs: float = 0.0,
+        op_profiling: bool = False,
+        retries: int = 2,
+        retry_wait_s: float = 1.0,
+        poll_s: float = 2.0,
+        run_timeout_s: float = 600.0,
+        on_cooldown: Callable[[float, float, float], None] = print_countdown,
+    ):
         self.device, self.profile = device, profile
         self.threads = threads or profile.threads
         self.warmup_runs, self.num_runs = warmup_runs, num_runs
@@ -172,9 +193,11 @@ class AndroidBenchmark:
         if self._info is None:
             info = self._retrying(lambda: read_device_info(self.device))
             if self.profile.abi not in info.abis:
-                raise DeviceError(f"device profile '{self.profile.name}' is for {self.profile.abi} but "
-                                  f"{self.device.serial} ({info.model}) runs {', '.join(info.abis)}: choose the "
-                                  f"profile for this phone")
+                raise DeviceError(
+                    f"device profile '{self.profile.name}' is for {self.profile.abi} but "
+                    f"{self.device.serial} ({info.model}) runs {', '.join(info.abis)}: choose the "
+                    f"profile for this phone"
+                )
             self._info = info
         return self._info
 
@@ -194,8 +217,10 @@ class AndroidBenchmark:
         if abi is None:
             raise DeviceError(f"{path} is not an executable (no ELF header): {GET_BINARY}")
         if abi not in info.abis:
-            raise DeviceError(f"{path} is built for {abi} but {self.device.serial} ({info.model}) runs "
-                              f"{', '.join(info.abis)}: {GET_BINARY}")
+            raise DeviceError(
+                f"{path} is built for {abi} but {self.device.serial} ({info.model}) runs "
+                f"{', '.join(info.abis)}: {GET_BINARY}"
+            )
         self.binary = binary
         self._retrying(self._install)
 
@@ -211,11 +236,17 @@ class AndroidBenchmark:
         if self.dialect is None:
             flags = list(dict.fromkeys(re.findall(r"--\w+(?==)", output)))
             shown = ", ".join(flags[:8]) + (", ..." if len(flags) > 8 else "")
-            raise DeviceError(f"{self.binary.path} is a benchmark_model this package cannot drive: its --help lists "
-                              f"{shown} but neither --enable_op_profiling (TFLite's tool) nor --use_profiler "
-                              f"(LiteRT's): pass a TFLite or LiteRT build with --benchmark-binary PATH")
-        marker = {"sha256": hashlib.sha256(data).hexdigest(), "version": self.binary.version,
-                  "pinned": self.binary.pinned, "dialect": self.dialect.name}
+            raise DeviceError(
+                f"{self.binary.path} is a benchmark_model this package cannot drive: its --help lists "
+                f"{shown} but neither --enable_op_profiling (TFLite's tool) nor --use_profiler "
+                f"(LiteRT's): pass a TFLite or LiteRT build with --benchmark-binary PATH"
+            )
+        marker = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "version": self.binary.version,
+            "pinned": self.binary.pinned,
+            "dialect": self.dialect.name,
+        }
         self.device.push(json.dumps(marker).encode(), MARKER)
         self._installed = True
 
@@ -245,9 +276,18 @@ class AndroidBenchmark:
         return ModelTiming(log.inference_avg_us, log.std_us, log.count, temperatures, tuple(log.ops))
 
     def _command(self, remote_model: str) -> str:
-        args = ["taskset", self.profile.big_cores, BINARY, f"--graph={remote_model}", f"--num_threads={self.threads}",
-                f"--warmup_runs={self.warmup_runs}", f"--num_runs={self.num_runs}",
-                f"--warmup_min_secs={self.warmup_min_secs:g}", f"--min_secs={self.min_secs:g}", *self.dialect.cpu_flags]
+        args = [
+            "taskset",
+            self.profile.big_cores,
+            BINARY,
+            f"--graph={remote_model}",
+            f"--num_threads={self.threads}",
+            f"--warmup_runs={self.warmup_runs}",
+            f"--num_runs={self.num_runs}",
+            f"--warmup_min_secs={self.warmup_min_secs:g}",
+            f"--min_secs={self.min_secs:g}",
+            *self.dialect.cpu_flags,
+        ]
         if self.op_profiling:
             args.append(self.dialect.op_profiling_flag)
         return " ".join(shlex.quote(arg) for arg in args)
@@ -264,8 +304,9 @@ class AndroidBenchmark:
         try:
             return parse_log(output)
         except UnparsedOutput as error:  # output cut short, e.g. the tool killed by the low-memory killer
-            raise DeviceError(f"benchmark_model output for {remote_model} not understood: {error}",
-                              transient=True) from None
+            raise DeviceError(
+                f"benchmark_model output for {remote_model} not understood: {error}", transient=True
+            ) from None
 
     def _remove(self, paths: list[str]) -> None:
         """Best effort: a batch left behind by a lost connection is only disk space, and hashed names never clash."""
@@ -314,9 +355,11 @@ class AndroidBenchmark:
                 return temperatures
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DeviceError(f"{self.device.serial} is still at {hottest:.1f} C after "
-                                  f"{self.profile.max_wait_s:g} s of cooling down (profile '{self.profile.name}' "
-                                  f"allows {self.profile.max_temp_c:g} C): let it cool (out of its case, off the "
-                                  f"charger) or raise cooldown.max_temp_c")
+                raise DeviceError(
+                    f"{self.device.serial} is still at {hottest:.1f} C after "
+                    f"{self.profile.max_wait_s:g} s of cooling down (profile '{self.profile.name}' "
+                    f"allows {self.profile.max_temp_c:g} C): let it cool (out of its case, off the "
+                    f"charger) or raise cooldown.max_temp_c"
+                )
             self.on_cooldown(hottest, self.profile.max_temp_c, left)
             time.sleep(min(self.poll_s, left))

@@ -43,33 +43,80 @@ def main() -> None:
     for name in args.models:
         loaded = load_model(name)
         for strategy in args.strategies:
-            config = PipelineConfig(SearchConfig("cifar10", strategy=strategy, episodes=args.episodes), Budget(ratio=args.ratio),
-                                    finetune=TrainConfig(epochs=args.finetune_epochs, lr=0.01, warmup_epochs=0.0))
+            config = PipelineConfig(
+                SearchConfig("cifar10", strategy=strategy, episodes=args.episodes),
+                Budget(ratio=args.ratio),
+                finetune=TrainConfig(epochs=args.finetune_epochs, lr=0.01, warmup_epochs=0.0),
+            )
             t = time.perf_counter()
             r = compress(loaded, runner, table_path, config, Path(args.out) / f"{name}-{strategy}", resume=True)
             assert r is not None
             search = r.final.search
-            rows.append([name, strategy, f"{100 * r.unpruned_top1:.2f}%", f"{100 * r.final.top1_pruned:.2f}%",
-                         f"{100 * r.final.top1_finetuned:.2f}%", f"{100 * r.exported.parity.top1_exported:.2f}%",
-                         f"{100 * (r.final.top1_finetuned - r.unpruned_top1):+.2f}", f"{r.budget_ms:.3f}", f"{search.best.latency_ms:.3f}",
-                         f"{r.measured.median_ms:.3f}", f"{r.speedup:.2f}x",
-                         f"{(time.perf_counter() - t) / 60:.1f}"])
+            rows.append(
+                [
+                    name,
+                    strategy,
+                    f"{100 * r.unpruned_top1:.2f}%",
+                    f"{100 * r.final.top1_pruned:.2f}%",
+                    f"{100 * r.final.top1_finetuned:.2f}%",
+                    f"{100 * r.exported.parity.top1_exported:.2f}%",
+                    f"{100 * (r.final.top1_finetuned - r.unpruned_top1):+.2f}",
+                    f"{r.budget_ms:.3f}",
+                    f"{search.best.latency_ms:.3f}",
+                    f"{r.measured.median_ms:.3f}",
+                    f"{r.speedup:.2f}x",
+                    f"{(time.perf_counter() - t) / 60:.1f}",
+                ]
+            )
             print(rows[-1], flush=True)
-    body = "\n".join([
-        f"Budget: {int(100 * args.ratio)}% of each unpruned model's predicted host latency (LiteRT + XNNPACK, 1 thread). "
-        f"Both strategies' policies are fine-tuned the same way: {args.finetune_epochs} epochs on the 45,000 `train` images, "
-        "SGD + Nesterov, lr 0.01 with cosine decay, no distillation. Test top-1 on all 10,000 `test` images; `exported` is "
-        "the fp32 `.tflite`'s own accuracy. Latency: the whole `.tflite` timed on the host, fastest of three medians; "
-        "speed-up against the unpruned model timed the same way. Minutes: this run (a search or a fine-tuning that an earlier run finished is resumed, not redone).",
-        "",
-        table(["model", "strategy", "unpruned", "pruned", "fine-tuned", "exported", "vs unpruned (points)", "budget ms",
-               "predicted ms", "measured ms", "speed-up", "minutes"], rows),
-    ])
+    body = "\n".join(
+        [
+            f"Budget: {int(100 * args.ratio)}% of each unpruned model's predicted host latency (LiteRT + XNNPACK, 1 "
+            "thread). "
+            f"Both strategies' policies are fine-tuned the same way: {args.finetune_epochs} epochs on the 45,000 "
+            "`train` images, "
+            "SGD + Nesterov, lr 0.01 with cosine decay, no distillation. Test top-1 on all 10,000 `test` images; "
+            "`exported` is "
+            "the fp32 `.tflite`'s own accuracy. Latency: the whole `.tflite` timed on the host, fastest of three "
+            "medians; "
+            "speed-up against the unpruned model timed the same way. Minutes: this run (a search or a fine-tuning that "
+            "an earlier run finished is resumed, not redone).",
+            "",
+            table(
+                [
+                    "model",
+                    "strategy",
+                    "unpruned",
+                    "pruned",
+                    "fine-tuned",
+                    "exported",
+                    "vs unpruned (points)",
+                    "budget ms",
+                    "predicted ms",
+                    "measured ms",
+                    "speed-up",
+                    "minutes",
+                ],
+                rows,
+            ),
+        ]
+    )
     print(body)
     # A section per model set: models that take long on this machine run with their own (shorter) settings.
-    write_section(f"Compression with fine-tuning ({', '.join(args.models)})", "python benchmarks/compress.py " + " ".join(
-        [f"--models {' '.join(args.models)}", f"--strategies {' '.join(args.strategies)}", f"--episodes {args.episodes}",
-         f"--ratio {args.ratio}", f"--finetune-epochs {args.finetune_epochs}"]), body)
+    write_section(
+        f"Compression with fine-tuning ({', '.join(args.models)})",
+        "python benchmarks/compress.py "
+        + " ".join(
+            [
+                f"--models {' '.join(args.models)}",
+                f"--strategies {' '.join(args.strategies)}",
+                f"--episodes {args.episodes}",
+                f"--ratio {args.ratio}",
+                f"--finetune-epochs {args.finetune_epochs}",
+            ]
+        ),
+        body,
+    )
 
 
 if __name__ == "__main__":

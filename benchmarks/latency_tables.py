@@ -22,7 +22,6 @@ from _report import table, write_section  # noqa: E402
 
 from toolchain.export import to_tflite  # noqa: E402
 from toolchain.graph import analyze  # noqa: E402
-from toolchain.surgery import pruned_copy  # noqa: E402
 from toolchain.latency.fidelity import measure_fidelity, plot_fidelity  # noqa: E402
 from toolchain.latency.predictor import LatencyPredictor  # noqa: E402
 from toolchain.latency.profiler import profile, shapes_to_profile  # noqa: E402
@@ -30,9 +29,15 @@ from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
 from toolchain.latency.table import LatencyTable  # noqa: E402
 from toolchain.latency.tflite import single_op_model  # noqa: E402
 from toolchain.models import load_model  # noqa: E402
+from toolchain.surgery import pruned_copy  # noqa: E402
 
-MODELS = [("resnet20", None), ("resnet56", None), ("mobilenet_v2_cifar", None),
-          ("torchvision:mobilenet_v2", 224), ("torchvision:resnet18", 224)]
+MODELS = [
+    ("resnet20", None),
+    ("resnet56", None),
+    ("mobilenet_v2_cifar", None),
+    ("torchvision:mobilenet_v2", 224),
+    ("torchvision:resnet18", 224),
+]
 
 
 def profiling_speed(repeats: int) -> str:
@@ -61,23 +66,32 @@ def profiling_speed(repeats: int) -> str:
         to_tflite(_single_layer(s), s.h, s.c_in) if s.kind == "CONV_2D" else None
     converted = [s for s in sample if s.kind == "CONV_2D"]
     converter_s = (time.perf_counter() - t) / max(1, len(converted))
-    return "\n".join([
-        f"resnet56, full channel grid (step 8): {len(shapes)} op shapes plus 2 whole-model calibration variants.",
-        "",
-        table(["what", "median", "runs"], [
-            ["cold profile (empty table, incl. calibration)", f"{statistics.median(cold):.1f} s", repeats],
-            ["warm profile (nothing new to measure)", f"{statistics.median(warm):.2f} s", repeats],
-            ["one single-op model, flatbuffer builder", f"{1e3 * builder_s:.2f} ms", len(sample) * 20],
-            ["one single-op model, litert-torch conversion", f"{1e3 * converter_s:.0f} ms", len(converted)],
-        ]),
-        "",
-        f"Writing single-op models directly is {converter_s / builder_s:.0f}x faster than converting them; with the "
-        f"converter, the {len(shapes)} shapes would spend ~{len(shapes) * converter_s / 60:.1f} min in conversion alone.",
-    ])
+    return "\n".join(
+        [
+            f"resnet56, full channel grid (step 8): {len(shapes)} op shapes plus 2 whole-model calibration variants.",
+            "",
+            table(
+                ["what", "median", "runs"],
+                [
+                    ["cold profile (empty table, incl. calibration)", f"{statistics.median(cold):.1f} s", repeats],
+                    ["warm profile (nothing new to measure)", f"{statistics.median(warm):.2f} s", repeats],
+                    ["one single-op model, flatbuffer builder", f"{1e3 * builder_s:.2f} ms", len(sample) * 20],
+                    ["one single-op model, litert-torch conversion", f"{1e3 * converter_s:.0f} ms", len(converted)],
+                ],
+            ),
+            "",
+            f"Writing single-op models directly is {converter_s / builder_s:.0f}x faster than converting them; with "
+            "the "
+            f"converter, the {len(shapes)} shapes would spend ~{len(shapes) * converter_s / 60:.1f} min in conversion "
+            "alone.",
+        ]
+    )
 
 
 def _single_layer(sig) -> torch.nn.Module:
-    conv = torch.nn.Conv2d(sig.c_in, sig.c_out, sig.kernel, sig.stride, (sig.kernel - 1) // 2 if sig.padding == "SAME" else 0)
+    conv = torch.nn.Conv2d(
+        sig.c_in, sig.c_out, sig.kernel, sig.stride, (sig.kernel - 1) // 2 if sig.padding == "SAME" else 0
+    )
     return torch.nn.Sequential(conv, torch.nn.ReLU()) if sig.act == "RELU" else conv
 
 
@@ -101,20 +115,45 @@ def fidelity(models, samples: int, plots: Path) -> str:
             report = measure_fidelity(graph, predictor, runner, build, samples, seed=1)
             plot_fidelity(report, f"{name} {size}x{size}, host", plots / f"fidelity-{name.replace(':', '-')}.png")
             s = report.summary()
-            rows.append([f"{name} {size}x{size}", result.measured, f"{profile_s:.0f} s", f"{predictor.predict():.3f}",
-                         s["samples"], f"{100 * s['mape']:.1f}%", f"{100 * s['within_5pct']:.0f}%",
-                         f"{100 * s['within_10pct']:.0f}%", f"{100 * s['max_abs_error']:.1f}%"])
+            rows.append(
+                [
+                    f"{name} {size}x{size}",
+                    result.measured,
+                    f"{profile_s:.0f} s",
+                    f"{predictor.predict():.3f}",
+                    s["samples"],
+                    f"{100 * s['mape']:.1f}%",
+                    f"{100 * s['within_5pct']:.0f}%",
+                    f"{100 * s['within_10pct']:.0f}%",
+                    f"{100 * s['max_abs_error']:.1f}%",
+                ]
+            )
             print(rows[-1], flush=True)
-    return "\n".join([
-        f"Random pruned variants (half uniform, half per-group keep ratios in 0.2..1.0, channels on multiples of 8),",
-        "each converted whole with litert-torch and timed end to end (LiteRT + XNNPACK, 1 thread, median), against",
-        "the table's prediction. Shapes profiled by earlier models in the list are reused, as in real use.",
-        "",
-        table(["model", "shapes measured", "profile time", "full model (ms)", "variants", "MAPE", "within ±5%",
-               "within ±10%", "worst"], rows),
-        "",
-        f"Scatter plots: `benchmarks/plots/fidelity-*.png`.",
-    ])
+    return "\n".join(
+        [
+            "Random pruned variants (half uniform, half per-group keep ratios in 0.2..1.0, channels on multiples of",
+            "8),",
+            "each converted whole with litert-torch and timed end to end (LiteRT + XNNPACK, 1 thread, median), against",
+            "the table's prediction. Shapes profiled by earlier models in the list are reused, as in real use.",
+            "",
+            table(
+                [
+                    "model",
+                    "shapes measured",
+                    "profile time",
+                    "full model (ms)",
+                    "variants",
+                    "MAPE",
+                    "within ±5%",
+                    "within ±10%",
+                    "worst",
+                ],
+                rows,
+            ),
+            "",
+            "Scatter plots: `benchmarks/plots/fidelity-*.png`.",
+        ]
+    )
 
 
 def main() -> None:
@@ -130,7 +169,9 @@ def main() -> None:
     fid = fidelity(models, samples, plots)
     print(fid)
     command = "python benchmarks/latency_tables.py" + (" --quick" if args.quick else "")
-    write_section("Latency tables (host)", command, "### Profiling speed\n\n" + speed + "\n\n### Prediction fidelity\n\n" + fid)
+    write_section(
+        "Latency tables (host)", command, "### Profiling speed\n\n" + speed + "\n\n### Prediction fidelity\n\n" + fid
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,11 @@ from toolchain.latency.table import LatencyTable  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO.parent / "shared" / "datasets" / "pixel1-mobilenet-v1"
-MODELS = {"mobilenet_v1_1.0": "mobilenet", "mobilenet_v1_0.75": "0.75mobilenet", "mobilenet_v1_amc_0.5flops": "0.5flops"}
+MODELS = {
+    "mobilenet_v1_1.0": "mobilenet",
+    "mobilenet_v1_0.75": "0.75mobilenet",
+    "mobilenet_v1_amc_0.5flops": "0.5flops",
+}
 
 
 def main() -> None:
@@ -41,22 +45,44 @@ def main() -> None:
         priced = [s for s in sigs if s.family in kinds]
         unseen = [s for s in sigs if s.family not in kinds]
         measured = float(np.median([log.inference_avg_us for log in logs])) / 1e3
-        unseen_ms = float(np.median([sum(op.ms_per_run for op, s in zip(log.ops, sigs) if s in unseen) for log in logs]))
+        unseen_ms = float(
+            np.median([sum(op.ms_per_run for op, s in zip(log.ops, sigs) if s in unseen) for log in logs])
+        )
         predicted = LatencyPredictor(config_graph(priced), fitted).predict()
-        note = f"{', '.join(sorted({s.kind for s in unseen}))} ({unseen_ms:.3f} ms measured) never logged in the fit set, left out" if unseen else ""
-        rows.append([held, " + ".join(k for k in data if k != held), f"{measured:.2f}", f"{predicted:.2f}",
-                     f"{100 * (predicted / measured - 1):+.1f}%", note])
+        note = (
+            f"{', '.join(sorted({s.kind for s in unseen}))} ({unseen_ms:.3f} ms measured) never logged in the fit set, "
+            "left out"
+            if unseen
+            else ""
+        )
+        rows.append(
+            [
+                held,
+                " + ".join(k for k in data if k != held),
+                f"{measured:.2f}",
+                f"{predicted:.2f}",
+                f"{100 * (predicted / measured - 1):+.1f}%",
+                note,
+            ]
+        )
         print(rows[-1])
-    body = "\n".join([
-        "Each row fits a table on the per-op profiles of two variants (3 runs each, median per op; calibration line",
-        "pooled over the fitted models' end-to-end means) and predicts the third variant from its op signatures",
-        "alone. Channel counts between the fitted variants' are interpolated; wider ones are extrapolated linearly.",
-        "",
-        table(["predicted model", "fitted on", "measured ms (median of 3 runs)", "predicted ms", "error", "note"], rows),
-        "",
-        "MobileNetV1 1.0 is wider (1024 channels) than anything in its fit set (at most 768), so its error is",
-        "extrapolation; the two variants inside the fitted range are predicted within a few percent.",
-    ])
+    body = "\n".join(
+        [
+            "Each row fits a table on the per-op profiles of two variants (3 runs each, median per op; calibration",
+            "line",
+            "pooled over the fitted models' end-to-end means) and predicts the third variant from its op signatures",
+            "alone. Channel counts between the fitted variants' are interpolated; wider ones are extrapolated",
+            "linearly.",
+            "",
+            table(
+                ["predicted model", "fitted on", "measured ms (median of 3 runs)", "predicted ms", "error", "note"],
+                rows,
+            ),
+            "",
+            "MobileNetV1 1.0 is wider (1024 channels) than anything in its fit set (at most 768), so its error is",
+            "extrapolation; the two variants inside the fitted range are predicted within a few percent.",
+        ]
+    )
     write_section("Phone logs (Pixel 1)", "python benchmarks/phone_logs.py", body)
 
 

@@ -36,19 +36,51 @@ def main() -> None:
         calibration = load_split("cifar10", "train", loaded.spec.input_size, 500)
         with tempfile.TemporaryDirectory() as tmp:
             for precision in PRECISIONS:
-                result = export(loaded.model, loaded.spec, Path(tmp) / f"{name}-{precision}.tflite", "tflite", precision, test, calibration)
+                result = export(
+                    loaded.model,
+                    loaded.spec,
+                    Path(tmp) / f"{name}-{precision}.tflite",
+                    "tflite",
+                    precision,
+                    test,
+                    calibration,
+                )
                 timing = best_of(runner, Path(result.path).read_bytes())
                 p = result.parity
-                rows.append([name, precision, f"{result.size_bytes / 1e6:.2f}", f"{timing.median_ms:.3f}",
-                             f"{100 * p.top1_exported:.2f}%", f"{100 * p.top1_pytorch:.2f}%", f"{100 * p.top1_agreement:.2f}%"])
+                rows.append(
+                    [
+                        name,
+                        precision,
+                        f"{result.size_bytes / 1e6:.2f}",
+                        f"{timing.median_ms:.3f}",
+                        f"{100 * p.top1_exported:.2f}%",
+                        f"{100 * p.top1_pytorch:.2f}%",
+                        f"{100 * p.top1_agreement:.2f}%",
+                    ]
+                )
                 print(rows[-1], flush=True)
-    body = "\n".join([
-        "fp16: weights stored as float16, computed in float32. int8: ai-edge-quantizer's static recipe (int8 weights and",
-        "activations, int8 input and output) calibrated on 500 `train` images. Accuracy of each file on all 10,000 `test`",
-        "images; agreement: share of images where the file's top-1 class equals PyTorch's.",
-        "",
-        table(["model", "precision", "size MB", "host latency ms", "test top-1 (file)", "test top-1 (PyTorch)", "top-1 agreement"], rows),
-    ])
+    body = "\n".join(
+        [
+            "fp16: weights stored as float16, computed in float32. int8: ai-edge-quantizer's static recipe (int8 "
+            "weights and",
+            "activations, int8 input and output) calibrated on 500 `train` images. Accuracy of each file on all 10,000 "
+            "`test`",
+            "images; agreement: share of images where the file's top-1 class equals PyTorch's.",
+            "",
+            table(
+                [
+                    "model",
+                    "precision",
+                    "size MB",
+                    "host latency ms",
+                    "test top-1 (file)",
+                    "test top-1 (PyTorch)",
+                    "top-1 agreement",
+                ],
+                rows,
+            ),
+        ]
+    )
     print(body)
     write_section("Export precision", "python benchmarks/precision.py --models " + " ".join(args.models), body)
 

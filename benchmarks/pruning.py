@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import table, write_section  # noqa: E402
 
 from toolchain.data import load_split, normalize  # noqa: E402
+from toolchain.evaluate import evaluate  # noqa: E402
 from toolchain.graph import analyze  # noqa: E402
 from toolchain.models import load_model  # noqa: E402
 from toolchain.policy import PruningPolicy, round_channels  # noqa: E402
 from toolchain.prune import apply_policy, collect_features  # noqa: E402
-from toolchain.evaluate import evaluate  # noqa: E402
 
 
 def main() -> None:
@@ -61,25 +61,39 @@ def main() -> None:
         policy = PruningPolicy.uniform(graph, args.model, ratio)
         plain = evaluate(apply_policy(model, graph, policy), spec, val)
         rebuilt = evaluate(apply_policy(model, graph, policy, features), spec, val)
-        rows.append([f"uniform {ratio}", f"{100 * plain:.2f}%", f"{100 * rebuilt:.2f}%", f"{100 * (rebuilt - plain):+.2f}"])
-    body = "\n".join([
-        f"{args.model} (committed checkpoint, {100 * dense:.2f}% on the 5,000-image `val` split). Features: 10 positions per",
-        f"image from {len(train)} training images, collected once in {feature_s:.1f} s.",
-        "",
-        "Evaluating one policy, as each search episode does (random per-group keep ratios in 0.2..1.0):",
-        "",
-        table(["step", "median", "policies"], [
-            ["select + least-squares rebuild + physical cut", f"{statistics.median(apply_s):.2f} s", args.policies],
-            [f"top-1 on {len(reward_set)} val images", f"{statistics.median(eval_s):.2f} s", args.policies],
-            ["total per policy", f"{statistics.median(total):.2f} s", args.policies],
-        ]),
-        "",
-        "One-shot accuracy on `val` (no fine-tuning), L1 selection alone vs with least-squares reconstruction:",
-        "",
-        table(["policy", "selection only", "with reconstruction", "difference (points)"], rows),
-    ])
+        rows.append(
+            [f"uniform {ratio}", f"{100 * plain:.2f}%", f"{100 * rebuilt:.2f}%", f"{100 * (rebuilt - plain):+.2f}"]
+        )
+    body = "\n".join(
+        [
+            f"{args.model} (committed checkpoint, {100 * dense:.2f}% on the 5,000-image `val` split). Features: 10 "
+            "positions per",
+            f"image from {len(train)} training images, collected once in {feature_s:.1f} s.",
+            "",
+            "Evaluating one policy, as each search episode does (random per-group keep ratios in 0.2..1.0):",
+            "",
+            table(
+                ["step", "median", "policies"],
+                [
+                    [
+                        "select + least-squares rebuild + physical cut",
+                        f"{statistics.median(apply_s):.2f} s",
+                        args.policies,
+                    ],
+                    [f"top-1 on {len(reward_set)} val images", f"{statistics.median(eval_s):.2f} s", args.policies],
+                    ["total per policy", f"{statistics.median(total):.2f} s", args.policies],
+                ],
+            ),
+            "",
+            "One-shot accuracy on `val` (no fine-tuning), L1 selection alone vs with least-squares reconstruction:",
+            "",
+            table(["policy", "selection only", "with reconstruction", "difference (points)"], rows),
+        ]
+    )
     print(body)
-    write_section("Pruning engine", f"python benchmarks/pruning.py --model {args.model} --policies {args.policies}", body)
+    write_section(
+        "Pruning engine", f"python benchmarks/pruning.py --model {args.model} --policies {args.policies}", body
+    )
 
 
 if __name__ == "__main__":

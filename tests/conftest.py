@@ -17,7 +17,9 @@ def cifar10() -> str:
     return "cifar10"
 
 
-def make_image_folder(root: Path, classes=("cat", "dog", "owl"), per_class=(6, 2), size=(20, 12), test_name="test") -> Path:
+def make_image_folder(
+    root: Path, classes=("cat", "dog", "owl"), per_class=(6, 2), size=(20, 12), test_name="test"
+) -> Path:
     """A tiny ImageFolder tree of solid-colour PNGs whose colour encodes the class (so tests can check labels)."""
     for split, n in zip(("train", test_name), per_class):
         for c, name in enumerate(classes):

@@ -41,10 +41,10 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
@@ -132,18 +132,32 @@ class LoopbackDevice:
     """The loopback test device: start it, point a client at `serial`, stop it (or use it as a context manager).
     `authorized_keys` are adbkey.pub contents; the sandbox at `root` persists across connections, like storage."""
 
-    def __init__(self, root: Path, authorized_keys: Iterable[str], *, model: str = "Loopback",
-                 abi: str = "arm64-v8a", cpu_max_khz: tuple[int, ...] = PHONE_CPUS_KHZ,
-                 thermal: Thermal | None = None, faults: Faults | None = None, benchmark_dialect: str = "tflite"):
+    def __init__(
+        self,
+        root: Path,
+        authorized_keys: Iterable[str],
+        *,
+        model: str = "Loopback",
+        abi: str = "arm64-v8a",
+        cpu_max_khz: tuple[int, ...] = PHONE_CPUS_KHZ,
+        thermal: Thermal | None = None,
+        faults: Faults | None = None,
+        benchmark_dialect: str = "tflite",
+    ):
         self.root = Path(root)
         self.benchmark_tool = _BENCHMARK_TOOLS[benchmark_dialect]
         self.keys = [decode_android_pubkey(k) for k in authorized_keys]
         self.cpu_max_khz = cpu_max_khz
         self.thermal, self.faults = thermal or Thermal(), faults or Faults()
-        self.props = {"ro.product.model": model, "ro.product.cpu.abi": abi,
-                      "ro.product.cpu.abilist": ABI_LISTS.get(abi, abi), "ro.build.version.release": "14",
-                      "ro.product.name": "loopback", "ro.product.device": "loopback",
-                      "ro.build.fingerprint": "loopback/loopback/loopback:14/LOOP.1/1:user/release-keys"}
+        self.props = {
+            "ro.product.model": model,
+            "ro.product.cpu.abi": abi,
+            "ro.product.cpu.abilist": ABI_LISTS.get(abi, abi),
+            "ro.build.version.release": "14",
+            "ro.product.name": "loopback",
+            "ro.product.device": "loopback",
+            "ro.build.fingerprint": "loopback/loopback/loopback:14/LOOP.1/1:user/release-keys",
+        }
         self.services: list[str] = []  # every service opened, for tests to see what a client asked for
         self.runs = 0  # benchmark runs started
         self.run_spans: list[tuple[float, float]] = []  # (start, end) monotonic seconds of each finished run
@@ -154,15 +168,16 @@ class LoopbackDevice:
     @property
     def banner(self) -> bytes:
         """The CNXN banner: identity properties and an empty feature list, so clients use legacy shell: and sync:."""
-        props = ";".join(f"{key}={self.props[key]}" for key in ("ro.product.name", "ro.product.model",
-                                                                 "ro.product.device"))
+        props = ";".join(
+            f"{key}={self.props[key]}" for key in ("ro.product.name", "ro.product.model", "ro.product.device")
+        )
         return f"device::{props};features=".encode()
 
     @property
     def serial(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "LoopbackDevice":
+    def start(self) -> LoopbackDevice:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -173,7 +188,7 @@ class LoopbackDevice:
         for connection in list(self._connections):
             connection.abort()
 
-    def __enter__(self) -> "LoopbackDevice":
+    def __enter__(self) -> LoopbackDevice:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -191,8 +206,12 @@ class LoopbackDevice:
 
     def _populate(self) -> None:
         self.path("/data/local/tmp").mkdir(parents=True, exist_ok=True)
-        for zone, kind in (("thermal_zone0", "cpu-big"), ("thermal_zone1", "cpu-little"),
-                           ("thermal_zone2", "battery"), ("thermal_zone3", "modem")):
+        for zone, kind in (
+            ("thermal_zone0", "cpu-big"),
+            ("thermal_zone1", "cpu-little"),
+            ("thermal_zone2", "battery"),
+            ("thermal_zone3", "modem"),
+        ):
             folder = self.path(f"/sys/class/thermal/{zone}")
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "type").write_text(kind + "\n")
@@ -204,9 +223,11 @@ class LoopbackDevice:
             freq.parent.mkdir(parents=True, exist_ok=True)
             freq.write_text(f"{khz}\n")
             part = "0xd44" if khz == max(self.cpu_max_khz) else "0xd05"
-            blocks.append(f"processor\t: {cpu}\nBogoMIPS\t: 49.15\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 "
-                          f"crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\n"
-                          f"CPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: {part}\nCPU revision\t: 0\n")
+            blocks.append(
+                f"processor\t: {cpu}\nBogoMIPS\t: 49.15\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 "
+                f"crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\n"
+                f"CPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: {part}\nCPU revision\t: 0\n"
+            )
         cpuinfo = self.path("/proc/cpuinfo")
         cpuinfo.parent.mkdir(parents=True, exist_ok=True)
         cpuinfo.write_text("\n".join(blocks) + "\nHardware\t: Loopback\n")
@@ -227,7 +248,7 @@ class _Stream:
     """One ADB stream (a service the host opened). Incoming WRTE payloads queue in `inbox` (None = closed);
     `ready` is set when the host has acknowledged our last WRTE."""
 
-    def __init__(self, connection: "_Connection", local_id: int, remote_id: int):
+    def __init__(self, connection: _Connection, local_id: int, remote_id: int):
         self.connection, self.local_id, self.remote_id = connection, local_id, remote_id
         self.inbox: queue.Queue[bytes | None] = queue.Queue()
         self.ready = threading.Event()
@@ -239,7 +260,7 @@ class _Stream:
             if self.closed:
                 raise StreamClosed()
             self.ready.clear()
-            self.connection.send(WRTE, self.local_id, self.remote_id, data[start:start + self.connection.max_payload])
+            self.connection.send(WRTE, self.local_id, self.remote_id, data[start : start + self.connection.max_payload])
             self.ready.wait()
 
     def read_exact(self, size: int) -> bytes | None:
@@ -367,8 +388,11 @@ class _Connection:
     def _open(self, remote_id: int, service: str) -> None:
         self.device.services.append(service)
         time.sleep(self.device.faults.delay_s)
-        handler = _shell_service if service.startswith("shell:") and service != "shell:" else (
-            _sync_service if service == "sync:" else None)
+        handler = (
+            _shell_service
+            if service.startswith("shell:") and service != "shell:"
+            else (_sync_service if service == "sync:" else None)
+        )
         if handler is None:
             self.send(CLSE, 0, remote_id)
             return
@@ -378,8 +402,9 @@ class _Connection:
         self.send(OKAY, stream.local_id, remote_id)
         threading.Thread(target=self._run_service, args=(handler, stream, service), daemon=True).start()
 
-    def _run_service(self, handler: Callable[[LoopbackDevice, _Stream, str], None], stream: _Stream,
-                     service: str) -> None:
+    def _run_service(
+        self, handler: Callable[[LoopbackDevice, _Stream, str], None], stream: _Stream, service: str
+    ) -> None:
         try:
             handler(self.device, stream, service)
         except ConnectionDropped:
@@ -395,6 +420,7 @@ class _Connection:
 
 
 # ----------------------------------------------------------------------------------------------------- sync:
+
 
 def _sync_service(device: LoopbackDevice, stream: _Stream, _service: str) -> None:
     def reply(tag: bytes, *words: int, data: bytes = b"") -> None:
@@ -427,7 +453,7 @@ def _sync_service(device: LoopbackDevice, stream: _Stream, _service: str) -> Non
                 continue
             content = source.read_bytes()
             for start in range(0, len(content), SYNC_DATA_MAX):
-                chunk = content[start:start + SYNC_DATA_MAX]
+                chunk = content[start : start + SYNC_DATA_MAX]
                 reply(b"DATA", len(chunk), data=chunk)
             reply(b"DONE", 0)
         elif tag == b"SEND":
@@ -475,9 +501,10 @@ def _receive_file(device: LoopbackDevice, stream: _Stream, spec: str, reply: Cal
 
 # ---------------------------------------------------------------------------------------------------- shell:
 
+
 def _shell_service(device: LoopbackDevice, stream: _Stream, service: str) -> None:
     """`sh -c` for the commands below, joined with `;` or `&&`; pipes and redirections are refused with a message."""
-    command_line = service[len("shell:"):]
+    command_line = service[len("shell:") :]
     device.refresh_thermal()
 
     def out(text: str) -> None:
@@ -584,8 +611,10 @@ def _df(device: LoopbackDevice, args: list[str], out: Callable[[str], None]) -> 
     """toybox df in 1K blocks; the loopback /data is a 64 GiB partition, full when the disk_full fault is on."""
     total = 64 * 1024 * 1024
     used = total if device.faults.disk_full else total // 4
-    out("Filesystem      1K-blocks     Used Available Use% Mounted on\n"
-        f"/dev/block/dm-8 {total:9d} {used:8d} {total - used:9d} {round(100 * used / total):3d}% /data\n")
+    out(
+        "Filesystem      1K-blocks     Used Available Use% Mounted on\n"
+        f"/dev/block/dm-8 {total:9d} {used:8d} {total - used:9d} {round(100 * used / total):3d}% /data\n"
+    )
     return 0
 
 
@@ -616,8 +645,19 @@ def _taskset(device: LoopbackDevice, args: list[str], out: Callable[[str], None]
     return _execute(device, args[1], args[2:], out, prefix="taskset: ")
 
 
-_COMMANDS = {"echo": _echo, "getprop": _getprop, "cat": _cat, "ls": _ls, "chmod": _chmod, "rm": _rm,
-             "mkdir": _mkdir, "df": _df, "nproc": _nproc, "sha256sum": _sha256sum, "taskset": _taskset}
+_COMMANDS = {
+    "echo": _echo,
+    "getprop": _getprop,
+    "cat": _cat,
+    "ls": _ls,
+    "chmod": _chmod,
+    "rm": _rm,
+    "mkdir": _mkdir,
+    "df": _df,
+    "nproc": _nproc,
+    "sha256sum": _sha256sum,
+    "taskset": _taskset,
+}
 
 
 def _execute(device: LoopbackDevice, name: str, args: list[str], out: Callable[[str], None], prefix: str) -> int:
@@ -646,19 +686,28 @@ def _execute(device: LoopbackDevice, name: str, args: list[str], out: Callable[[
 
 # --------------------------------------------------------------------------------------------- benchmark_model
 
+
 class _BenchmarkModel:
     """TFLite's benchmark_model (//tflite/tools/benchmark), emulated: parses its flags, times the graph with
     ai-edge-litert's Interpreter on the host (warm-up, then timed invokes, both honouring the run counts and minimum
     durations) and prints what the real tool prints, in its current format (StatWithPercentiles lines, the
-    'Inference timings in us' line, and with --enable_op_profiling the profile summariser's tables). Per-op times: with XNNPACK the whole graph is
+    'Inference timings in us' line, and with --enable_op_profiling the profile summariser's tables). Per-op
+    times: with XNNPACK the whole graph is
     one delegate node, as in the real tool; without it the loopback cannot time ops separately and splits the
     invoke time evenly over the ops."""
 
-    FLAGS = {"num_runs": ("Min num runs", 50), "min_secs": ("Min runs duration (seconds)", 1.0),
-             "max_secs": ("Max runs duration (seconds)", 150.0), "num_threads": ("Num threads", -1),
-             "warmup_runs": ("Min warmup runs", 1), "warmup_min_secs": ("Min warmup runs duration (seconds)", 0.5),
-             "graph": ("Graph", ""), "enable_op_profiling": ("Enable op profiling", False),
-             "use_xnnpack": ("Use xnnpack", True), "help": ("Help", False)}
+    FLAGS = {
+        "num_runs": ("Min num runs", 50),
+        "min_secs": ("Min runs duration (seconds)", 1.0),
+        "max_secs": ("Max runs duration (seconds)", 150.0),
+        "num_threads": ("Num threads", -1),
+        "warmup_runs": ("Min warmup runs", 1),
+        "warmup_min_secs": ("Min warmup runs duration (seconds)", 0.5),
+        "graph": ("Graph", ""),
+        "enable_op_profiling": ("Enable op profiling", False),
+        "use_xnnpack": ("Use xnnpack", True),
+        "help": ("Help", False),
+    }
 
     def __init__(self, device: LoopbackDevice, argv0: str, args: list[str], out: Callable[[str], None]):
         self.device, self.argv0, self.out = device, argv0, out
@@ -726,25 +775,40 @@ class _BenchmarkModel:
         self.device.thermal.heat()
         self.device.run_spans.append((run_started, time.monotonic()))
         rss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        self.report(interpreter, init_us, warmup, inference, (rss_init - rss_start) / 1024,
-                    (rss_end - rss_start) / 1024)
+        self.report(
+            interpreter, init_us, warmup, inference, (rss_init - rss_start) / 1024, (rss_end - rss_start) / 1024
+        )
         return 0
 
-    def report(self, interpreter, init_us: int, warmup: list[int], inference: list[int], init_mb: float,
-               overall_mb: float) -> None:
+    def report(
+        self, interpreter, init_us: int, warmup: list[int], inference: list[int], init_mb: float, overall_mb: float
+    ) -> None:
         """BenchmarkLoggingListener::OnBenchmarkEnd, then the profiling listener's tables."""
-        self.log("INFO", f"Inference timings in us: Init: {init_us}, First inference: {warmup[0] if warmup else 0}, "
-                         f"Warmup (avg): {_mean(warmup):g}, Inference (avg): {_mean(inference):g}")
-        self.log("INFO", "Note: as the benchmark tool itself affects memory footprint, the following is only "
-                         "APPROXIMATE to the actual memory footprint of the model at runtime. Take the information "
-                         "at your discretion.")
-        self.log("INFO", f"Memory footprint delta from the start of the tool (MB): init={init_mb:g} "
-                         f"overall={overall_mb:g}")
+        self.log(
+            "INFO",
+            f"Inference timings in us: Init: {init_us}, First inference: {warmup[0] if warmup else 0}, "
+            f"Warmup (avg): {_mean(warmup):g}, Inference (avg): {_mean(inference):g}",
+        )
+        self.log(
+            "INFO",
+            "Note: as the benchmark tool itself affects memory footprint, the following is only "
+            "APPROXIMATE to the actual memory footprint of the model at runtime. Take the information "
+            "at your discretion.",
+        )
+        self.log(
+            "INFO", f"Memory footprint delta from the start of the tool (MB): init={init_mb:g} overall={overall_mb:g}"
+        )
         if self.param("enable_op_profiling"):
-            self.log("INFO", "Profiling Info for Benchmark Initialization:\n"
-                     + _profile_tables([("AllocateTensors", "AllocateTensors/0", [init_us])]))
-            self.log("INFO", "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
-                     + _profile_tables(self.op_rows(interpreter, inference)))
+            self.log(
+                "INFO",
+                "Profiling Info for Benchmark Initialization:\n"
+                + _profile_tables([("AllocateTensors", "AllocateTensors/0", [init_us])]),
+            )
+            self.log(
+                "INFO",
+                "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
+                + _profile_tables(self.op_rows(interpreter, inference)),
+            )
 
     def fail(self) -> int:
         self.log("ERROR", "Benchmarking failed.")
@@ -753,10 +817,11 @@ class _BenchmarkModel:
     def interpreter(self, graph: Path):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        resolver = (OpResolverType.AUTO if self.uses_xnnpack() else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        resolver = OpResolverType.AUTO if self.uses_xnnpack() else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         threads = self.param("num_threads")
-        interpreter = Interpreter(model_path=str(graph), num_threads=threads if threads > 0 else None,
-                                  experimental_op_resolver_type=resolver)
+        interpreter = Interpreter(
+            model_path=str(graph), num_threads=threads if threads > 0 else None, experimental_op_resolver_type=resolver
+        )
         interpreter.allocate_tensors()
         rng = np.random.default_rng(0)
         for detail in interpreter.get_input_details():
@@ -764,16 +829,19 @@ class _BenchmarkModel:
         return interpreter
 
     def running_line(self, runs: int, min_secs: float) -> str:
-        return (f"Running benchmark for at least {runs} iterations and at least {min_secs:g} seconds but terminate "
-                f"if exceeding {self.param('max_secs'):g} seconds.")
+        return (
+            f"Running benchmark for at least {runs} iterations and at least {min_secs:g} seconds but terminate "
+            f"if exceeding {self.param('max_secs'):g} seconds."
+        )
 
     def timed_runs(self, interpreter, runs: int, min_secs: float) -> list[int]:
         """BenchmarkModel::Run: at least `runs` invokes and at least `min_secs`, at most max_secs."""
         self.log("INFO", self.running_line(runs, min_secs))
         samples: list[int] = []
         start = time.perf_counter()
-        while (len(samples) < runs or time.perf_counter() - start < min_secs) and \
-                time.perf_counter() - start <= self.param("max_secs"):
+        while (
+            len(samples) < runs or time.perf_counter() - start < min_secs
+        ) and time.perf_counter() - start <= self.param("max_secs"):
             t0 = time.perf_counter_ns()
             interpreter.invoke()
             samples.append((time.perf_counter_ns() - t0) // 1000)
@@ -787,13 +855,19 @@ class _BenchmarkModel:
             outputs = ", ".join(names.get(i, "") for i in ops[-1]["outputs"])
             return [("TfLiteXNNPackDelegate", f"[{outputs}]:{len(ops)}", samples_us)]
         share = [s // len(ops) for s in samples_us]
-        return [(op["op_name"], f"[{', '.join(names.get(i, '') for i in op['outputs'])}]:{op['index']}", share)
-                for op in ops]
+        return [
+            (op["op_name"], f"[{', '.join(names.get(i, '') for i in op['outputs'])}]:{op['index']}", share)
+            for op in ops
+        ]
 
 
 # How XNNPACK names the operators a few TFLite ops become (its profiler reports these); other ops keep their name.
-_XNNPACK_OPERATORS = {"CONV_2D": "Convolution (NHWC, F32) IGEMM", "DEPTHWISE_CONV_2D": "Convolution (NHWC, F32) DWConv",
-                      "FULLY_CONNECTED": "Fully Connected (NC, F32) GEMM", "ADD": "Add (ND, F32)"}
+_XNNPACK_OPERATORS = {
+    "CONV_2D": "Convolution (NHWC, F32) IGEMM",
+    "DEPTHWISE_CONV_2D": "Convolution (NHWC, F32) DWConv",
+    "FULLY_CONNECTED": "Fully Connected (NC, F32) GEMM",
+    "ADD": "Add (ND, F32)",
+}
 
 
 class _LiteRtBenchmarkModel(_BenchmarkModel):
@@ -804,11 +878,18 @@ class _LiteRtBenchmarkModel(_BenchmarkModel):
     space-padded tables. The real profiler sees each XNNPACK operator; the loopback splits every invoke evenly over
     the ops, names them as XNNPACK does, and counts them over every run since start-up, warm-up included."""
 
-    FLAGS = {"num_runs": ("Min num runs", 50), "min_secs": ("Min runs duration (seconds)", 1.0),
-             "max_secs": ("Max runs duration (seconds)", 150.0), "num_threads": ("Num threads", -1),
-             "warmup_runs": ("Min warmup runs", 1), "warmup_min_secs": ("Min warmup runs duration (seconds)", 0.5),
-             "graph": ("Graph", ""), "use_cpu": ("Use CPU", True), "use_gpu": ("Use GPU", False),
-             "use_profiler": ("Use profiler", False)}
+    FLAGS = {
+        "num_runs": ("Min num runs", 50),
+        "min_secs": ("Min runs duration (seconds)", 1.0),
+        "max_secs": ("Max runs duration (seconds)", 150.0),
+        "num_threads": ("Num threads", -1),
+        "warmup_runs": ("Min warmup runs", 1),
+        "warmup_min_secs": ("Min warmup runs duration (seconds)", 0.5),
+        "graph": ("Graph", ""),
+        "use_cpu": ("Use CPU", True),
+        "use_gpu": ("Use GPU", False),
+        "use_profiler": ("Use profiler", False),
+    }
 
     def uses_xnnpack(self) -> bool:
         return True
@@ -821,9 +902,11 @@ class _LiteRtBenchmarkModel(_BenchmarkModel):
             return 0
         return super().run()
 
-    def report(self, interpreter, init_us: int, warmup: list[int], inference: list[int], init_mb: float,
-               overall_mb: float) -> None:
+    def report(
+        self, interpreter, init_us: int, warmup: list[int], inference: list[int], init_mb: float, overall_mb: float
+    ) -> None:
         """BenchmarkLoggingListener::OnBenchmarkEnd of litert/tools/benchmark_litert_model.h."""
+
         def log(line: int, message: str) -> None:
             self.log("INFO", f"[benchmark_litert_model.h:{line}] {message}")
 
@@ -850,8 +933,10 @@ class _LiteRtBenchmarkModel(_BenchmarkModel):
     def op_rows(self, interpreter, samples_us: list[int]) -> list[tuple[str, str, list[int]]]:
         ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]  # the graph's own ops
         share = [s // len(ops) for s in samples_us]
-        return [(f"Delegate/{_XNNPACK_OPERATORS.get(op['op_name'], op['op_name'])}", f"[Delegate]:{op['index']}", share)
-                for op in ops]
+        return [
+            (f"Delegate/{_XNNPACK_OPERATORS.get(op['op_name'], op['op_name'])}", f"[Delegate]:{op['index']}", share)
+            for op in ops
+        ]
 
 
 _BENCHMARK_TOOLS = {"tflite": _BenchmarkModel, "litert": _LiteRtBenchmarkModel}
@@ -889,40 +974,80 @@ def _profile_tables(rows: list[tuple[str, str, list[int]]]) -> str:
     runs = len(rows[0][2])
     totals = [sum(samples) for _, _, samples in rows]
     grand = sum(totals) or 1
-    header = (_field("[node type]", 40) + _field("[first]", 9) + _field("[avg ms]", 9) + _field("[%]", 8)
-              + _field("[cdf%]", 8) + _field("[mem KB]", 10) + _field("[times called]", 9) + "\t[Name]")
+    header = (
+        _field("[node type]", 40)
+        + _field("[first]", 9)
+        + _field("[avg ms]", 9)
+        + _field("[%]", 8)
+        + _field("[cdf%]", 8)
+        + _field("[mem KB]", 10)
+        + _field("[times called]", 9)
+        + "\t[Name]"
+    )
 
     def table(title: str, order: list[int]) -> str:
         lines, cdf = [f"============================== {title} ==============================", header], 0
         for i in order:
             kind, name, samples = rows[i]
             cdf += totals[i]
-            lines.append(_field(kind, 40) + _field(f"{samples[0] / 1000:.3f}", 9)
-                         + _field(f"{totals[i] / runs / 1000:.3f}", 9) + _field(f"{100 * totals[i] / grand:.3f}", 7)
-                         + "%" + _field(f"{100 * cdf / grand:.3f}", 7) + "%" + _field("0.000", 10)
-                         + _field("1", 9) + "\t" + name)
+            lines.append(
+                _field(kind, 40)
+                + _field(f"{samples[0] / 1000:.3f}", 9)
+                + _field(f"{totals[i] / runs / 1000:.3f}", 9)
+                + _field(f"{100 * totals[i] / grand:.3f}", 7)
+                + "%"
+                + _field(f"{100 * cdf / grand:.3f}", 7)
+                + "%"
+                + _field("0.000", 10)
+                + _field("1", 9)
+                + "\t"
+                + name
+            )
         return "\n".join(lines) + "\n\n"
 
     by_type: dict[str, list[int]] = {}
     for (kind, _, _), total in zip(rows, totals):
         by_type.setdefault(kind, []).append(total // runs)
-    type_lines = [f"Number of nodes executed: {len(rows)}",
-                  "============================== Summary by node type ==============================",
-                  _field("[Node type]", 40) + _field("[count]", 9) + _field("[avg ms]", 10) + _field("[avg %]", 11)
-                  + _field("[cdf %]", 11) + _field("[mem KB]", 10) + _field("[times called]", 10)]
+    type_lines = [
+        f"Number of nodes executed: {len(rows)}",
+        "============================== Summary by node type ==============================",
+        _field("[Node type]", 40)
+        + _field("[count]", 9)
+        + _field("[avg ms]", 10)
+        + _field("[avg %]", 11)
+        + _field("[cdf %]", 11)
+        + _field("[mem KB]", 10)
+        + _field("[times called]", 10),
+    ]
     cdf, accumulated = 0.0, sum(sum(v) for v in by_type.values()) or 1
     for kind, per_run in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
         share = 100 * sum(per_run) / accumulated
         cdf += share
-        type_lines.append(_field(kind, 40) + _field(str(len(per_run)), 9) + _field(f"{sum(per_run) / 1000:.3f}", 10)
-                          + _field(f"{share:.3f}", 10) + "%" + _field(f"{cdf:.3f}", 10) + "%"
-                          + _field("0.000", 10) + _field(str(len(per_run)), 9))
+        type_lines.append(
+            _field(kind, 40)
+            + _field(str(len(per_run)), 9)
+            + _field(f"{sum(per_run) / 1000:.3f}", 10)
+            + _field(f"{share:.3f}", 10)
+            + "%"
+            + _field(f"{cdf:.3f}", 10)
+            + "%"
+            + _field("0.000", 10)
+            + _field(str(len(per_run)), 9)
+        )
     run_totals = [sum(samples[r] for _, _, samples in rows) for r in range(runs)]
-    summary = (f"Timings (microseconds): {_stat_line(run_totals, percentiles=False)}\n"
-               f"Memory (bytes): count=0\n{len(rows)} nodes observed\n")
+    summary = (
+        f"Timings (microseconds): {_stat_line(run_totals, percentiles=False)}\n"
+        f"Memory (bytes): count=0\n{len(rows)} nodes observed\n"
+    )
     by_time = sorted(range(len(rows)), key=lambda i: -totals[i])
-    return (table("Run Order", list(range(len(rows)))) + table("Top by Computation Time", by_time)
-            + "\n".join(type_lines) + "\n\n" + summary + "\n")
+    return (
+        table("Run Order", list(range(len(rows))))
+        + table("Top by Computation Time", by_time)
+        + "\n".join(type_lines)
+        + "\n\n"
+        + summary
+        + "\n"
+    )
 
 
 def _centred(title: str, width: int) -> str:
@@ -938,40 +1063,60 @@ def _litert_profile(rows: list[tuple[str, str, list[int]]]) -> str:
     totals = [sum(samples) for _, _, samples in rows]
     grand = sum(totals) or 1
     starts = list(itertools.accumulate([0] + [samples[0] for _, _, samples in rows[:-1]]))
-    header = (f"{'[node type]':>60} {'[start]':>10} {'[first]':>10} {'[avg ms]':>10} {'[%]':>10} {'[cdf%]':>10} "
-              f"{'[mem KB]':>10} {'[times called]':>14}   [Name]")
+    header = (
+        f"{'[node type]':>60} {'[start]':>10} {'[first]':>10} {'[avg ms]':>10} {'[%]':>10} {'[cdf%]':>10} "
+        f"{'[mem KB]':>10} {'[times called]':>14}   [Name]"
+    )
 
     def table(title: str, order: list[int]) -> str:
         lines, cdf = [_centred(title, 150), header], 0
         for i in order:
             kind, name, samples = rows[i]
             cdf += totals[i]
-            lines.append(f"{kind:>60} {starts[i] / 1e3:10.3f} {samples[0] / 1e3:10.3f} "
-                         f"{totals[i] / len(samples) / 1e3:10.3f} {100 * totals[i] / grand:9.3f}% "
-                         f"{100 * cdf / grand:9.3f}% {0:10.3f} {len(samples):14d}   {name}")
+            lines.append(
+                f"{kind:>60} {starts[i] / 1e3:10.3f} {samples[0] / 1e3:10.3f} "
+                f"{totals[i] / len(samples) / 1e3:10.3f} {100 * totals[i] / grand:9.3f}% "
+                f"{100 * cdf / grand:9.3f}% {0:10.3f} {len(samples):14d}   {name}"
+            )
         return "\n".join(lines) + "\n"
 
     by_type: dict[str, list[int]] = {}
     for kind, _, samples in rows:
         by_type.setdefault(kind, []).extend(samples)
-    type_lines, cdf = [_centred("Summary by node type", 130),
-                       f"{'[Node type]':>60} {'[count]':>10} {'[avg ms]':>10} {'[avg %]':>10} {'[cdf %]':>10} "
-                       f"{'[mem KB]':>10} {'[times called]':>14}"], 0
+    type_lines, cdf = (
+        [
+            _centred("Summary by node type", 130),
+            f"{'[Node type]':>60} {'[count]':>10} {'[avg ms]':>10} {'[avg %]':>10} {'[cdf %]':>10} "
+            f"{'[mem KB]':>10} {'[times called]':>14}",
+        ],
+        0,
+    )
     for kind, samples in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
         cdf += sum(samples)
         nodes = sum(1 for row in rows if row[0] == kind)
-        type_lines.append(f"{kind:>60} {nodes:10d} {sum(samples) / len(samples) / 1e3:10.3f} "
-                          f"{100 * sum(samples) / grand:9.3f}% {100 * cdf / grand:9.3f}% {0:10.3f} {len(samples):14d}")
+        type_lines.append(
+            f"{kind:>60} {nodes:10d} {sum(samples) / len(samples) / 1e3:10.3f} "
+            f"{100 * sum(samples) / grand:9.3f}% {100 * cdf / grand:9.3f}% {0:10.3f} {len(samples):14d}"
+        )
     delegated = sorted((kind, samples) for kind, samples in by_type.items() if kind.startswith("Delegate/"))
-    delegate_lines = [f"\n{_centred('Delegate Statistics', 135)}",
-                      f"{'Op Name':<80} {'Count':>10} {'Avg(us)':>10} {'Min(us)':>10} {'Max(us)':>10} "
-                      f"{'Total(us)':>10}"]
+    delegate_lines = [
+        f"\n{_centred('Delegate Statistics', 135)}",
+        f"{'Op Name':<80} {'Count':>10} {'Avg(us)':>10} {'Min(us)':>10} {'Max(us)':>10} {'Total(us)':>10}",
+    ]
     for kind, samples in delegated:
-        delegate_lines.append(f"{kind:<80} {len(samples):10d} {sum(samples) / len(samples):10.2f} {min(samples):10d} "
-                              f"{max(samples):10d} {sum(samples):10d}")
+        delegate_lines.append(
+            f"{kind:<80} {len(samples):10d} {sum(samples) / len(samples):10.2f} {min(samples):10d} "
+            f"{max(samples):10d} {sum(samples):10d}"
+        )
     by_time = sorted(range(len(rows)), key=lambda i: -totals[i])
-    return (table("Run Order", list(range(len(rows)))) + "\n" + table("Top by Computation Time", by_time)
-            + f"\nNumber of nodes executed: {len(rows)}\n\n" + "\n".join(type_lines) + "\n"
-            + ("\n".join(delegate_lines) + "\n" if delegated else "")
-            + f"\nTimings (microseconds): count={len(rows)} curr={sum(totals)}\n"
-            + f"Memory (bytes): count=0\n{len(rows)} nodes observed\n")
+    return (
+        table("Run Order", list(range(len(rows))))
+        + "\n"
+        + table("Top by Computation Time", by_time)
+        + f"\nNumber of nodes executed: {len(rows)}\n\n"
+        + "\n".join(type_lines)
+        + "\n"
+        + ("\n".join(delegate_lines) + "\n" if delegated else "")
+        + f"\nTimings (microseconds): count={len(rows)} curr={sum(totals)}\n"
+        + f"Memory (bytes): count=0\n{len(rows)} nodes observed\n"
+    )

@@ -54,8 +54,9 @@ def server():
 
 def write_manifest(folder: Path, sha256: str, base_url: str = "http://127.0.0.1:9/unreachable") -> Path:
     path = folder / "manifest.toml"
-    path.write_text(f'base_url = "{base_url}"\n\n[abi.arm64-v8a]\nversion = "9.9.9"\npath = "{PATH}"\n'
-                    f'sha256 = "{sha256}"\n')
+    path.write_text(
+        f'base_url = "{base_url}"\n\n[abi.arm64-v8a]\nversion = "9.9.9"\npath = "{PATH}"\nsha256 = "{sha256}"\n'
+    )
     return path
 
 
@@ -160,8 +161,9 @@ def test_phone_without_a_pinned_build_is_one_line(tmp_path):
 
 def test_manifests(tmp_path):
     shipped = load_manifest()
-    assert shipped["arm64-v8a"].url == ("https://storage.googleapis.com/litert/binaries/2.2.0/android_arm64/"
-                                        "benchmark_model")
+    assert shipped["arm64-v8a"].url == (
+        "https://storage.googleapis.com/litert/binaries/2.2.0/android_arm64/benchmark_model"
+    )
     assert shipped["arm64-v8a"].sha256 == ""  # Google publishes none; see android_bench/binary.py
     mirrored = load_manifest(MANIFEST, mirror="http://mirror.example/litert/")
     assert mirrored["arm64-v8a"].url == "http://mirror.example/litert/2.2.0/android_arm64/benchmark_model"

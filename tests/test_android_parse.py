@@ -323,7 +323,9 @@ def test_current_layout_with_xnnpack_operators():
     assert (log.count, log.std_us) == (141, 118)
     assert len(log.ops) == 7
     dwconv = log.ops[2]
-    assert dwconv == OpTiming("Convolution (NHWC, QC8) DWConv", "Delegate/Convolution (NHWC, QC8) DWConv:1", 0.183, 0.431, 13)
+    assert dwconv == OpTiming(
+        "Convolution (NHWC, QC8) DWConv", "Delegate/Convolution (NHWC, QC8) DWConv:1", 0.183, 0.431, 13
+    )
     assert log.ops[4].type == "Global Average Pooling (NWC, QS8)"
     assert dwconv.ms_per_run == pytest.approx(0.183 * 13)
     # avg ms is per call: only counting every call adds up to the end-to-end time.
@@ -335,7 +337,10 @@ def test_start_column_layout_skips_initialization_profile():
     log = parse_log(START_COLUMN)
     assert (log.inference_avg_us, log.init_us, log.first_us) == (258702, 17187, 275728)
     assert [(op.type, op.avg_ms, op.first_ms) for op in log.ops] == [
-        ("CONV_2D", 60.957, 87.754), ("DEPTHWISE_CONV_2D", 49.870, 53.628), ("CONV_2D", 147.808, 134.346)]
+        ("CONV_2D", 60.957, 87.754),
+        ("DEPTHWISE_CONV_2D", 49.870, 53.628),
+        ("CONV_2D", 147.808, 134.346),
+    ]
     assert log.ops[2].name == "[MobilenetV1/MobilenetV1/Conv2d_1_pointwise/Relu6]:2"
 
 
@@ -344,14 +349,17 @@ def test_2019_layout_pasted_with_spaces():
     assert (log.inference_avg_us, log.warmup_avg_us, log.init_us) == (115062, 86184.3, 1892)
     assert log.first_us == 91810  # first= of the warm-up statistics, the headline has no "First inference"
     assert (log.count, log.std_us) == (50, 7678)
-    assert log.ops == [OpTiming("CONV_2D", "[MobilenetV2/Conv/Relu6]", 7.237, 5.567, 1),
-                       OpTiming("DEPTHWISE_CONV_2D", "[MobilenetV2/expanded_conv/depthwise/Relu6]", 3.726, 3.518, 1)]
+    assert log.ops == [
+        OpTiming("CONV_2D", "[MobilenetV2/Conv/Relu6]", 7.237, 5.567, 1),
+        OpTiming("DEPTHWISE_CONV_2D", "[MobilenetV2/expanded_conv/depthwise/Relu6]", 3.726, 3.518, 1),
+    ]
 
 
 def test_logcat_headline_without_profile():
     log = parse_log(LOGCAT_2019)
-    assert log == BenchmarkLog(inference_avg_us=80660.1, init_us=4108, first_us=None, warmup_avg_us=91471,
-                               count=None, std_us=None, ops=[])
+    assert log == BenchmarkLog(
+        inference_avg_us=80660.1, init_us=4108, first_us=None, warmup_avg_us=91471, count=None, std_us=None, ops=[]
+    )
 
 
 def test_litert_tool_results_block_and_space_padded_profile():
@@ -376,7 +384,9 @@ def test_litert_tool_block_alone():
 
 def test_litert_tool_without_runs_is_an_error():
     text = LITERT_PROFILER.replace("Inference (avg):      6.10 ms", "Inference (avg):      nan ms")
-    text = text.replace("count=50 first=6131 curr=6088 min=6012 max=6390 avg=6104.38 std=61 p5=6031 median=6092 p95=6244", "count=0")
+    text = text.replace(
+        "count=50 first=6131 curr=6088 min=6012 max=6390 avg=6104.38 std=61 p5=6031 median=6092 p95=6244", "count=0"
+    )
     with pytest.raises(UnparsedOutput, match="no average inference time in the BENCHMARK RESULTS block"):
         parse_log(text)
 
@@ -386,24 +396,35 @@ def test_litert_tool_without_runs_is_an_error():
 
 def test_statistics_line():
     line = "count=50 first=3150 curr=2950 min=2900 max=3200 avg=2.95034e+06 std=100"
-    assert parse_stats(line) == {"count": 50, "first": 3150, "curr": 2950, "min": 2900, "max": 3200,
-                                 "avg": 2.95034e6, "std": 100}
+    assert parse_stats(line) == {
+        "count": 50,
+        "first": 3150,
+        "curr": 2950,
+        "min": 2900,
+        "max": 3200,
+        "avg": 2.95034e6,
+        "std": 100,
+    }
     assert parse_stats("INFO: count=1 curr=1357602 p5=1357602 median=1357602 p95=1357602")["median"] == 1357602
     assert parse_stats("native : benchmark_tflite_model.cc:440 count=100 first=74794")["count"] == 100
 
 
 def test_statistics_of_the_regular_runs_follow_their_running_line():
-    text = ("Running benchmark for at least 1 iterations and at least 0.5 seconds\ncount=1 curr=3512391\n\n"
-            "Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.\n"
-            "count=50 first=3150 curr=2950 min=2900 max=3200 avg=2.95034e+06 std=100\n\n"
-            "Inference timings in us: Init: 17187, First inference: 3512391, Warmup (avg): 3.51239e+06, Inference (avg): 2.95034e+06\n")
+    text = (
+        "Running benchmark for at least 1 iterations and at least 0.5 seconds\ncount=1 curr=3512391\n\n"
+        "Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.\n"
+        "count=50 first=3150 curr=2950 min=2900 max=3200 avg=2.95034e+06 std=100\n\n"
+        "Inference timings in us: Init: 17187, First inference: 3512391, Warmup (avg): 3.51239e+06, Inference (avg): 2.95034e+06\n"
+    )
     log = parse_log(text)
     assert (log.count, log.std_us, log.inference_avg_us) == (50, 100, 2.95034e6)
 
 
 def test_all_same_statistics_mean_zero_spread():
-    text = ("Running benchmark for at least 50 iterations\ncount=50 curr=1000(all same)\n"
-            "Inference timings in us: Init: 10, First inference: 1000, Warmup (avg): 1000, Inference (avg): 1000\n")
+    text = (
+        "Running benchmark for at least 50 iterations\ncount=50 curr=1000(all same)\n"
+        "Inference timings in us: Init: 10, First inference: 1000, Warmup (avg): 1000, Inference (avg): 1000\n"
+    )
     log = parse_log(text)
     assert (log.count, log.std_us) == (50, 0)
 
@@ -430,7 +451,9 @@ def test_empty_output_is_an_error():
 
 def test_missing_inference_average_is_an_error():
     with pytest.raises(UnparsedOutput, match="no average inference time"):
-        parse_log("Inference timings in us: Init: 17187, First inference: 3512391, Warmup (avg): 3.51239e+06, Inference (avg): nan\n")
+        parse_log(
+            "Inference timings in us: Init: 17187, First inference: 3512391, Warmup (avg): 3.51239e+06, Inference (avg): nan\n"
+        )
 
 
 def test_two_runs_in_one_log_are_an_error():
@@ -439,13 +462,17 @@ def test_two_runs_in_one_log_are_an_error():
 
 
 def test_unknown_table_row_is_shown():
-    text = CURRENT_XNNPACK_OPERATORS.replace("\t              DEQUANTIZE\t    0.006", "\t              DEQUANTIZE\t    n/a")
+    text = CURRENT_XNNPACK_OPERATORS.replace(
+        "\t              DEQUANTIZE\t    0.006", "\t              DEQUANTIZE\t    n/a"
+    )
     with pytest.raises(UnparsedOutput, match=r"unknown row in the Run Order table: .*DEQUANTIZE.*n/a"):
         parse_log(text)
 
 
 def test_csv_profile_is_not_taken_for_a_table():
-    text = CURRENT_XNNPACK_OPERATORS.replace("\t             [node type]\t  [first]", "node type, first, avg_ms, %, cdf%, mem KB, times called, name", 1)
+    text = CURRENT_XNNPACK_OPERATORS.replace(
+        "\t             [node type]\t  [first]", "node type, first, avg_ms, %, cdf%, mem KB, times called, name", 1
+    )
     with pytest.raises(UnparsedOutput, match="unknown Run Order table header: 'node type, first"):
         parse_log(text)
 
@@ -460,8 +487,9 @@ def test_cut_table_is_an_error():
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "android_bench.parse", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "android_bench.parse", *args], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
 
 
 def test_cli_json():

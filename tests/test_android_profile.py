@@ -38,7 +38,9 @@ def setup(tmp_path):
 
 
 def runner(phone, key, binary):
-    return AndroidRunner("pixel", [phone.serial], benchmark_binary=str(binary), key_path=key, on_cooldown=lambda *a: None, **FAST)
+    return AndroidRunner(
+        "pixel", [phone.serial], benchmark_binary=str(binary), key_path=key, on_cooldown=lambda *a: None, **FAST
+    )
 
 
 def test_profile_on_a_phone_builds_a_table_resumes_and_survives_a_disconnect(tmp_path, setup):
@@ -47,7 +49,9 @@ def test_profile_on_a_phone_builds_a_table_resumes_and_survives_a_disconnect(tmp
     wanted = shapes_to_profile(graph)
     path = tmp_path / "pixel.json"
     faults = Faults(drop_at_run=4)  # the link drops during the fourth benchmark run
-    with LoopbackDevice(tmp_path / "phone", [(key.parent / "adbkey.pub").read_text()], model="Pixel 6", faults=faults) as phone:
+    with LoopbackDevice(
+        tmp_path / "phone", [(key.parent / "adbkey.pub").read_text()], model="Pixel 6", faults=faults
+    ) as phone:
         first = runner(phone, key, binary)
         assert first.target.device == "pixel" and first.target.fingerprint.startswith("Pixel 6|arm64-v8a")
         table = LatencyTable.open(path, first.target)
@@ -107,8 +111,18 @@ def test_make_profile_out_of_the_box_fetches_the_pinned_binary_for_the_phone(tmp
     monkeypatch.setenv("TOOLCHAIN_BENCHMARK_MODEL_URL", server.url)
     monkeypatch.setenv("TOOLCHAIN_BENCHMARK_MODEL_MANIFEST", str(write_manifest(tmp_path, sha256(elf))))
     table = tmp_path / "pixel.json"
-    argv = ["profile", "--device", "pixel", "--model", "plain20", "--channel-step", "64", "--table", str(table),
-            "--json"]
+    argv = [
+        "profile",
+        "--device",
+        "pixel",
+        "--model",
+        "plain20",
+        "--channel-step",
+        "64",
+        "--table",
+        str(table),
+        "--json",
+    ]
     pub = [(key.parent / "adbkey.pub").read_text()]
     with LoopbackDevice(tmp_path / "phone", pub, model="Pixel 6", benchmark_dialect="litert") as phone:
         assert main(["devices", "--serial", phone.serial]) == 0
@@ -164,10 +178,20 @@ def test_make_profile_on_a_phone_resumes_after_a_kill_and_loses_nothing_to_a_dis
     wanted = {s.key() for s in shapes_to_profile(graph, channel_step=32)}
     with LoopbackDevice(tmp_path / "phone", [(key.parent / "adbkey.pub").read_text()], model="Pixel 6") as phone:
         env = toolchain_env(tmp_path, key, binary, ANDROID_SERIAL=phone.serial)
-        make = ["make", "-C", str(REPO), "--no-print-directory", "profile", "DEVICE=pixel", "MODEL=resnet20",
-                f"PROFILE_ARGS=--channel-step 32 --table {table}"]
+        make = [
+            "make",
+            "-C",
+            str(REPO),
+            "--no-print-directory",
+            "profile",
+            "DEVICE=pixel",
+            "MODEL=resnet20",
+            f"PROFILE_ARGS=--channel-step 32 --table {table}",
+        ]
         # 1. killed part-way (the whole process group, as Ctrl-C or a closed laptop lid would)
-        proc = subprocess.Popen(make, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            make, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None and len(measured_so_far(table)) < 6:
             time.sleep(0.05)
@@ -177,7 +201,8 @@ def test_make_profile_on_a_phone_resumes_after_a_kill_and_loses_nothing_to_a_dis
         kept = measured_so_far(table)
         assert 6 <= len(kept) < len(wanted)
 
-        # 2. rerun: the link drops during its third benchmark run; it reconnects and finishes, measuring only what is missing
+        # 2. rerun: the link drops during its third benchmark run; it reconnects and finishes, measuring only what
+        # is missing
         runs_before = phone.runs
         phone.faults.drop_at_run = runs_before + 3
         done = subprocess.run(make, env=env, capture_output=True, text=True, timeout=600)
@@ -202,10 +227,32 @@ def test_profile_on_two_phones_measures_in_parallel_one_table_each(tmp_path, use
     graph = analyze(create_model("resnet20"), 32)
     wanted = {s.key() for s in shapes_to_profile(graph, channel_step=64)}
     pub = [(key.parent / "adbkey.pub").read_text()]
-    with LoopbackDevice(tmp_path / "a", pub, model="Pixel 6") as a, LoopbackDevice(tmp_path / "b", pub, model="Pixel 6") as b:
-        cmd = [sys.executable, "-m", "toolchain.cli", "profile", "--device", "pixel", "--model", "resnet20", "--channel-step", "64",
-               "--serial", a.serial, "--serial", b.serial, "--table", str(tmp_path / "pixel.json"), "--json"]
-        done = subprocess.run(cmd, env=toolchain_env(tmp_path, key, binary), capture_output=True, text=True, timeout=600)
+    with (
+        LoopbackDevice(tmp_path / "a", pub, model="Pixel 6") as a,
+        LoopbackDevice(tmp_path / "b", pub, model="Pixel 6") as b,
+    ):
+        cmd = [
+            sys.executable,
+            "-m",
+            "toolchain.cli",
+            "profile",
+            "--device",
+            "pixel",
+            "--model",
+            "resnet20",
+            "--channel-step",
+            "64",
+            "--serial",
+            a.serial,
+            "--serial",
+            b.serial,
+            "--table",
+            str(tmp_path / "pixel.json"),
+            "--json",
+        ]
+        done = subprocess.run(
+            cmd, env=toolchain_env(tmp_path, key, binary), capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stderr[-1500:]
         tables = json.loads(done.stdout.strip().splitlines()[-1])["tables"]
         assert [t["serial"] for t in tables] == [a.serial, b.serial]

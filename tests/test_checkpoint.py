@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from toolchain.errors import ToolchainError
-from toolchain.models import default_spec, load_checkpoint, save_checkpoint, create_model
+from toolchain.models import create_model, default_spec, load_checkpoint, save_checkpoint
 
 
 def test_round_trip_is_exact_and_weights_only(tmp_path):

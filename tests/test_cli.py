@@ -3,8 +3,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import make_image_folder
+
 from toolchain.cli import main
 
 
@@ -30,8 +30,22 @@ def test_zoo_lists_every_model_with_facts(capsys):
 def test_train_then_eval_round_trip_on_a_tiny_folder(tmp_path, capsys):
     data = str(make_image_folder(tmp_path / "d", per_class=(20, 4), size=(32, 32)))
     ckpt = tmp_path / "m.pt"
-    out = run_json(capsys, "train", "--model", "resnet20", "--num-classes", "3", "--data", data, "--epochs", "2",
-                   "--batch-size", "16", "--out", str(ckpt))
+    out = run_json(
+        capsys,
+        "train",
+        "--model",
+        "resnet20",
+        "--num-classes",
+        "3",
+        "--data",
+        data,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--out",
+        str(ckpt),
+    )
     assert ckpt.is_file() and out["epochs"] == 2 and 0 <= out["top1_test"] <= 1
     assert not (tmp_path / ".m.pt.resume").exists()  # the resume point is removed once the checkpoint exists
     evaluated = run_json(capsys, "eval", "--model", str(ckpt), "--data", data)
@@ -65,7 +79,9 @@ def test_killed_training_resumes_to_the_same_weights_and_refuses_other_settings(
         train(fresh().model, straight.spec, images, cfg, resume_path=resume, on_epoch=killed_after_the_first_epoch)
     resumed = fresh()
     epochs_run = []
-    history = train(resumed.model, resumed.spec, images, cfg, resume_path=resume, on_epoch=lambda r: epochs_run.append(r.epoch))
+    history = train(
+        resumed.model, resumed.spec, images, cfg, resume_path=resume, on_epoch=lambda r: epochs_run.append(r.epoch)
+    )
     assert epochs_run == [2] and [h.epoch for h in history] == [1, 2]
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
@@ -75,17 +91,22 @@ def test_killed_training_resumes_to_the_same_weights_and_refuses_other_settings(
 
 def test_bad_numbers_are_one_line_errors_before_any_work(capsys):
     compress = ["compress", "--model", "resnet20", "--data", "/nowhere"]  # data that would fail if it were read
-    for argv, message in (([*compress, "--latency-ratio", "1"], "--latency-ratio 1.0 is out of range"),
-                          ([*compress, "--latency-ms", "nan"], "--latency-ms nan is not a latency"),
-                          ([*compress, "--latency-ratio", "0.5", "--episodes", "0"], "episodes"),
-                          ([*compress, "--latency-ratio", "0.5", "--sigma", "nan"], "--sigma nan"),
-                          ([*compress, "--latency-ratio", "0.5", "--lbound", "0.9", "--rbound", "0.5"], "0 < lbound <= rbound"),
-                          ([*compress, "--latency-ratio", "0.5", "--seed", str(2 ** 70)], "--seed"),
-                          ([*compress, "--stages", "0.5,0.6"], "must be decreasing fractions"),
-                          (["train", "--model", "resnet20", "--data", "/nowhere", "--out", "x.pt", "--weight-decay", "nan"], "weight decay nan"),
-                          (["eval", "--model", "resnet20", "--data", "/nowhere", "--input-size", "30000"], "--input-size 30000"),
-                          (["bench", "m.tflite", "--repeats", "0"], "--repeats 0"),
-                          (["profile", "--model", "resnet20", "--channel-step", "0"], "--channel-step 0")):
+    for argv, message in (
+        ([*compress, "--latency-ratio", "1"], "--latency-ratio 1.0 is out of range"),
+        ([*compress, "--latency-ms", "nan"], "--latency-ms nan is not a latency"),
+        ([*compress, "--latency-ratio", "0.5", "--episodes", "0"], "episodes"),
+        ([*compress, "--latency-ratio", "0.5", "--sigma", "nan"], "--sigma nan"),
+        ([*compress, "--latency-ratio", "0.5", "--lbound", "0.9", "--rbound", "0.5"], "0 < lbound <= rbound"),
+        ([*compress, "--latency-ratio", "0.5", "--seed", str(2**70)], "--seed"),
+        ([*compress, "--stages", "0.5,0.6"], "must be decreasing fractions"),
+        (
+            ["train", "--model", "resnet20", "--data", "/nowhere", "--out", "x.pt", "--weight-decay", "nan"],
+            "weight decay nan",
+        ),
+        (["eval", "--model", "resnet20", "--data", "/nowhere", "--input-size", "30000"], "--input-size 30000"),
+        (["bench", "m.tflite", "--repeats", "0"], "--repeats 0"),
+        (["profile", "--model", "resnet20", "--channel-step", "0"], "--channel-step 0"),
+    ):
         assert message in run_error(capsys, *argv), argv
 
 
@@ -100,7 +121,9 @@ def test_argparse_errors_are_one_line_pointing_at_the_help(capsys):
 def test_class_count_mismatch_is_one_line(tmp_path, capsys):
     data = str(make_image_folder(tmp_path / "d", per_class=(10, 2)))
     assert "--num-classes 3" in run_error(capsys, "eval", "--model", "resnet20", "--data", data)
-    assert "--num-classes 3" in run_error(capsys, "train", "--model", "resnet20", "--data", data, "--out", str(tmp_path / "x.pt"))
+    assert "--num-classes 3" in run_error(
+        capsys, "train", "--model", "resnet20", "--data", data, "--out", str(tmp_path / "x.pt")
+    )
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
@@ -132,7 +155,10 @@ def test_devices_without_a_phone_says_how_to_attach_one(capsys, monkeypatch):
 
 
 def test_console_script_prints_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "toolchain.cli", "eval", "--model", "nope", "--data", "cifar10"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "toolchain.cli", "eval", "--model", "nope", "--data", "cifar10"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: unknown model 'nope'")

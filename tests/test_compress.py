@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 
 from toolchain.compress import Budget, PipelineConfig, SearchConfig, compress
-from toolchain.search.ddpg import DDPGConfig
-from toolchain.search.env import EnvConfig
 from toolchain.data import load_split, normalize
 from toolchain.export import to_model_file
 from toolchain.graph import analyze
-from toolchain.surgery import pruned_copy
 from toolchain.latency.profiler import profile
 from toolchain.latency.runners import LiteRTHostRunner, Timing
 from toolchain.latency.table import LatencyTable
 from toolchain.models import load_checkpoint, load_model
+from toolchain.search.ddpg import DDPGConfig
+from toolchain.search.env import EnvConfig
+from toolchain.surgery import pruned_copy
 
 pytestmark = pytest.mark.slow
 TINY = dict(episodes=3, agent=DDPGConfig(warmup_episodes=2), reward_images=100, calibration_images=100, finalists=1)
@@ -39,8 +39,12 @@ def table(tmp_path_factory, resnet20):
     path = tmp_path_factory.mktemp("tables") / "host.json"
     runner = LiteRTHostRunner()
     graph = analyze(resnet20.model, 32)
-    profile(graph, runner, LatencyTable.open(path, runner.target),
-            lambda keep: to_model_file(pruned_copy(resnet20.model, graph, keep), 32, "tflite"))
+    profile(
+        graph,
+        runner,
+        LatencyTable.open(path, runner.target),
+        lambda keep: to_model_file(pruned_copy(resnet20.model, graph, keep), 32, "tflite"),
+    )
     return path
 
 
@@ -54,9 +58,36 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     from toolchain.cli import main
 
     out = tmp_path / "run"
-    args = ["compress", "--model", "resnet20", "--data", cifar10, "--table", str(table), "--latency-ratio", "0.6",
-            "--episodes", "3", "--warmup-episodes", "2", "--reward-images", "100", "--calibration-images", "100",
-            "--finalists", "2", "--finetune-epochs", "1", "--distill", "0.5", "--limit", "300", "--out", str(out), "--json"]
+    args = [
+        "compress",
+        "--model",
+        "resnet20",
+        "--data",
+        cifar10,
+        "--table",
+        str(table),
+        "--latency-ratio",
+        "0.6",
+        "--episodes",
+        "3",
+        "--warmup-episodes",
+        "2",
+        "--reward-images",
+        "100",
+        "--calibration-images",
+        "100",
+        "--finalists",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--distill",
+        "0.5",
+        "--limit",
+        "300",
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["predicted_ms"] <= result["budget_ms"] < result["unpruned_predicted_ms"]
@@ -78,12 +109,16 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     x = normalize(images.images, finetuned.spec.mean, finetuned.spec.std)
     reference = finetuned.model(x).detach().numpy()
     for i in range(len(images)):
-        interpreter.set_tensor(inp["index"], x[i:i + 1].permute(0, 2, 3, 1).numpy())
+        interpreter.set_tensor(inp["index"], x[i : i + 1].permute(0, 2, 3, 1).numpy())
         interpreter.invoke()
         np.testing.assert_allclose(interpreter.get_tensor(outp["index"])[0], reference[i], atol=1e-3)
 
     report = (out / "report.md").read_text()
-    for figure in (f"{result['budget_ms']:.3f} ms", f"{result['measured_ms']:.3f} ms", f"{100 * result['top1_test_finetuned']:.2f}%"):
+    for figure in (
+        f"{result['budget_ms']:.3f} ms",
+        f"{result['measured_ms']:.3f} ms",
+        f"{100 * result['top1_test_finetuned']:.2f}%",
+    ):
         assert figure in report
     assert all(png(out / name) for name in ("policy.png", "search.png", "tradeoff.png"))
     sidecar = json.loads(Path(result["sidecar"]).read_text())
@@ -106,7 +141,9 @@ def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, res
     result = compress(resnet20, LiteRTHostRunner(), table, config, tmp_path)
     assert result is not None and len(result.stages) == 2
     first, second = (stage.search for stage in result.stages)
-    assert first.budget_ms == pytest.approx(0.7 * first.start_ms) and second.budget_ms == pytest.approx(0.5 * first.start_ms)
+    assert first.budget_ms == pytest.approx(0.7 * first.start_ms) and second.budget_ms == pytest.approx(
+        0.5 * first.start_ms
+    )
     # stage 2 starts from stage 1's model, predicted on the same basis (the unpruned architecture's table entries)
     assert second.start_ms == pytest.approx(first.best.latency_ms, rel=1e-9)
     assert all(b <= a for a, b in zip(first.best.keep, second.best.keep))
@@ -117,15 +154,20 @@ def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, res
 
 
 def test_accuracy_protocol_searches_without_a_wall_for_its_own_reward(tmp_path, cifar10, resnet20, table):
-    config = PipelineConfig(SearchConfig(cifar10, env=EnvConfig(protocol="accuracy"), **TINY), Budget(ratio=0.6), limit=100)
+    config = PipelineConfig(
+        SearchConfig(cifar10, env=EnvConfig(protocol="accuracy"), **TINY), Budget(ratio=0.6), limit=100
+    )
     result = compress(resnet20, LiteRTHostRunner(), table, config, tmp_path)
     with open(tmp_path / "search.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
     for row in rows:  # the reward trades error against latency instead of holding latency under the budget
-        assert float(row["reward"]) == pytest.approx(-(1 - float(row["accuracy"])) * np.log(float(row["latency_ms"]) * 1e3), abs=1e-5)
+        assert float(row["reward"]) == pytest.approx(
+            -(1 - float(row["accuracy"])) * np.log(float(row["latency_ms"]) * 1e3), abs=1e-5
+        )
     assert result.final.search.best.reward == pytest.approx(
-        -(1 - result.final.search.best.accuracy) * np.log(result.final.search.best.latency_ms * 1e3))
+        -(1 - result.final.search.best.accuracy) * np.log(result.final.search.best.latency_ms * 1e3)
+    )
 
 
 class SlowerThanItsTable:
@@ -148,9 +190,13 @@ def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path
     assert over is not None and not over.within_budget and over.attempts == 1
     assert "exceeds the budget" in (tmp_path / "plain" / "report.md").read_text()
 
-    enforced = compress(resnet20, SlowerThanItsTable(1.5), table, replace(config, enforce_measured=True), tmp_path / "enforced")
+    enforced = compress(
+        resnet20, SlowerThanItsTable(1.5), table, replace(config, enforce_measured=True), tmp_path / "enforced"
+    )
     assert enforced is not None and enforced.within_budget and enforced.attempts >= 2
-    assert enforced.budget_ms == pytest.approx(0.6 * enforced.unpruned_predicted_ms)  # the budget to meet stays the user's
+    assert enforced.budget_ms == pytest.approx(
+        0.6 * enforced.unpruned_predicted_ms
+    )  # the budget to meet stays the user's
     assert enforced.final.search.budget_ms < enforced.budget_ms / 1.2  # what the last search aimed at
     assert (tmp_path / "enforced" / "attempt-2" / "best_policy.json").exists()
 
@@ -159,9 +205,33 @@ def test_train_under_torchrun_is_data_parallel_over_two_processes(tmp_path, cifa
     out = tmp_path / "ddp.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "toolchain.cli", "train",
-                           "--model", "resnet20", "--data", cifar10, "--epochs", "1", "--limit", "256", "--batch-size", "64",
-                           "--out", str(out), "--json"], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "toolchain.cli",
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            cifar10,
+            "--epochs",
+            "1",
+            "--limit",
+            "256",
+            "--batch-size",
+            "64",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # only rank 0 reports
@@ -183,12 +253,48 @@ def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_proce
     (tmp_path / "optimistic.json").write_text(json.dumps(optimistic))
     out = tmp_path / "run"
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "toolchain.cli", "compress",
-                           "--model", "resnet20", "--data", cifar10, "--table", str(tmp_path / "optimistic.json"),
-                           "--latency-ratio", "0.6", "--strategy", "uniform", "--enforce-measured",
-                           "--episodes", "3", "--warmup-episodes", "2", "--reward-images", "100", "--calibration-images", "100",
-                           "--finalists", "1", "--finetune-epochs", "1", "--limit", "256", "--out", str(out), "--json"],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "toolchain.cli",
+            "compress",
+            "--model",
+            "resnet20",
+            "--data",
+            cifar10,
+            "--table",
+            str(tmp_path / "optimistic.json"),
+            "--latency-ratio",
+            "0.6",
+            "--strategy",
+            "uniform",
+            "--enforce-measured",
+            "--episodes",
+            "3",
+            "--warmup-episodes",
+            "2",
+            "--reward-images",
+            "100",
+            "--calibration-images",
+            "100",
+            "--finalists",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--limit",
+            "256",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 reports
@@ -196,4 +302,7 @@ def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_proce
     assert result["attempts"] >= 2
     assert (out / "search.csv").exists() and (out / "attempt-2" / "search.csv").exists()
     assert " 2/2 " in " ".join(proc.stderr.split())  # 256 images, global batch 128: 64 per process per step
-    assert load_checkpoint(out / f"attempt-{result['attempts']}" / "finetuned.pt").metrics["top1_test"] == result["top1_test_finetuned"]
+    assert (
+        load_checkpoint(out / f"attempt-{result['attempts']}" / "finetuned.pt").metrics["top1_test"]
+        == result["top1_test_finetuned"]
+    )

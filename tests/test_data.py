@@ -2,8 +2,8 @@ import tarfile
 
 import pytest
 import torch
-
 from conftest import make_image_folder
+
 from toolchain.data import CIFAR10_CLASSES, augment, load_split, split_indices
 from toolchain.errors import ToolchainError
 
@@ -29,7 +29,9 @@ def test_split_is_deterministic_and_disjoint():
 def test_val_images_are_not_in_train(cifar10):
     train, val = load_split(cifar10, "train", 32), load_split(cifar10, "val", 32)
     train_keys = {bytes(img.flatten()[:256].numpy()) for img in train.images}
-    assert sum(bytes(img.flatten()[:256].numpy()) in train_keys for img in val.images[:500]) <= 1  # CIFAR has rare near-duplicates
+    assert (
+        sum(bytes(img.flatten()[:256].numpy()) in train_keys for img in val.images[:500]) <= 1
+    )  # CIFAR has rare near-duplicates
 
 
 def test_limit_takes_a_fixed_spread_subset(cifar10):
@@ -82,5 +84,5 @@ def test_augment_keeps_shape_and_pixels():
     # every output is a window of its zero-padded input (pad 32 / 8 = 4), maybe mirrored: the pixels are the input's
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
     for image, augmented in zip(padded, out):
-        windows = [image[:, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        windows = [image[:, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
         assert any(torch.equal(augmented, w) or torch.equal(augmented, w.flip(-1)) for w in windows)

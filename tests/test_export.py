@@ -1,8 +1,8 @@
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from toolchain.cli import main
 from toolchain.data import load_split
@@ -18,7 +18,9 @@ def resnet20_data(cifar10):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_format,precision", [("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"), ("onnx", "fp32")])
+@pytest.mark.parametrize(
+    "model_format,precision", [("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"), ("onnx", "fp32")]
+)
 def test_export_passes_its_parity_check_and_writes_the_sidecar(tmp_path, resnet20_data, model_format, precision):
     from ai_edge_litert.interpreter import Interpreter
 

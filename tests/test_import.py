@@ -51,14 +51,38 @@ def test_config_that_does_not_match_the_log_is_refused():
 
 def test_import_cli_and_the_shipped_pixel1_table(tmp_path, capsys):
     table = tmp_path / "pixel1.json"
-    argv = ["import-logs", *map(str, sorted(LOGS.glob("0.5flops_run*.txt"))), "--device", "pixel1", "--runtime-version", "2018",
-            "--table", str(table), "--model-config", str(CONFIGS / "mobilenet_v1_amc_0.5flops.json"), "--json"]
+    argv = [
+        "import-logs",
+        *map(str, sorted(LOGS.glob("0.5flops_run*.txt"))),
+        "--device",
+        "pixel1",
+        "--runtime-version",
+        "2018",
+        "--table",
+        str(table),
+        "--model-config",
+        str(CONFIGS / "mobilenet_v1_amc_0.5flops.json"),
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["imported"] == 30 and out["logs"] == 3
     shipped = LatencyTable.load(REPO / "latency_tables" / "pixel1-pixel1-benchmark_model-fp32-t1.json")
     assert shipped.target == PIXEL1 and len(shipped.models) == 3
     assert LatencyTable.load(table).entries.items() <= shipped.entries.items()
-    assert main(["import-logs", str(LOGS / "README.md"), "--device", "pixel1", "--table", str(table),
-                 "--model-config", str(CONFIGS / "mobilenet_v1_1.0.json")]) == 2
+    assert (
+        main(
+            [
+                "import-logs",
+                str(LOGS / "README.md"),
+                "--device",
+                "pixel1",
+                "--table",
+                str(table),
+                "--model-config",
+                str(CONFIGS / "mobilenet_v1_1.0.json"),
+            ]
+        )
+        == 2
+    )
     assert "README.md" in capsys.readouterr().err

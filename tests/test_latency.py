@@ -1,11 +1,9 @@
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,9 +14,8 @@ from toolchain.graph import analyze
 from toolchain.latency.predictor import LatencyPredictor
 from toolchain.latency.profiler import channel_grid, profile, shapes_to_profile
 from toolchain.latency.runners import LiteRTHostRunner, Target, Timing, best_of_each
-from toolchain.latency.signature import OpSignature
 from toolchain.latency.table import LatencyTable
-from toolchain.latency.tflite import read_signatures, single_op_model
+from toolchain.latency.tflite import read_signatures
 from toolchain.models import create_model
 from toolchain.policy import PruningPolicy
 
@@ -52,7 +49,7 @@ class RecordingRunner:
 
 
 def cost(sigs) -> float:
-    return sum(1e-6 * s.h * s.w * s.c_in * s.c_out * s.kernel ** 2 + 1e-3 for s in sigs)
+    return sum(1e-6 * s.h * s.w * s.c_in * s.c_out * s.kernel**2 + 1e-3 for s in sigs)
 
 
 class Tiny(nn.Module):
@@ -197,7 +194,11 @@ def test_killed_profile_resumes_without_remeasuring(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "host.json.journal"
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and (not journal.exists() or len(journal.read_text().splitlines()) < 40):
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and (not journal.exists() or len(journal.read_text().splitlines()) < 40)
+    ):
         time.sleep(0.05)
     assert proc.poll() is None, f"profile exited early: {proc.stderr.read()[-500:]}"
     proc.send_signal(signal.SIGKILL)
@@ -211,13 +212,15 @@ def test_killed_profile_resumes_without_remeasuring(tmp_path):
     result = profile(graph, runner, table)
     assert not set(runner.measured) & journaled  # nothing measured twice
     assert result.measured == result.wanted - len(journaled)
-    assert {s.key() for s in shapes_to_profile(graph)} <= {s.key() for s in LatencyTable.open(table_path, runner.target).entries}
+    assert {s.key() for s in shapes_to_profile(graph)} <= {
+        s.key() for s in LatencyTable.open(table_path, runner.target).entries
+    }
 
 
 @pytest.mark.slow
 def test_fidelity_on_resnet20_within_a_loose_bound(tmp_path):
-    from toolchain.surgery import pruned_copy
     from toolchain.latency.fidelity import measure_fidelity
+    from toolchain.surgery import pruned_copy
 
     model = create_model("resnet20")
     graph = analyze(model, 32)
@@ -226,7 +229,9 @@ def test_fidelity_on_resnet20_within_a_loose_bound(tmp_path):
     profile(graph, runner, table, lambda keep: to_tflite(pruned_copy(model, graph, keep), 32))
     predictor = LatencyPredictor(graph, table)
     assert predictor.calibrated
-    report = measure_fidelity(graph, predictor, runner, lambda keep: to_tflite(pruned_copy(model, graph, keep), 32), samples=4)
+    report = measure_fidelity(
+        graph, predictor, runner, lambda keep: to_tflite(pruned_copy(model, graph, keep), 32), samples=4
+    )
     assert report.mape < 0.15, report.variants
 
 
@@ -252,15 +257,36 @@ def test_predict_cli_json(tmp_path, capsys):
     runner = LiteRTHostRunner()
     table = LatencyTable.open(tmp_path / "host.json", runner.target)
     profile(graph, SyntheticRunnerFor(runner.target), table)
-    assert main(["predict", "--model", "resnet20", "--table", str(tmp_path / "host.json"), "--policy", "uniform:0.5", "--json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                "resnet20",
+                "--table",
+                str(tmp_path / "host.json"),
+                "--policy",
+                "uniform:0.5",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["latency_ms"] == pytest.approx(cost(graph.signatures(PruningPolicy.uniform(graph, "resnet20", 0.5).keep)))
+    assert out["latency_ms"] == pytest.approx(
+        cost(graph.signatures(PruningPolicy.uniform(graph, "resnet20", 0.5).keep))
+    )
     assert main(["predict", "--model", "resnet20", "--table", str(tmp_path / "none.json")]) == 2
     # a phone's table predicts without the phone: its target is in the file
     phone = Target("pixel", "benchmark_model", "2.19", "fp32", 4, "xnnpack", "Pixel 8|arm64-v8a")
     profile(graph, SyntheticRunnerFor(phone), LatencyTable.open(tmp_path / "phone.json", phone))
-    assert main(["predict", "--model", "resnet20", "--device", "pixel", "--table", str(tmp_path / "phone.json"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["latency_ms"] == pytest.approx(cost(graph.signatures()))
+    assert (
+        main(["predict", "--model", "resnet20", "--device", "pixel", "--table", str(tmp_path / "phone.json"), "--json"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["latency_ms"] == pytest.approx(
+        cost(graph.signatures())
+    )
 
 
 class SyntheticRunnerFor(SyntheticRunner):
@@ -273,8 +299,19 @@ class SyntheticRunnerFor(SyntheticRunner):
 def test_host_ort_profile_and_fidelity(tmp_path, capsys):
     from toolchain.cli import main
 
-    argv = ["profile", "--device", "host-ort", "--model", "resnet20", "--table", str(tmp_path / "ort.json"),
-            "--validate", "--samples", "4", "--json"]
+    argv = [
+        "profile",
+        "--device",
+        "host-ort",
+        "--model",
+        "resnet20",
+        "--table",
+        str(tmp_path / "ort.json"),
+        "--validate",
+        "--samples",
+        "4",
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["target"]["runtime"] == "onnxruntime" and out["measured"] == out["shapes"]

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from toolchain.models import count_macs, count_params, create_model, list_models, load_model
 from toolchain.errors import ToolchainError
+from toolchain.models import count_macs, count_params, create_model, list_models, load_model
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -37,6 +37,10 @@ def test_param_and_mac_counts_match_the_architecture():
     fc = 64 * 10 + 10
     model = create_model("resnet20")
     assert count_params(model) == convs + shortcuts + bn + fc
-    macs = (3 * 16 * 9 + 6 * 16 * 16 * 9) * 32 * 32 + (16 * 32 * 9 + 5 * 32 * 32 * 9 + 16 * 32) * 16 * 16 \
-        + (32 * 64 * 9 + 5 * 64 * 64 * 9 + 32 * 64) * 8 * 8 + 64 * 10
+    macs = (
+        (3 * 16 * 9 + 6 * 16 * 16 * 9) * 32 * 32
+        + (16 * 32 * 9 + 5 * 32 * 32 * 9 + 16 * 32) * 16 * 16
+        + (32 * 64 * 9 + 5 * 64 * 64 * 9 + 32 * 64) * 8 * 8
+        + 64 * 10
+    )
     assert count_macs(model, 32) == macs

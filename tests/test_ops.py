@@ -5,9 +5,9 @@ the ops the converter really emits."""
 import numpy as np
 import pytest
 import torch
+from test_latency import Tiny, TinyConcat
 from torch import nn
 
-from test_latency import Tiny, TinyConcat
 from toolchain import ops
 from toolchain.export import to_tflite
 from toolchain.graph import analyze

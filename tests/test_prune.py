@@ -6,14 +6,20 @@ from torch import nn
 
 from toolchain.data import load_split, normalize
 from toolchain.errors import ToolchainError
+from toolchain.evaluate import evaluate
 from toolchain.graph import analyze
 from toolchain.models import count_macs, create_model, list_models, load_checkpoint, load_model
 from toolchain.policy import PruningPolicy, round_channels
 from toolchain.prune import apply_policy, collect_features, select_channels
-from toolchain.evaluate import evaluate
 
-TORCHVISION = ["torchvision:mobilenet_v2", "torchvision:mobilenet_v3_small", "torchvision:resnet18",
-               "torchvision:resnet50", "torchvision:vgg11_bn", "torchvision:googlenet"]
+TORCHVISION = [
+    "torchvision:mobilenet_v2",
+    "torchvision:mobilenet_v3_small",
+    "torchvision:resnet18",
+    "torchvision:resnet50",
+    "torchvision:vgg11_bn",
+    "torchvision:googlenet",
+]
 
 
 def load(name):
@@ -50,7 +56,7 @@ def weights_and_macs(signatures):
         if s.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             oh = -(-s.h // s.stride) if s.padding == "SAME" else (s.h - s.kernel) // s.stride + 1
             ow = -(-s.w // s.stride) if s.padding == "SAME" else (s.w - s.kernel) // s.stride + 1
-            per_out = s.kernel ** 2 * (1 if s.kind == "DEPTHWISE_CONV_2D" else s.c_in)
+            per_out = s.kernel**2 * (1 if s.kind == "DEPTHWISE_CONV_2D" else s.c_in)
             params += s.c_out * per_out
             macs += oh * ow * s.c_out * per_out
         elif s.kind == "FULLY_CONNECTED":
@@ -59,7 +65,10 @@ def weights_and_macs(signatures):
     return params, macs
 
 
-@pytest.mark.parametrize("name", ["resnet20", "plain20", "mobilenet_v2_cifar", "vgg11_cifar", "torchvision:resnet18", "torchvision:mobilenet_v2"])
+@pytest.mark.parametrize(
+    "name",
+    ["resnet20", "plain20", "mobilenet_v2_cifar", "vgg11_cifar", "torchvision:resnet18", "torchvision:mobilenet_v2"],
+)
 def test_pruned_shapes_match_an_analytic_count(name):
     loaded = load(name)
     model, size = loaded.model, loaded.spec.input_size
@@ -67,8 +76,11 @@ def test_pruned_shapes_match_an_analytic_count(name):
     gen = torch.Generator().manual_seed(0)
     keep = [round_channels(float(torch.empty(1).uniform_(0.2, 1.0, generator=gen)), g.channels) for g in graph.groups]
     pruned = apply_policy(model, graph, keep)
-    params = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
-                 for m in pruned.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    params = sum(
+        m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+        for m in pruned.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    )
     assert (params, count_macs(pruned, size)) == weights_and_macs(graph.signatures(keep))
     # and the traced graph of the pruned model is the policy's graph
     assert analyze(pruned, size).signatures() == graph.signatures(keep)
@@ -98,7 +110,9 @@ def test_concat_groups_map_channel_ranges():
 
 
 def test_grouped_convs_are_left_unpruned_with_a_warning():
-    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3, groups=4), nn.Conv2d(16, 8, 1), nn.Flatten(), nn.LazyLinear(2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3, groups=4), nn.Conv2d(16, 8, 1), nn.Flatten(), nn.LazyLinear(2)
+    )
     model(torch.zeros(1, 3, 8, 8))
     graph = analyze(model, 8)
     assert all("1" not in g.members for g in graph.groups)
@@ -123,7 +137,9 @@ def resnet20_with_features(cifar10):
     loaded = load_model("resnet20")
     graph = analyze(loaded.model, 32)
     train = load_split(cifar10, "train", 32, limit=1000)
-    features = collect_features(loaded.model, graph, (normalize(x, loaded.spec.mean, loaded.spec.std) for x, _ in train.batches(250)))
+    features = collect_features(
+        loaded.model, graph, (normalize(x, loaded.spec.mean, loaded.spec.std) for x, _ in train.batches(250))
+    )
     return loaded, graph, features
 
 
@@ -161,8 +177,25 @@ def test_prune_cli_writes_a_loadable_smaller_checkpoint(tmp_path, capsys, cifar1
     from toolchain.cli import main
 
     out = tmp_path / "p.pt"
-    assert main(["prune", "--model", "resnet20", "--policy", "uniform:0.5", "--data", cifar10,
-                 "--calibration-images", "200", "--out", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                "resnet20",
+                "--policy",
+                "uniform:0.5",
+                "--data",
+                cifar10,
+                "--calibration-images",
+                "200",
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["keep"] == [8] * 4 + [16] * 4 + [32] * 4 and result["params"] < result["unpruned_params"] / 3
     raw = torch.load(out, weights_only=True)
@@ -170,7 +203,21 @@ def test_prune_cli_writes_a_loadable_smaller_checkpoint(tmp_path, capsys, cifar1
     loaded = load_checkpoint(out)
     assert loaded.model.fc.weight.shape == (10, 32)
     assert main(["eval", "--model", str(out), "--data", cifar10, "--limit", "100", "--json"]) == 0
-    assert main(["prune", "--model", str(out), "--policy", "uniform:0.5", "--no-reconstruct", "--out", str(tmp_path / "x.pt")]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                str(out),
+                "--policy",
+                "uniform:0.5",
+                "--no-reconstruct",
+                "--out",
+                str(tmp_path / "x.pt"),
+            ]
+        )
+        == 2
+    )
     assert "already pruned" in capsys.readouterr().err
 
 
@@ -178,7 +225,9 @@ def test_policy_errors():
     graph = analyze(create_model("resnet20"), 32)
     bad = PruningPolicy.uniform(graph, "resnet20", 0.5)
     with pytest.raises(ToolchainError, match="keeps 99 channels"):
-        PruningPolicy(bad.arch, bad.input_size, bad.fingerprint, bad.leads, bad.channels, (99,) + bad.keep[1:], bad.ratios).validate(graph)
+        PruningPolicy(
+            bad.arch, bad.input_size, bad.fingerprint, bad.leads, bad.channels, (99,) + bad.keep[1:], bad.ratios
+        ).validate(graph)
     assert round_channels(0.2, 16) == 8 and round_channels(0.01, 64) == 8 and round_channels(0.5, 6) == 6
 
 
@@ -187,7 +236,9 @@ def test_residual_adds_tie_channels_and_depthwise_follows_its_producer():
     stage1 = resnet.groups[0]
     assert stage1.lead == "stem.0" and stage1.channels == 16
     assert {"blocks.0.conv2", "blocks.1.conv2", "blocks.2.conv2"} <= set(stage1.members)  # summed by the adds
-    assert {"blocks.0.conv1", "blocks.1.conv1", "blocks.2.conv1", "blocks.3.conv1", "blocks.3.shortcut.0"} == set(stage1.consumers)
+    assert {"blocks.0.conv1", "blocks.1.conv1", "blocks.2.conv1", "blocks.3.conv1", "blocks.3.shortcut.0"} == set(
+        stage1.consumers
+    )
     assert len(resnet.groups) == 12  # 3 residual stages + 9 inner block convs; the classifier output is never a group
     mbv2 = analyze(create_model("mobilenet_v2_cifar"), 32)
     expand = next(g for g in mbv2.groups if g.lead == "features.2.conv.0")

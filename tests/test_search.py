@@ -11,7 +11,7 @@ from toolchain.models import create_model
 from toolchain.search.ddpg import DDPGConfig
 from toolchain.search.env import EnvConfig, PruningEnv
 from toolchain.search.run import run_search
-from toolchain.search.strategies import AMC, RandomSearch, Ramp, Uniform, make_strategy
+from toolchain.search.strategies import AMC, Ramp, RandomSearch, Uniform, make_strategy
 
 GRAPH = analyze(create_model("resnet20"), 32)
 
@@ -19,6 +19,7 @@ GRAPH = analyze(create_model("resnet20"), 32)
 def op_cost_fn(weights):
     """A latency model over the real resnet20 ops: each op costs weight * c_in * c_out (plus a constant).
     Returns the per-group cost (each op counted for every group it reads) and the total."""
+
     def op_latencies(keep):
         return [w * s.c_in * s.c_out * 1e-4 + 1e-3 for w, s in zip(weights, GRAPH.signatures(keep))]
 
@@ -27,6 +28,7 @@ def op_cost_fn(weights):
         for op, ms in zip(GRAPH.ops(), op_latencies(keep)):
             out[list(op.groups_read)] += ms
         return out
+
     return group_latencies, (lambda keep: sum(op_latencies(keep)))
 
 
@@ -45,9 +47,11 @@ def make_env(budget_ratio=0.5, weights=None, protocol="resource"):
 
 
 @settings(max_examples=40, deadline=None)
-@given(weights=st.lists(st.floats(0.01, 10.0), min_size=len(GRAPH.ops()), max_size=len(GRAPH.ops())),
-       actions=st.lists(st.floats(0.0, 1.0), min_size=len(GRAPH.groups), max_size=len(GRAPH.groups)),
-       budget=st.floats(0.35, 0.95))
+@given(
+    weights=st.lists(st.floats(0.01, 10.0), min_size=len(GRAPH.ops()), max_size=len(GRAPH.ops())),
+    actions=st.lists(st.floats(0.0, 1.0), min_size=len(GRAPH.groups), max_size=len(GRAPH.groups)),
+    budget=st.floats(0.35, 0.95),
+)
 def test_wall_never_lets_a_policy_exceed_the_budget(weights, actions, budget):
     try:
         env = make_env(budget, weights)
@@ -106,8 +110,12 @@ def test_search_resumes_to_the_same_result(tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        run_search(make_env(), AMC(make_env(), config, seed=3), 16, tmp_path / "b", checkpoint_every=4, on_episode=kill_at_11)
-    resumed = run_search(make_env(), AMC(make_env(), config, seed=3), 16, tmp_path / "b", resume=True, checkpoint_every=4)
+        run_search(
+            make_env(), AMC(make_env(), config, seed=3), 16, tmp_path / "b", checkpoint_every=4, on_episode=kill_at_11
+        )
+    resumed = run_search(
+        make_env(), AMC(make_env(), config, seed=3), 16, tmp_path / "b", resume=True, checkpoint_every=4
+    )
     assert resumed == straight
     assert (tmp_path / "a" / "search.csv").read_text() == (tmp_path / "b" / "search.csv").read_text()
     with pytest.raises(ToolchainError, match="--resume"):
@@ -131,9 +139,10 @@ def test_every_strategy_meets_the_budget():
 
 def test_shallow_and_deep_rules_prune_the_groups_they_name():
     env = make_env()
-    ratios = {name: np.array(Ramp(name, slope).episode(env).keep) / np.array(GRAPH.channels)
-              for name, slope in (("shallow", 0.6), ("deep", -0.6))}
+    ratios = {
+        name: np.array(Ramp(name, slope).episode(env).keep) / np.array(GRAPH.channels)
+        for name, slope in (("shallow", 0.6), ("deep", -0.6))
+    }
     half = len(GRAPH.groups) // 2
     assert ratios["shallow"][:half].mean() < ratios["shallow"][half:].mean()  # shallow groups keep less
     assert ratios["deep"][:half].mean() > ratios["deep"][half:].mean()
-

@@ -1,8 +1,8 @@
 import pytest
 
 from toolchain.data import load_split
-from toolchain.models import list_models, load_model, zoo_checkpoint
 from toolchain.evaluate import evaluate
+from toolchain.models import list_models, load_model, zoo_checkpoint
 
 COMMITTED = [name for name in list_models() if zoo_checkpoint(name).exists()]
 

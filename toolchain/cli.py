@@ -11,15 +11,21 @@ import argparse
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import console
 from .errors import ToolchainError
 
-MODEL_HELP = "zoo name (e.g. resnet20), torchvision:NAME (e.g. torchvision:mobilenet_v2), or a toolchain checkpoint file"
-DATA_HELP = "cifar10 (from $TOOLCHAIN_CIFAR10, else downloaded), an ImageFolder folder with train/ and test/ (or val/), or a .tar.gz of one"
+MODEL_HELP = (
+    "zoo name (e.g. resnet20), torchvision:NAME (e.g. torchvision:mobilenet_v2), or a toolchain checkpoint file"
+)
+DATA_HELP = (
+    "cifar10 (from $TOOLCHAIN_CIFAR10, else downloaded), an ImageFolder folder with train/ and test/ (or val/), "
+    "or a .tar.gz of one"
+)
 USER_ERROR, CRASH = 2, 3
 
 
@@ -35,10 +41,16 @@ def model_source(args: argparse.Namespace, ref: str | None = None):
 def target_config(args: argparse.Namespace):
     from .latency.targets import TargetConfig
 
-    return TargetConfig(args.device, args.threads, tuple(args.serial or ()), args.benchmark_binary,
-                        Path(args.table) if getattr(args, "table", None) else None,
-                        on_cooldown=lambda hot, limit, left: console.info(
-                            f"phone at {hot:.1f} C, above {limit:.1f} C: waiting, at most {left:.0f} s more"))
+    return TargetConfig(
+        args.device,
+        args.threads,
+        tuple(args.serial or ()),
+        args.benchmark_binary,
+        Path(args.table) if getattr(args, "table", None) else None,
+        on_cooldown=lambda hot, limit, left: console.info(
+            f"phone at {hot:.1f} C, above {limit:.1f} C: waiting, at most {left:.0f} s more"
+        ),
+    )
 
 
 def progress_callback(progress, label: str) -> Callable[[int, int], None]:
@@ -50,6 +62,7 @@ def progress_callback(progress, label: str) -> Callable[[int, int], None]:
             progress.update(task, completed=1, total=1, status="nothing new to measure")
         else:
             progress.update(task, completed=done, total=total)
+
     return update
 
 
@@ -66,8 +79,15 @@ def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
         table = Table("model", "checkpoint", "test top-1", "params", "MACs", "input", "description")
         for r in rows:
             top1 = f"{100 * r['top1_test']:.2f}%" if r["top1_test"] is not None else "-"
-            table.add_row(r["name"], "yes" if r["checkpoint"] else "no", top1, f"{r['params'] / 1e6:.2f}M",
-                          f"{r['macs'] / 1e6:.1f}M", f"{r['input_size']}x{r['input_size']}", r["description"])
+            table.add_row(
+                r["name"],
+                "yes" if r["checkpoint"] else "no",
+                top1,
+                f"{r['params'] / 1e6:.2f}M",
+                f"{r['macs'] / 1e6:.1f}M",
+                f"{r['input_size']}x{r['input_size']}",
+                r["description"],
+            )
         console.Console().print(table)
         print("Any torchvision classifier also works as torchvision:NAME (untrained; --num-classes, --input-size).")
     return {"models": rows}
@@ -86,8 +106,14 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any] | None:
     from . import distributed
     from .train import EpochResult, TrainConfig, train_model
 
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      distill=args.distill, seed=args.seed)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        distill=args.distill,
+        seed=args.seed,
+    )
     teacher = model_source(args, args.teacher) if args.teacher else None
     with console.progress_bar() as progress:
         task = progress.add_task("train", total=None, status="")
@@ -95,49 +121,92 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any] | None:
         def on_epoch(r: EpochResult) -> None:
             val = f", val top-1 {100 * r.val_top1:.2f}%" if r.val_top1 is not None else ""
             if distributed.is_main():
-                progress.console.print(f"epoch {r.epoch}/{cfg.epochs}: loss {r.loss:.3f}, train top-1 {100 * r.train_top1:.2f}%{val}")
+                progress.console.print(
+                    f"epoch {r.epoch}/{cfg.epochs}: loss {r.loss:.3f}, train top-1 {100 * r.train_top1:.2f}%{val}"
+                )
 
-        result = train_model(model_source(args), args.data, cfg, Path(args.out), args.limit, teacher, console.info,
-                             lambda step, total, loss: progress.update(task, completed=step, total=total, status=f"loss {loss:.3f}"),
-                             on_epoch)
+        result = train_model(
+            model_source(args),
+            args.data,
+            cfg,
+            Path(args.out),
+            args.limit,
+            teacher,
+            console.info,
+            lambda step, total, loss: progress.update(task, completed=step, total=total, status=f"loss {loss:.3f}"),
+            on_epoch,
+        )
     if result is None:  # a torchrun worker: rank 0 reports
         return None
     if not args.json:
         print(f"wrote {result.checkpoint}: test top-1 {100 * result.top1_test:.2f}%")
-    return {"checkpoint": str(result.checkpoint), "top1_test": result.top1_test, "top1_val": result.top1_val,
-            "epochs": result.epochs, "processes": result.processes}
+    return {
+        "checkpoint": str(result.checkpoint),
+        "top1_test": result.top1_test,
+        "top1_val": result.top1_val,
+        "epochs": result.epochs,
+        "processes": result.processes,
+    }
 
 
 def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     from .profiling import ProfileConfig, Validation, profile_model
 
-    config = ProfileConfig(args.channel_step, Validation(args.samples, args.seed, Path(args.plot) if args.plot else None)
-                           if args.validate else None)
+    config = ProfileConfig(
+        args.channel_step,
+        Validation(args.samples, args.seed, Path(args.plot) if args.plot else None) if args.validate else None,
+    )
     source, target = model_source(args), target_config(args)
     with console.progress_bar() as progress:
         reports = profile_model(source, target, config, lambda label: progress_callback(progress, label), console.info)
     rows = []
     for r in reports:
-        row = {"table": str(r.table), "serial": r.serial, "shapes": r.shapes, "measured": r.measured, "entries": r.entries,
-               "target": r.target.as_dict(), **({"fidelity": r.fidelity} if r.fidelity else {})}
+        row = {
+            "table": str(r.table),
+            "serial": r.serial,
+            "shapes": r.shapes,
+            "measured": r.measured,
+            "entries": r.entries,
+            "target": r.target.as_dict(),
+            **({"fidelity": r.fidelity} if r.fidelity else {}),
+        }
         rows.append(row)
         if not args.json:
-            print(f"{r.serial + ': ' if r.serial else ''}{r.table}: {r.measured} new of {r.shapes} shapes measured ({r.entries} entries)")
+            print(
+                f"{r.serial + ': ' if r.serial else ''}{r.table}: {r.measured} new of {r.shapes} shapes measured "
+                f"({r.entries} entries)"
+            )
             if r.fidelity:
                 f = r.fidelity
-                print(f"fidelity over {f['samples']} variants: MAPE {100 * f['mape']:.1f}%, {100 * f['within_5pct']:.0f}% within "
-                      f"±5%, {100 * f['within_10pct']:.0f}% within ±10%; plot {f['plot']}")
+                print(
+                    f"fidelity over {f['samples']} variants: MAPE {100 * f['mape']:.1f}%, "
+                    f"{100 * f['within_5pct']:.0f}% within "
+                    f"±5%, {100 * f['within_10pct']:.0f}% within ±10%; plot {f['plot']}"
+                )
     return rows[0] if len(rows) == 1 else {"tables": rows}
 
 
 def cmd_import_logs(args: argparse.Namespace) -> dict[str, Any]:
     from .latency.importer import import_log_files
 
-    r = import_log_files(args.device, args.logs, args.model_config, Path(args.table) if args.table else None,
-                         args.threads or 1, args.runtime_version, args.delegate)
+    r = import_log_files(
+        args.device,
+        args.logs,
+        args.model_config,
+        Path(args.table) if args.table else None,
+        args.threads or 1,
+        args.runtime_version,
+        args.delegate,
+    )
     if not args.json:
         print(f"{r.table}: {r.imported} op entries from {r.logs} logs of {r.model} ({r.entries} entries in the table)")
-    return {"table": str(r.table), "imported": r.imported, "logs": r.logs, "entries": r.entries, "target": r.target.as_dict()}
+    return {
+        "table": str(r.table),
+        "imported": r.imported,
+        "logs": r.logs,
+        "entries": r.entries,
+        "target": r.target.as_dict(),
+    }
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
@@ -145,7 +214,10 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
 
     p = predict_latency(model_source(args), target_config(args), args.policy)
     if not args.json:
-        print(f"{args.model}{' with ' + args.policy if args.policy else ''}: {p.latency_ms:.3f} ms predicted on {p.target.describe()}")
+        print(
+            f"{args.model}{' with ' + args.policy if args.policy else ''}: {p.latency_ms:.3f} ms predicted on "
+            f"{p.target.describe()}"
+        )
     return {"latency_ms": p.latency_ms, "table": str(p.table), "calibrated": p.calibrated}
 
 
@@ -153,16 +225,35 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     from .prune import prune_model
 
     if not args.no_reconstruct and not args.data:
-        raise ToolchainError("least-squares reconstruction needs training images: pass --data DATA, or --no-reconstruct")
-    r = prune_model(model_source(args), args.policy, Path(args.out), None if args.no_reconstruct else args.data,
-                    args.calibration_images, args.channel_multiple, args.min_channels, console.info)
+        raise ToolchainError(
+            "least-squares reconstruction needs training images: pass --data DATA, or --no-reconstruct"
+        )
+    r = prune_model(
+        model_source(args),
+        args.policy,
+        Path(args.out),
+        None if args.no_reconstruct else args.data,
+        args.calibration_images,
+        args.channel_multiple,
+        args.min_channels,
+        console.info,
+    )
     for warning in r.warnings:
         console.info(f"warning: {warning}")
     if not args.json:
-        print(f"wrote {r.checkpoint}: {r.params / 1e6:.3f}M params ({100 * r.params / r.unpruned_params:.0f}% of unpruned), "
-              f"{r.macs / 1e6:.1f}M MACs ({100 * r.macs / r.unpruned_macs:.0f}%)")
-    return {"checkpoint": str(r.checkpoint), "keep": list(r.policy.keep), "params": r.params, "macs": r.macs,
-            "unpruned_params": r.unpruned_params, "unpruned_macs": r.unpruned_macs}
+        print(
+            f"wrote {r.checkpoint}: {r.params / 1e6:.3f}M params ({100 * r.params / r.unpruned_params:.0f}% of "
+            "unpruned), "
+            f"{r.macs / 1e6:.1f}M MACs ({100 * r.macs / r.unpruned_macs:.0f}%)"
+        )
+    return {
+        "checkpoint": str(r.checkpoint),
+        "keep": list(r.policy.keep),
+        "params": r.params,
+        "macs": r.macs,
+        "unpruned_params": r.unpruned_params,
+        "unpruned_macs": r.unpruned_macs,
+    }
 
 
 def pipeline_config(args: argparse.Namespace):
@@ -173,13 +264,28 @@ def pipeline_config(args: argparse.Namespace):
 
     budget = None if args.stages else Budget(ms=args.latency_ms, ratio=args.latency_ratio)
     search = SearchConfig(
-        data=args.data, strategy=args.strategy, episodes=args.episodes, seed=args.seed,
+        data=args.data,
+        strategy=args.strategy,
+        episodes=args.episodes,
+        seed=args.seed,
         env=EnvConfig(protocol=args.protocol, lbound=args.lbound, rbound=args.rbound, multiple=args.channel_multiple),
         agent=DDPGConfig(warmup_episodes=args.warmup_episodes, sigma=args.sigma, sigma_decay=args.sigma_decay),
-        reward_images=args.reward_images, calibration_images=args.calibration_images, finalists=args.finalists)
-    finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, warmup_epochs=0.0, distill=args.distill, seed=args.seed)
-    return PipelineConfig(search=search, budget=budget, stages=tuple(args.stages or ()), finetune=finetune,
-                          precision=args.precision, limit=args.limit, enforce_measured=args.enforce_measured)
+        reward_images=args.reward_images,
+        calibration_images=args.calibration_images,
+        finalists=args.finalists,
+    )
+    finetune = TrainConfig(
+        epochs=args.finetune_epochs, lr=args.finetune_lr, warmup_epochs=0.0, distill=args.distill, seed=args.seed
+    )
+    return PipelineConfig(
+        search=search,
+        budget=budget,
+        stages=tuple(args.stages or ()),
+        finetune=finetune,
+        precision=args.precision,
+        limit=args.limit,
+        enforce_measured=args.enforce_measured,
+    )
 
 
 def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -196,8 +302,14 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
         tuning = progress.add_task("fine-tune", total=None, status="", visible=False)
 
         def on_episode(i: int, episode: Episode, best: Episode) -> None:
-            progress.update(searching, completed=i, visible=True, status=(
-                f"reward {episode.reward:+.3f} | best top-1 {100 * best.accuracy:.2f}% at {best.latency_ms:.3f} ms"))
+            progress.update(
+                searching,
+                completed=i,
+                visible=True,
+                status=(
+                    f"reward {episode.reward:+.3f} | best top-1 {100 * best.accuracy:.2f}% at {best.latency_ms:.3f} ms"
+                ),
+            )
 
         def on_stage(index: int, stages: int) -> None:  # each stage searches and fine-tunes again
             progress.reset(searching, visible=False)
@@ -210,19 +322,34 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
         def on_train_step(step: int, total: int, loss: float) -> None:
             progress.update(tuning, completed=step, total=total, visible=True, status=f"loss {loss:.3f}")
 
-        result = compress_model(source, target_config(args), config, out, args.resume,
-                                Hooks(on_message, on_stage, profiling, on_episode, on_train_step))
+        result = compress_model(
+            source,
+            target_config(args),
+            config,
+            out,
+            args.resume,
+            Hooks(on_message, on_stage, profiling, on_episode, on_train_step),
+        )
     if result is None:  # a torchrun worker other than rank 0: it fine-tuned its shard, rank 0 reports
         return None
     summary = {**result.summary(), "strategy": args.strategy}
     if not args.json:
         final, exported = result.final, result.exported
         c = console.Console(soft_wrap=True)  # one line per figure, also when stdout is a file
-        c.print(f"test top-1: unpruned {100 * result.unpruned_top1:.2f}% -> pruned {100 * final.top1_pruned:.2f}% -> "
-                f"fine-tuned {100 * final.top1_finetuned:.2f}% -> exported {100 * exported.parity.top1_exported:.2f}%")
-        verdict = "[green]within budget[/]" if result.within_budget else "[bold red]OVER BUDGET: rerun with --enforce-measured[/]"
-        c.print(f"latency on {result.target}: {result.measured.median_ms:.3f} ms measured, {final.search.best.latency_ms:.3f} ms "
-                f"predicted, budget {result.budget_ms:.3f} ms: {verdict} ({result.speedup:.2f}x faster than unpruned)")
+        c.print(
+            f"test top-1: unpruned {100 * result.unpruned_top1:.2f}% -> pruned {100 * final.top1_pruned:.2f}% -> "
+            f"fine-tuned {100 * final.top1_finetuned:.2f}% -> exported {100 * exported.parity.top1_exported:.2f}%"
+        )
+        verdict = (
+            "[green]within budget[/]"
+            if result.within_budget
+            else "[bold red]OVER BUDGET: rerun with --enforce-measured[/]"
+        )
+        c.print(
+            f"latency on {result.target}: {result.measured.median_ms:.3f} ms measured, "
+            f"{final.search.best.latency_ms:.3f} ms "
+            f"predicted, budget {result.budget_ms:.3f} ms: {verdict} ({result.speedup:.2f}x faster than unpruned)"
+        )
         print(f"model: {exported.path} (+ {Path(exported.sidecar).name}, {Path(exported.labels).name})")
         print(f"report: {result.layout.report}")
     return summary
@@ -233,13 +360,24 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.data:
         raise ToolchainError("export checks the file against PyTorch on real images: pass --data DATA")
-    result = export_model(model_source(args), args.data, Path(args.out), args.format, args.precision, args.check_images,
-                          args.calibration_images)
+    result = export_model(
+        model_source(args),
+        args.data,
+        Path(args.out),
+        args.format,
+        args.precision,
+        args.check_images,
+        args.calibration_images,
+    )
     p = result.parity
     if not args.json:
-        print(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {args.format} {args.precision}) with {result.sidecar} and "
-              f"{result.labels}; parity on {p.images} test images: top-1 agreement {100 * p.top1_agreement:.2f}%, "
-              f"max |logit diff| {p.max_abs_diff:.2g}, top-1 {100 * p.top1_exported:.2f}% (PyTorch {100 * p.top1_pytorch:.2f}%)")
+        print(
+            f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {args.format} {args.precision}) with "
+            f"{result.sidecar} and "
+            f"{result.labels}; parity on {p.images} test images: top-1 agreement {100 * p.top1_agreement:.2f}%, "
+            f"max |logit diff| {p.max_abs_diff:.2g}, top-1 {100 * p.top1_exported:.2f}% (PyTorch "
+            f"{100 * p.top1_pytorch:.2f}%)"
+        )
     return asdict(result)
 
 
@@ -249,10 +387,20 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     r = bench(Path(args.file), target_config(args), args.runs, args.repeats)
     t = r.timing
     if not args.json:
-        print(f"{r.file.name} on {r.target.describe()}: median {t.median_ms:.3f} ms (p10 {t.p10_ms:.3f}, p90 {t.p90_ms:.3f}) "
-              f"over {t.runs} runs, fastest of {r.repeats} sessions")
-    return {"file": str(r.file), "median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms, "runs": t.runs,
-            "repeats": r.repeats, "target": r.target.as_dict()}
+        print(
+            f"{r.file.name} on {r.target.describe()}: median {t.median_ms:.3f} ms (p10 {t.p10_ms:.3f}, p90 "
+            f"{t.p90_ms:.3f}) "
+            f"over {t.runs} runs, fastest of {r.repeats} sessions"
+        )
+    return {
+        "file": str(r.file),
+        "median_ms": t.median_ms,
+        "p10_ms": t.p10_ms,
+        "p90_ms": t.p90_ms,
+        "runs": t.runs,
+        "repeats": r.repeats,
+        "target": r.target.as_dict(),
+    }
 
 
 def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
@@ -268,11 +416,18 @@ def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 hottest = max(r["temperatures_c"].values(), default=float("nan"))
                 b = r["benchmark_model"]
-                binary = "no benchmark_model yet" if b is None else (
-                    f"benchmark_model {b['version'] or 'own build'} ({b['dialect'] or 'unknown tool'}, "
-                    f"{'verified' if b['verified'] else 'unverified'})")
-                print(f"{r['serial']}: {r['model']} ({r['abi']}, Android {r['android']}, {r['cores']} cores, "
-                      f"profile {r['profile']}), hottest zone {hottest:.1f} C, {binary}")
+                binary = (
+                    "no benchmark_model yet"
+                    if b is None
+                    else (
+                        f"benchmark_model {b['version'] or 'own build'} ({b['dialect'] or 'unknown tool'}, "
+                        f"{'verified' if b['verified'] else 'unverified'})"
+                    )
+                )
+                print(
+                    f"{r['serial']}: {r['model']} ({r['abi']}, Android {r['android']}, {r['cores']} cores, "
+                    f"profile {r['profile']}), hottest zone {hottest:.1f} C, {binary}"
+                )
     return {"devices": rows}
 
 
@@ -290,7 +445,9 @@ def stage_fractions(value: str) -> list[float]:
     try:
         return [float(x) for x in value.split(",")]  # their range and order: PipelineConfig, before any work
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of fractions, e.g. 0.5,0.35,0.25") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a comma-separated list of fractions, e.g. 0.5,0.35,0.25"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,29 +474,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", help="model to distill from (e.g. the unpruned model of a pruned checkpoint)")
-    p.add_argument("--distill", type=float, default=0.0, help="weight of the distillation loss against --teacher (0: none)")
+    p.add_argument(
+        "--distill", type=float, default=0.0, help="weight of the distillation loss against --teacher (0: none)"
+    )
     p.add_argument("--limit", type=int, help="use only a fixed N images of each split (quick runs)")
-    p.add_argument("--out", required=True, help="checkpoint to write (.pt); a killed run with the same --out resumes. "
-                   "Under torchrun --nproc_per_node=K, trains data-parallel")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint to write (.pt); a killed run with the same --out resumes. "
+        "Under torchrun --nproc_per_node=K, trains data-parallel",
+    )
 
     p = add("eval", "top-1 accuracy of a model on a data split", cmd_eval)
     model_args(p)
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
-    p.add_argument("--limit", type=int, help="evaluate only a fixed random N images of the split (the same N every time)")
+    p.add_argument(
+        "--limit", type=int, help="evaluate only a fixed random N images of the split (the same N every time)"
+    )
     p.add_argument("--batch-size", type=int, default=500)
 
     add("zoo", "list the model zoo with checkpoints, accuracy, parameters and MACs", cmd_zoo)
 
     def target_args(p: argparse.ArgumentParser, table: bool = True) -> None:
-        p.add_argument("--device", default="host", help="host (LiteRT + XNNPACK on this CPU), host-ort (ONNX Runtime), "
-                       "or a phone over ADB: a profile from android_bench/devices (pixel, pixel1) or android (derived)")
+        p.add_argument(
+            "--device",
+            default="host",
+            help="host (LiteRT + XNNPACK on this CPU), host-ort (ONNX Runtime), "
+            "or a phone over ADB: a profile from android_bench/devices (pixel, pixel1) or android (derived)",
+        )
         p.add_argument("--threads", type=int, help="threads (host: 1; phones: the profile's default)")
-        p.add_argument("--serial", action="append", help="phone serial or HOST:PORT (default: $ANDROID_SERIAL or the only one attached); "
-                       "profile takes it several times to measure on several phones in parallel, one table each")
-        p.add_argument("--benchmark-binary", help="benchmark_model for the phone's ABI (default: $TOOLCHAIN_BENCHMARK_MODEL, "
-                       "else the build android_bench/benchmark_model.toml pins, downloaded once into $TOOLCHAIN_CACHE and "
-                       "checked; a mirror: $TOOLCHAIN_BENCHMARK_MODEL_URL; your own pins: $TOOLCHAIN_BENCHMARK_MODEL_MANIFEST)")
+        p.add_argument(
+            "--serial",
+            action="append",
+            help="phone serial or HOST:PORT (default: $ANDROID_SERIAL or the only one attached); "
+            "profile takes it several times to measure on several phones in parallel, one table each",
+        )
+        p.add_argument(
+            "--benchmark-binary",
+            help="benchmark_model for the phone's ABI (default: $TOOLCHAIN_BENCHMARK_MODEL, "
+            "else the build android_bench/benchmark_model.toml pins, downloaded once into $TOOLCHAIN_CACHE and "
+            "checked; a mirror: $TOOLCHAIN_BENCHMARK_MODEL_URL; your own pins: $TOOLCHAIN_BENCHMARK_MODEL_MANIFEST)",
+        )
         if table:
             p.add_argument("--table", help="latency table JSON (default: latency_tables/<target>.json)")
 
@@ -347,14 +523,24 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     target_args(p)
     p.add_argument("--channel-step", type=int, default=8, help="channel grid spacing for pruned widths")
-    p.add_argument("--validate", action="store_true", help="also measure random pruned variants end to end and report prediction error")
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="also measure random pruned variants end to end and report prediction error",
+    )
     p.add_argument("--samples", type=int, default=20, help="variants for --validate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="where --validate writes its predicted-vs-measured PNG")
 
-    p = add("import-logs", "add per-op profiles of whole-model benchmark_model runs on a phone to its latency table", cmd_import_logs)
+    p = add(
+        "import-logs",
+        "add per-op profiles of whole-model benchmark_model runs on a phone to its latency table",
+        cmd_import_logs,
+    )
     p.add_argument("logs", nargs="+", metavar="LOG", help="benchmark_model outputs with --enable_op_profiling")
-    p.add_argument("--model-config", required=True, help="JSON naming the signature of every op in the logs, in run order")
+    p.add_argument(
+        "--model-config", required=True, help="JSON naming the signature of every op in the logs, in run order"
+    )
     p.add_argument("--device", required=True, help="the phone's device name, e.g. pixel1")
     p.add_argument("--threads", type=int, help="threads the logged runs used (default 1)")
     p.add_argument("--runtime-version", default="unknown", help="runtime version of the logs' benchmark_model")
@@ -368,7 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reconstruct", action="store_true", help="keep the selected channels' weights as they are")
     p.add_argument("--calibration-images", type=int, default=2000, help="training images sampled for reconstruction")
     p.add_argument("--channel-multiple", type=int, default=8, help="round kept channels of uniform:R to this multiple")
-    p.add_argument("--min-channels", type=int, default=8, help="never keep fewer channels than this (or the layer's width)")
+    p.add_argument(
+        "--min-channels", type=int, default=8, help="never keep fewer channels than this (or the layer's width)"
+    )
     p.add_argument("--out", required=True, help="pruned checkpoint to write (.pt)")
 
     p = add("export", "export a checkpoint to .tflite (fp32/fp16/int8) or .onnx, verified against PyTorch", cmd_export)
@@ -378,7 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help=DATA_HELP + "; test images for the parity check, train images for int8 calibration")
     p.add_argument("--check-images", type=int, default=500, help="test images the parity check runs on")
     p.add_argument("--calibration-images", type=int, default=500, help="train images for int8 calibration")
-    p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx); the sidecar JSON and labels go beside it")
+    p.add_argument(
+        "--out", required=True, help="model file to write (.tflite or .onnx); the sidecar JSON and labels go beside it"
+    )
 
     p = add("bench", "measure a .tflite file's end-to-end latency on a target", cmd_bench)
     p.add_argument("file", help="model file (.tflite; .onnx with --device host-ort)")
@@ -386,27 +576,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=200, help="timed runs per session (after warm-up)")
     p.add_argument("--repeats", type=int, default=3, help="fresh sessions; the fastest median is reported")
 
-    p = add("devices", "list reachable Android devices with model, ABI, Android version, cores and temperatures", cmd_devices)
+    p = add(
+        "devices",
+        "list reachable Android devices with model, ABI, Android version, cores and temperatures",
+        cmd_devices,
+    )
     p.add_argument("--serial", action="append", help="also try this serial or HOST:PORT")
 
     from .search.strategies import STRATEGIES
 
-    p = add("compress", "AMC search under a latency budget, prune, fine-tune, export and measure on the target", cmd_compress)
+    p = add(
+        "compress",
+        "AMC search under a latency budget, prune, fine-tune, export and measure on the target",
+        cmd_compress,
+    )
     model_args(p)
     target_args(p)
     p.add_argument("--data", required=True, help=DATA_HELP)
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--latency-ms", type=float, help="latency budget in milliseconds on the target")
     budget.add_argument("--latency-ratio", type=float, help="latency budget as a fraction of the unpruned model's")
-    budget.add_argument("--stages", type=stage_fractions, metavar="R1,R2,...",
-                        help="iterative schedule: search + fine-tune per stage, each budget a fraction of the unpruned "
-                             "latency, e.g. 0.5,0.35,0.25")
-    p.add_argument("--protocol", choices=["resource", "accuracy"], default="resource",
-                   help="resource: never exceed the budget (action wall); accuracy: reward -error*log(latency)")
+    budget.add_argument(
+        "--stages",
+        type=stage_fractions,
+        metavar="R1,R2,...",
+        help="iterative schedule: search + fine-tune per stage, each budget a fraction of the unpruned "
+        "latency, e.g. 0.5,0.35,0.25",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["resource", "accuracy"],
+        default="resource",
+        help="resource: never exceed the budget (action wall); accuracy: reward -error*log(latency)",
+    )
     p.add_argument("--strategy", choices=STRATEGIES, default="amc")
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup-episodes", type=int, default=100, help="random-action episodes before DDPG learns")
-    p.add_argument("--sigma", type=float, default=0.5, help="DDPG exploration noise (std of the truncated normal) after warm-up")
+    p.add_argument(
+        "--sigma", type=float, default=0.5, help="DDPG exploration noise (std of the truncated normal) after warm-up"
+    )
     p.add_argument("--sigma-decay", type=float, default=0.95, help="factor applied to --sigma after every DDPG episode")
     p.add_argument("--lbound", type=float, default=0.2, help="smallest keep ratio per group")
     p.add_argument("--rbound", type=float, default=1.0, help="largest keep ratio per group")
@@ -416,11 +624,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=int, default=2000, help="train images sampled for reconstruction")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after each search (0: none)")
     p.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tuning peak learning rate (cosine decay)")
-    p.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the unpruned model while fine-tuning (0: none)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="precision of the exported model file")
-    p.add_argument("--enforce-measured", action="store_true",
-                   help="if the measured latency exceeds the budget, tighten it by measured/predicted and search again")
-    p.add_argument("--limit", type=int, help="use at most N train and test images for fine-tuning and test figures (quick runs)")
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        help="weight of distillation from the unpruned model while fine-tuning (0: none)",
+    )
+    p.add_argument(
+        "--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="precision of the exported model file"
+    )
+    p.add_argument(
+        "--enforce-measured",
+        action="store_true",
+        help="if the measured latency exceeds the budget, tighten it by measured/predicted and search again",
+    )
+    p.add_argument(
+        "--limit", type=int, help="use at most N train and test images for fine-tuning and test figures (quick runs)"
+    )
     p.add_argument("--out", help="output folder (default runs/MODEL-STRATEGY)")
     p.add_argument("--resume", action="store_true", help="continue a killed search in --out")
     p.add_argument("--seed", type=int, default=0)
@@ -448,8 +668,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"cannot use{where}: {e.strerror or e}: choose another path, or free space or permissions there")
     except Exception as e:  # the tool's own bug: one line here, the traceback in a file for a report
         log = _crash_log(args.command)
-        print(f"error: {args.command} failed unexpectedly ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-              f"details in {log}", file=sys.stderr)
+        print(
+            f"error: {args.command} failed unexpectedly ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); "
+            f"details in {log}",
+            file=sys.stderr,
+        )
         return CRASH
     if args.json and result is not None:  # None: a torchrun worker whose rank 0 reports
         print(json.dumps(result, default=str))

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -52,19 +54,25 @@ class Budget:
     ratio: float | None = None
 
     def __post_init__(self):
-        require((self.ms is None) != (self.ratio is None),
-                "give exactly one budget: --latency-ms X (absolute) or --latency-ratio R (of the unpruned latency)")
+        require(
+            (self.ms is None) != (self.ratio is None),
+            "give exactly one budget: --latency-ms X (absolute) or --latency-ratio R (of the unpruned latency)",
+        )
         if self.ratio is not None:
-            require(math.isfinite(self.ratio) and 0 < self.ratio < 1,
-                    f"--latency-ratio {self.ratio} is out of range: use 0 < R < 1, e.g. 0.5")
+            require(
+                math.isfinite(self.ratio) and 0 < self.ratio < 1,
+                f"--latency-ratio {self.ratio} is out of range: use 0 < R < 1, e.g. 0.5",
+            )
         if self.ms is not None:
-            require(math.isfinite(self.ms) and self.ms > 0,
-                    f"--latency-ms {self.ms} is not a latency: give the budget in milliseconds, e.g. 40")
+            require(
+                math.isfinite(self.ms) and self.ms > 0,
+                f"--latency-ms {self.ms} is not a latency: give the budget in milliseconds, e.g. 40",
+            )
 
     def resolve(self, unpruned_ms: float) -> float:
         return self.ratio * unpruned_ms if self.ratio is not None else float(self.ms)  # type: ignore[arg-type]
 
-    def scaled(self, factor: float) -> "Budget":
+    def scaled(self, factor: float) -> Budget:
         return Budget(ms=self.ms * factor) if self.ms is not None else Budget(ratio=self.ratio * factor)  # type: ignore[operator]
 
 
@@ -82,9 +90,11 @@ class SearchConfig:
 
     def __post_init__(self):
         require(self.strategy in STRATEGIES, f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
-        require(min(self.episodes, self.reward_images, self.calibration_images, self.finalists) >= 1,
-                "episodes, reward images, calibration images and finalists must each be at least 1")
-        require(0 <= self.seed < 2 ** 63, f"--seed {self.seed} must be a whole number in [0, 2^63)")
+        require(
+            min(self.episodes, self.reward_images, self.calibration_images, self.finalists) >= 1,
+            "episodes, reward images, calibration images and finalists must each be at least 1",
+        )
+        require(0 <= self.seed < 2**63, f"--seed {self.seed} must be a whole number in [0, 2^63)")
 
 
 @dataclass(frozen=True)
@@ -112,9 +122,17 @@ def features_for(loaded: LoadedModel, graph: ModelGraph, data: str, images: int,
     return features
 
 
-def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, config: SearchConfig, budget: Budget,
-                     layout: RunLayout, resume: bool = False, hooks: Hooks = Hooks(),
-                     at_least_reachable: bool = False) -> SearchOutcome:
+def search_and_prune(
+    loaded: LoadedModel,
+    runner: Runner,
+    table_path: Path,
+    config: SearchConfig,
+    budget: Budget,
+    layout: RunLayout,
+    resume: bool = False,
+    hooks: Hooks = Hooks(),
+    at_least_reachable: bool = False,
+) -> SearchOutcome:
     """One search under `budget`, its best policy applied and saved in `layout`. With `at_least_reachable`, a
     budget below the smallest model the settings allow is raised to that model's latency (an --enforce-measured
     retry aims lower than predicted, and a noisy measurement can aim it below anything reachable)."""
@@ -132,18 +150,36 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
 
     table = LatencyTable.open(table_path, runner.target)
     hooks.on_message(f"latency table {table_path}: profiling the shapes it lacks")
-    profile(base, runner, table, lambda keep: to_model_file(pruned_copy(dense, base, keep), spec.input_size, runner.model_format),
-            config.env.multiple, on_progress=hooks.on_profile)
+    profile(
+        base,
+        runner,
+        table,
+        lambda keep: to_model_file(pruned_copy(dense, base, keep), spec.input_size, runner.model_format),
+        config.env.multiple,
+        on_progress=hooks.on_profile,
+    )
     predictor = LatencyPredictor(base, table)
     start_ms = predictor.predict(graph.channels)
     budget_ms = budget.resolve(predictor.predict(base.channels))
     smallest_ms = predictor.predict(lower_bounds(graph.channels, config.env))
     if at_least_reachable and budget_ms < smallest_ms:
-        hooks.on_message(f"{budget_ms:.3f} ms is below the smallest model these settings reach: aiming at {smallest_ms:.3f} ms")
+        hooks.on_message(
+            f"{budget_ms:.3f} ms is below the smallest model these settings reach: aiming at {smallest_ms:.3f} ms"
+        )
         budget_ms = smallest_ms
-    _check_settings(layout, resume, {**_flat(asdict(config)), "budget.ms": budget.ms, "budget.ratio": budget.ratio,
-                                     "budget_ms": budget_ms, "start_ms": start_ms, "model": loaded.source,
-                                     "table": str(table_path)})
+    _check_settings(
+        layout,
+        resume,
+        {
+            **_flat(asdict(config)),
+            "budget.ms": budget.ms,
+            "budget.ratio": budget.ratio,
+            "budget_ms": budget_ms,
+            "start_ms": start_ms,
+            "model": loaded.source,
+            "table": str(table_path),
+        },
+    )
 
     hooks.on_message("sampling features for least-squares reconstruction")
     features = features_for(loaded, graph, config.data, config.calibration_images, layout.features)
@@ -173,9 +209,18 @@ def search_and_prune(loaded: LoadedModel, runner: Runner, table_path: Path, conf
     policy = PruningPolicy.from_keep(base, spec.arch, best.keep, [k / c for k, c in zip(best.keep, base.channels)])
     policy.save(layout.best_policy)
     pruned = apply_policy(model, graph, policy, features)
-    save_checkpoint(layout.pruned, pruned, replace(spec, policy=policy.to_dict()),
-                    {"top1_val": best.accuracy, "predicted_ms": best.latency_ms, "budget_ms": budget_ms,
-                     "start_predicted_ms": start_ms, "strategy": config.strategy})
+    save_checkpoint(
+        layout.pruned,
+        pruned,
+        replace(spec, policy=policy.to_dict()),
+        {
+            "top1_val": best.accuracy,
+            "predicted_ms": best.latency_ms,
+            "budget_ms": budget_ms,
+            "start_predicted_ms": start_ms,
+            "strategy": config.strategy,
+        },
+    )
     return SearchOutcome(layout, budget_ms, start_ms, accuracy(env.channels), best, policy, baselines)
 
 
@@ -196,12 +241,19 @@ def _check_settings(layout: RunLayout, resume: bool, settings: dict[str, Any]) -
         saved = json.loads(layout.config.read_text())
         # Free to change: a longer run, more finalists, a moved table; the budget and the starting prediction only
         # by a later --enforce-measured attempt's re-measurement (its budget follows the target's timing noise).
-        check_resumable(layout.root, saved, settings, "pass another --out to start over",
-                        ("episodes", "finalists", "table", "budget_ms", "start_ms", "budget.ms", "budget.ratio"))
+        check_resumable(
+            layout.root,
+            saved,
+            settings,
+            "pass another --out to start over",
+            ("episodes", "finalists", "table", "budget_ms", "start_ms", "budget.ms", "budget.ratio"),
+        )
         if abs(saved["budget_ms"] - settings["budget_ms"]) > 0.1 * saved["budget_ms"]:
-            raise ToolchainError(f"{layout.root} searched under a {saved['budget_ms']:.3f} ms budget, not "
-                                 f"{settings['budget_ms']:.3f} ms: rerun with that budget to continue it, or pass "
-                                 "another --out to start over")
+            raise ToolchainError(
+                f"{layout.root} searched under a {saved['budget_ms']:.3f} ms budget, not "
+                f"{settings['budget_ms']:.3f} ms: rerun with that budget to continue it, or pass "
+                "another --out to start over"
+            )
     with atomic_path(layout.config) as tmp:
         tmp.write_text(json.dumps(settings, indent=1) + "\n")
 
@@ -213,7 +265,9 @@ def _check_settings(layout: RunLayout, resume: bool, settings: dict[str, Any]) -
 class PipelineConfig:
     search: SearchConfig
     budget: Budget | None = None
-    stages: tuple[float, ...] = ()  # instead of one budget: fractions of the unpruned latency, a search + fine-tune each
+    stages: tuple[
+        float, ...
+    ] = ()  # instead of one budget: fractions of the unpruned latency, a search + fine-tune each
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0, lr=0.01, warmup_epochs=0.0))
     precision: str = "fp32"
     limit: int | None = None  # at most this many train and test images (quick runs); None: all
@@ -222,13 +276,22 @@ class PipelineConfig:
     max_attempts: int = 3  # searches in all, with --enforce-measured
 
     def __post_init__(self):
-        require((self.budget is None) != (not self.stages), "give one budget: --latency-ms, --latency-ratio or --stages")
+        require(
+            (self.budget is None) != (not self.stages), "give one budget: --latency-ms, --latency-ratio or --stages"
+        )
         if self.stages:
-            require(all(0 < r < 1 for r in self.stages) and all(b < a for a, b in zip(self.stages, self.stages[1:])),
-                    f"--stages {','.join(map(str, self.stages))} must be decreasing fractions in (0, 1), e.g. 0.5,0.35,0.25")
-            require(self.search.env.protocol == "resource",
-                    "--stages needs the resource protocol: its budgets are what each stage must meet")
-        require(self.precision in PRECISIONS, f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+            require(
+                all(0 < r < 1 for r in self.stages) and all(b < a for a, b in zip(self.stages, self.stages[1:])),
+                f"--stages {','.join(map(str, self.stages))} must be decreasing fractions in (0, 1), e.g. "
+                "0.5,0.35,0.25",
+            )
+            require(
+                self.search.env.protocol == "resource",
+                "--stages needs the resource protocol: its budgets are what each stage must meet",
+            )
+        require(
+            self.precision in PRECISIONS, f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"
+        )
         require(self.limit is None or self.limit >= 1, f"--limit {self.limit} must be at least 1")
 
     def stage_budgets(self) -> list[Budget]:
@@ -236,8 +299,14 @@ class PipelineConfig:
         return [self.budget] if self.budget is not None else [Budget(ratio=r) for r in self.stages]
 
 
-def compress_model(source: ModelSource, target: TargetConfig, config: PipelineConfig, out: Path, resume: bool = False,
-                   hooks: Hooks = Hooks()) -> CompressResult | None:
+def compress_model(
+    source: ModelSource,
+    target: TargetConfig,
+    config: PipelineConfig,
+    out: Path,
+    resume: bool = False,
+    hooks: Hooks = Hooks(),
+) -> CompressResult | None:
     """`toolchain compress`: `compress` a MODEL on a target, with the target's table (or the one given)."""
     distributed.init_from_env()
     loaded = load(source)
@@ -245,25 +314,48 @@ def compress_model(source: ModelSource, target: TargetConfig, config: PipelineCo
     return compress(loaded, runner, target.table_for(runner), config, out, resume, hooks)
 
 
-def compress(loaded: LoadedModel, runner: Runner, table_path: Path, config: PipelineConfig, out: Path,
-             resume: bool = False, hooks: Hooks = Hooks()) -> CompressResult | None:
+def compress(
+    loaded: LoadedModel,
+    runner: Runner,
+    table_path: Path,
+    config: PipelineConfig,
+    out: Path,
+    resume: bool = False,
+    hooks: Hooks = Hooks(),
+) -> CompressResult | None:
     """Search, prune and fine-tune (per stage), export, measure, report. Under torchrun every process
     fine-tunes its shard; only rank 0 searches, exports and measures, and only it gets a result back."""
     check_format(runner.model_format, config.precision)
     spec, data, layout = loaded.spec, config.search.data, RunLayout(out)
     test = load_split(data, "test", spec.input_size, config.limit)
     unpruned_top1 = evaluate(loaded.model, spec, test)
-    calibration = load_split(data, "train", spec.input_size, config.export_calibration_images) if config.precision == "int8" else None
+    calibration = (
+        load_split(data, "train", spec.input_size, config.export_calibration_images)
+        if config.precision == "int8"
+        else None
+    )
     # The unpruned model at the same precision, so that the speed-up is pruning's alone; converted once, before the
     # search, so that an op the converter cannot handle stops the run before the long part.
-    unpruned_file = distributed.on_main(lambda: to_model_file(
-        loaded.model, spec.input_size, runner.model_format, config.precision,
-        calibration_inputs(calibration, spec) if calibration is not None else None)) or b""  # only rank 0 measures
+    unpruned_file = (
+        distributed.on_main(
+            lambda: to_model_file(
+                loaded.model,
+                spec.input_size,
+                runner.model_format,
+                config.precision,
+                calibration_inputs(calibration, spec) if calibration is not None else None,
+            )
+        )
+        or b""
+    )  # only rank 0 measures
 
     def export_and_measure(stages: list[StageResult]):
         final = load_model(str(stages[-1].checkpoint))
         model_file = layout.model_file(spec.arch, runner.model_format)
-        hooks.on_message(f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test images")
+        hooks.on_message(
+            f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test "
+            "images"
+        )
         exported = export(final.model, final.spec, model_file, runner.model_format, config.precision, test, calibration)
         hooks.on_message(f"measuring {model_file.name} and the unpruned model on {runner.target.describe()}")
         return (exported, *best_of_each(runner, [model_file.read_bytes(), unpruned_file]))
@@ -272,7 +364,7 @@ def compress(loaded: LoadedModel, runner: Runner, table_path: Path, config: Pipe
     while True:
         attempt += 1
         stages = _run_stages(loaded, runner, table_path, config, layout.attempt(attempt), factor, resume, test, hooks)
-        measurement = distributed.on_main(lambda: export_and_measure(stages))  # type: ignore[arg-type]
+        measurement = distributed.on_main(partial(export_and_measure, stages))
         again = None  # rank 0 measures and decides whether every process searches and fine-tunes once more
         if stages is not None and measurement is not None:
             exported, measured, unpruned_measured = measurement
@@ -283,23 +375,46 @@ def compress(loaded: LoadedModel, runner: Runner, table_path: Path, config: Pipe
                 # The table predicted this model's latency, the target ran it slower: aim that much lower, search again.
                 ratio = last.best.latency_ms / measured.median_ms
                 again = factor * ratio
-                hooks.on_message(f"measured {measured.median_ms:.3f} ms is over the {budget:.3f} ms budget: searching "
-                                 f"again with the budget tightened by {ratio:.3f}")
+                hooks.on_message(
+                    f"measured {measured.median_ms:.3f} ms is over the {budget:.3f} ms budget: searching "
+                    f"again with the budget tightened by {ratio:.3f}"
+                )
         again = distributed.from_main(again)
         if again is None:
             break
         factor = again
     if stages is None:
         return None
-    result = CompressResult(layout, spec.arch, runner.target.describe(), budget, stages[0].search.start_ms,
-                            unpruned_measured, unpruned_top1, len(unpruned_file), stages, exported, measured,
-                            attempt, len(test))
+    result = CompressResult(
+        layout,
+        spec.arch,
+        runner.target.describe(),
+        budget,
+        stages[0].search.start_ms,
+        unpruned_measured,
+        unpruned_top1,
+        len(unpruned_file),
+        stages,
+        exported,
+        measured,
+        attempt,
+        len(test),
+    )
     write_report(result)
     return result
 
 
-def _run_stages(loaded: LoadedModel, runner: Runner, table_path: Path, config: PipelineConfig, run: RunLayout,
-                factor: float, resume: bool, test: ImageSet, hooks: Hooks) -> list[StageResult] | None:
+def _run_stages(
+    loaded: LoadedModel,
+    runner: Runner,
+    table_path: Path,
+    config: PipelineConfig,
+    run: RunLayout,
+    factor: float,
+    resume: bool,
+    test: ImageSet,
+    hooks: Hooks,
+) -> list[StageResult] | None:
     """Search (rank 0) and fine-tune (every process) once per stage. Rank 0 gets the stages' results, the other
     processes None."""
     budgets = config.stage_budgets()
@@ -309,8 +424,20 @@ def _run_stages(loaded: LoadedModel, runner: Runner, table_path: Path, config: P
         hooks.on_stage(i, len(budgets))
         if len(budgets) > 1:
             hooks.on_message(f"stage {i + 1}/{len(budgets)}: {stage.root}")
-        outcome = distributed.on_main(lambda: search_and_prune(current, runner, table_path, config.search,
-                                                               budget.scaled(factor), stage, resume, hooks, factor < 1))
+        outcome = distributed.on_main(
+            partial(
+                search_and_prune,
+                current,
+                runner,
+                table_path,
+                config.search,
+                budget.scaled(factor),
+                stage,
+                resume,
+                hooks,
+                factor < 1,
+            )
+        )
         pruned = load_model(str(stage.pruned))
         top1_pruned = evaluate(pruned.model, pruned.spec, test)
         checkpoint, top1 = stage.pruned, top1_pruned
@@ -323,16 +450,36 @@ def _run_stages(loaded: LoadedModel, runner: Runner, table_path: Path, config: P
     return results if distributed.is_main() else None
 
 
-def finetune(pruned: LoadedModel, teacher: torch.nn.Module, config: PipelineConfig, checkpoint: Path, resume: bool,
-             test: ImageSet, hooks: Hooks) -> float:
+def finetune(
+    pruned: LoadedModel,
+    teacher: torch.nn.Module,
+    config: PipelineConfig,
+    checkpoint: Path,
+    resume: bool,
+    test: ImageSet,
+    hooks: Hooks,
+) -> float:
     """Fine-tune a pruned model on train (distilling from `teacher` if configured); returns its test top-1."""
     if resume and checkpoint.exists():
         return float(load_model(str(checkpoint)).metrics["top1_test"])
     spec, data = pruned.spec, config.search.data
     train_set = load_split(data, "train", spec.input_size, config.limit)
     val = load_split(data, "val", spec.input_size, config.search.reward_images)
-    hooks.on_message(f"fine-tuning for {config.finetune.epochs} epochs on {len(train_set)} train images"
-                     + (f", distilling from the unpruned model (weight {config.finetune.distill})" if config.finetune.distill else ""))
-    return train_checkpoint(pruned, Splits(train_set, val, test), config.finetune, checkpoint,
-                            teacher if config.finetune.distill else None, hooks.on_train_step, hooks.on_epoch,
-                            pruned.metrics)["top1_test"]
+    hooks.on_message(
+        f"fine-tuning for {config.finetune.epochs} epochs on {len(train_set)} train images"
+        + (
+            f", distilling from the unpruned model (weight {config.finetune.distill})"
+            if config.finetune.distill
+            else ""
+        )
+    )
+    return train_checkpoint(
+        pruned,
+        Splits(train_set, val, test),
+        config.finetune,
+        checkpoint,
+        teacher if config.finetune.distill else None,
+        hooks.on_train_step,
+        hooks.on_epoch,
+        pruned.metrics,
+    )["top1_test"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console  # noqa: F401  (re-exported for tables on stdout)
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -32,8 +32,15 @@ class _LazyProgress(Progress):
 @contextmanager
 def progress_bar() -> Iterator[Progress]:
     """A rich progress display with counts, elapsed time and ETA; add tasks with `.add_task(desc, total=N)`."""
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with _LazyProgress(*columns, console=stderr, transient=False, disable=not distributed.is_main()) as progress:
         yield progress
 

@@ -19,9 +19,10 @@ import hashlib
 import io
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -52,14 +53,16 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: torch.Tensor | slice) -> "ImageSet":
+    def subset(self, index: torch.Tensor | slice) -> ImageSet:
         return ImageSet(self.images[index], self.labels[index], self.classes)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (uint8 images, labels) batches; shuffled when a generator is given."""
         order = torch.randperm(len(self), generator=generator) if generator is not None else torch.arange(len(self))
         for start in range(0, len(self), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             yield self.images[idx], self.labels[idx]
 
 
@@ -108,7 +111,7 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     flip = torch.rand(b, generator=generator) < 0.5
     out = torch.empty_like(images)
     for i in range(b):
-        crop = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
         out[i] = crop.flip(-1) if flip[i] else crop
     return out
 
@@ -123,18 +126,26 @@ def _load_source(data: str, image_size: int) -> tuple[ImageSet, ImageSet]:
             return _cached(("torchvision-cifar10", image_size), lambda: _torchvision_cifar10(image_size))
         path = Path(configured)
         if not path.exists():
-            raise ToolchainError(f"TOOLCHAIN_CIFAR10 points to {path}, which does not exist: set it to a CIFAR-10 folder or .tar.gz in ImageFolder layout")
+            raise ToolchainError(
+                f"TOOLCHAIN_CIFAR10 points to {path}, which does not exist: set it to a CIFAR-10 folder or .tar.gz in "
+                "ImageFolder layout"
+            )
     else:
         path = Path(data)
         if not path.exists():
-            raise ToolchainError(f"data path {path} does not exist: pass `cifar10`, an ImageFolder folder with train/ and test/, or a .tar.gz of one")
+            raise ToolchainError(
+                f"data path {path} does not exist: pass `cifar10`, an ImageFolder folder with train/ and test/, or a "
+                ".tar.gz of one"
+            )
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, image_size)
     if path.is_dir():
         return _cached(key, lambda: _decode_splits(_folder_members(path), path, image_size))
     if path.name.endswith(_ARCHIVE_SUFFIXES):
         return _cached(key, lambda: _decode_splits(_archive_members(path), path, image_size))
-    raise ToolchainError(f"{path} is neither a folder nor a .tar/.tar.gz archive: pass an ImageFolder folder or archive")
+    raise ToolchainError(
+        f"{path} is neither a folder nor a .tar/.tar.gz archive: pass an ImageFolder folder or archive"
+    )
 
 
 def _cached(key: tuple, build) -> tuple[ImageSet, ImageSet]:
@@ -143,13 +154,23 @@ def _cached(key: tuple, build) -> tuple[ImageSet, ImageSet]:
     if path.exists():
         try:
             blob = torch.load(path, weights_only=True)
-            return tuple(ImageSet(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(blob["classes"])) for s in ("train", "test"))  # type: ignore[return-value]
+            return tuple(
+                ImageSet(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(blob["classes"])) for s in ("train", "test")
+            )  # type: ignore[return-value]
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             path.unlink(missing_ok=True)
     train, test = build()
     with atomic_path(path) as tmp:
-        torch.save({"train_images": train.images, "train_labels": train.labels, "test_images": test.images,
-                    "test_labels": test.labels, "classes": list(train.classes)}, tmp)
+        torch.save(
+            {
+                "train_images": train.images,
+                "train_labels": train.labels,
+                "test_images": test.images,
+                "test_labels": test.labels,
+                "classes": list(train.classes),
+            },
+            tmp,
+        )
     return train, test
 
 
@@ -176,10 +197,14 @@ def _archive_members(path: Path) -> Iterator[tuple[str, str, bytes]]:
                 if found and member.isfile():
                     yield found[0], found[1], tar.extractfile(member).read()  # type: ignore[union-attr]
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise ToolchainError(f"cannot read archive {path} ({e}): check the file is a complete .tar or .tar.gz") from None
+        raise ToolchainError(
+            f"cannot read archive {path} ({e}): check the file is a complete .tar or .tar.gz"
+        ) from None
 
 
-def _decode_splits(members: Iterator[tuple[str, str, bytes]], source: Path, image_size: int) -> tuple[ImageSet, ImageSet]:
+def _decode_splits(
+    members: Iterator[tuple[str, str, bytes]], source: Path, image_size: int
+) -> tuple[ImageSet, ImageSet]:
     raw: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": [], "val": []}
     for split, cls, blob in members:
         raw[split].append((cls, blob))
@@ -187,12 +212,15 @@ def _decode_splits(members: Iterator[tuple[str, str, bytes]], source: Path, imag
     for needed in ("train", test_name):
         if not raw[needed]:
             raise ToolchainError(
-                f"{source} has no {needed}/ images: expected ImageFolder layout train/<class>/*.jpg and test/<class>/*.jpg (or val/)"
+                f"{source} has no {needed}/ images: expected ImageFolder layout train/<class>/*.jpg and "
+                "test/<class>/*.jpg (or val/)"
             )
     classes = tuple(sorted({cls for cls, _ in raw["train"]}))
     unknown = sorted({cls for cls, _ in raw[test_name]} - set(classes))
     if unknown:
-        raise ToolchainError(f"{source}: classes {unknown} appear in {test_name}/ but not in train/: use the same class folders in both")
+        raise ToolchainError(
+            f"{source}: classes {unknown} appear in {test_name}/ but not in train/: use the same class folders in both"
+        )
     return _decode(raw["train"], classes, image_size, source), _decode(raw[test_name], classes, image_size, source)
 
 
@@ -205,7 +233,9 @@ def _decode(items: list[tuple[str, bytes]], classes: tuple[str, ...], size: int,
             with Image.open(io.BytesIO(blob)) as im:
                 images[i] = np.asarray(_fit(im.convert("RGB"), size))
         except OSError as e:
-            raise ToolchainError(f"{source}: an image of class {items[i][0]!r} cannot be decoded ({e}): remove or replace it") from None
+            raise ToolchainError(
+                f"{source}: an image of class {items[i][0]!r} cannot be decoded ({e}): remove or replace it"
+            ) from None
     labels = torch.tensor([index[c] for c, _ in items], dtype=torch.int64)
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes)
 
@@ -236,6 +266,11 @@ def _torchvision_cifar10(image_size: int) -> tuple[ImageSet, ImageSet]:
     for ds in sets:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         if image_size != 32:
-            images = torch.nn.functional.interpolate(images.float(), size=image_size, mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+            images = (
+                torch.nn.functional.interpolate(images.float(), size=image_size, mode="bilinear")
+                .round()
+                .clamp(0, 255)
+                .to(torch.uint8)
+            )
         out.append(ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64), CIFAR10_CLASSES))
     return out[0], out[1]

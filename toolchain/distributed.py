@@ -9,8 +9,9 @@ that the console (which asks `is_main`) does not load it at start-up.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -31,8 +31,9 @@ class EvalOutcome:
     split: str
 
 
-def evaluate_model(source: ModelSource, data: str, split: Split = "test", limit: int | None = None,
-                   batch_size: int = 500) -> EvalOutcome:
+def evaluate_model(
+    source: ModelSource, data: str, split: Split = "test", limit: int | None = None, batch_size: int = 500
+) -> EvalOutcome:
     """Top-1 of a MODEL on a split of DATA (a fixed random `limit` of it, if given)."""
     loaded = load(source)
     images = load_split(data, split, loaded.spec.input_size, limit)

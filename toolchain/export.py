@@ -14,7 +14,6 @@ import json
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -73,8 +72,10 @@ def to_tflite(model: nn.Module, input_size: int, in_channels: int = 3) -> bytes:
         reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
         culprit = unconvertible_module(model, input_size, in_channels)
         where = f"module {culprit} of {type(model).__name__}" if culprit else type(model).__name__
-        raise ToolchainError(f"the TFLite converter cannot convert {where} ({reason}): rewrite it with supported ops, "
-                             "or export --format onnx") from None
+        raise ToolchainError(
+            f"the TFLite converter cannot convert {where} ({reason}): rewrite it with supported ops, "
+            "or export --format onnx"
+        ) from None
     return content
 
 
@@ -84,8 +85,11 @@ def unconvertible_module(model: nn.Module, input_size: int, in_channels: int = 3
     import litert_torch
 
     calls: list[tuple[str, nn.Module, tuple]] = []
-    hooks = [m.register_forward_hook(lambda module, args, _, name=name: calls.append((name, module, args)))
-             for name, m in model.named_modules() if name and not any(True for _ in m.children())]
+    hooks = [
+        m.register_forward_hook(lambda module, args, _, name=name: calls.append((name, module, args)))
+        for name, m in model.named_modules()
+        if name and not any(True for _ in m.children())
+    ]
     try:
         with torch.no_grad():
             model(torch.zeros(1, in_channels, input_size, input_size))
@@ -115,12 +119,15 @@ def to_onnx(model: nn.Module, input_size: int) -> bytes:
         with quiet_native():
             torch.onnx.export(model.eval(), (torch.zeros(1, 3, input_size, input_size),), buffer, external_data=False)
     except Exception as e:
-        raise ToolchainError(f"ONNX export failed on {type(model).__name__} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise ToolchainError(
+            f"ONNX export failed on {type(model).__name__} ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     return buffer.getvalue()
 
 
-def to_model_file(model: nn.Module, input_size: int, model_format: str, precision: str = "fp32",
-                  calibration: np.ndarray | None = None) -> bytes:
+def to_model_file(
+    model: nn.Module, input_size: int, model_format: str, precision: str = "fp32", calibration: np.ndarray | None = None
+) -> bytes:
     """The model in the format a runner times ("tflite" or "onnx") at `precision`; int8 calibrates its activation
     ranges on `calibration`, model inputs as `calibration_inputs` makes them."""
     check_format(model_format, precision)
@@ -146,8 +153,12 @@ def quantize_fp16(fp32: bytes) -> bytes:
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     q = quantizer.Quantizer(bytearray(fp32))
-    q.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                             algorithm_key=AlgorithmName.FLOAT_CASTING)
+    q.add_weight_only_config(
+        regex=".*",
+        operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+        num_bits=16,
+        algorithm_key=AlgorithmName.FLOAT_CASTING,
+    )
     with quiet_native():
         return bytes(q.quantize().quantized_model)
 
@@ -162,7 +173,7 @@ def quantize_int8(fp32: bytes, calibration: np.ndarray) -> bytes:
     name = signatures[key]["inputs"][0]
     q = quantizer.Quantizer(bytearray(fp32), recipe.static_wi8_ai8())
     with quiet_native():
-        result = q.calibrate({key: [{name: calibration[i:i + 1]} for i in range(len(calibration))]})
+        result = q.calibrate({key: [{name: calibration[i : i + 1]} for i in range(len(calibration))]})
         return bytes(q.quantize(result).quantized_model)
 
 
@@ -201,11 +212,19 @@ def check_parity(exported: np.ndarray, reference: np.ndarray, labels: np.ndarray
     """Compare logits; raise `ParityError` with the figures when the file misses its precision's bar:
     fp32 max |diff| <= 1e-4 of the logit range; fp16 top-1 agreement >= 99.5%; int8 agreement >= 98% and
     top-1 at most 1 point below PyTorch's."""
-    parity = Parity(len(labels), float(np.abs(exported - reference).max()), float(reference.max() - reference.min()),
-                    float((exported.argmax(1) == reference.argmax(1)).mean()), float((exported.argmax(1) == labels).mean()),
-                    float((reference.argmax(1) == labels).mean()))
-    figures = (f"max |logit diff| {parity.max_abs_diff:.3g} (range {parity.logit_range:.3g}), top-1 agreement "
-               f"{100 * parity.top1_agreement:.2f}%, top-1 {100 * parity.top1_exported:.2f}% vs {100 * parity.top1_pytorch:.2f}% in PyTorch")
+    parity = Parity(
+        len(labels),
+        float(np.abs(exported - reference).max()),
+        float(reference.max() - reference.min()),
+        float((exported.argmax(1) == reference.argmax(1)).mean()),
+        float((exported.argmax(1) == labels).mean()),
+        float((reference.argmax(1) == labels).mean()),
+    )
+    figures = (
+        f"max |logit diff| {parity.max_abs_diff:.3g} (range {parity.logit_range:.3g}), top-1 agreement "
+        f"{100 * parity.top1_agreement:.2f}%, top-1 {100 * parity.top1_exported:.2f}% vs "
+        f"{100 * parity.top1_pytorch:.2f}% in PyTorch"
+    )
     failed = {
         "fp32": parity.max_abs_diff > 1e-4 * parity.logit_range,
         "fp16": parity.top1_agreement < 0.995,
@@ -216,17 +235,31 @@ def check_parity(exported: np.ndarray, reference: np.ndarray, labels: np.ndarray
     return parity
 
 
-def export(model: nn.Module, spec: ModelSpec, out: Path, model_format: str, precision: str, check: ImageSet,
-           calibration: ImageSet | None = None) -> ExportResult:
+def export(
+    model: nn.Module,
+    spec: ModelSpec,
+    out: Path,
+    model_format: str,
+    precision: str,
+    check: ImageSet,
+    calibration: ImageSet | None = None,
+) -> ExportResult:
     """Write `out` (plus `<out>.json` and a labels file beside it) after checking it against PyTorch on `check`."""
     check_format(model_format, precision)
     if out.suffix != f".{model_format}":  # the sidecar is <out>.json: a wrong suffix could even overwrite it
-        raise ToolchainError(f"--out {out.name} does not end in .{model_format}: name the file for its format, e.g. model.{model_format}")
+        raise ToolchainError(
+            f"--out {out.name} does not end in .{model_format}: name the file for its format, e.g. model.{model_format}"
+        )
     x = normalize(check.images, spec.mean, spec.std)  # (N, 3, H, W)
     with torch.no_grad():
         reference = model.eval()(x).numpy()
-    blob = to_model_file(model, spec.input_size, model_format, precision,
-                         calibration_inputs(calibration, spec) if calibration is not None else None)
+    blob = to_model_file(
+        model,
+        spec.input_size,
+        model_format,
+        precision,
+        calibration_inputs(calibration, spec) if calibration is not None else None,
+    )
     info = app_info(out, spec, model_format, precision, blob)
     if model_format == "onnx":
         logits = onnx_logits(blob, x.numpy())
@@ -242,8 +275,15 @@ def export(model: nn.Module, spec: ModelSpec, out: Path, model_format: str, prec
     return ExportResult(str(out), model_format, precision, len(blob), parity, str(sidecar), str(labels))
 
 
-def export_model(source: ModelSource, data: str, out: Path, model_format: str = "tflite", precision: str = "fp32",
-                 check_images: int = 500, calibration_images: int = 500) -> ExportResult:
+def export_model(
+    source: ModelSource,
+    data: str,
+    out: Path,
+    model_format: str = "tflite",
+    precision: str = "fp32",
+    check_images: int = 500,
+    calibration_images: int = 500,
+) -> ExportResult:
     """`toolchain export`: a MODEL as a `.tflite` or `.onnx` file, checked on `check_images` test images of DATA
     (int8 calibrated on `calibration_images` train images)."""
     check_format(model_format, precision)
@@ -256,8 +296,10 @@ def export_model(source: ModelSource, data: str, out: Path, model_format: str = 
 
 def check_format(model_format: str, precision: str) -> None:
     if model_format not in ("tflite", "onnx") or precision not in PRECISIONS:
-        raise ToolchainError(f"unknown format {model_format!r} or precision {precision!r}: use tflite or onnx, and "
-                             f"{', '.join(PRECISIONS)}")
+        raise ToolchainError(
+            f"unknown format {model_format!r} or precision {precision!r}: use tflite or onnx, and "
+            f"{', '.join(PRECISIONS)}"
+        )
     if model_format == "onnx" and precision != "fp32":
         raise ToolchainError(f"ONNX export is fp32 only: drop --precision {precision}, or use --format tflite")
 
@@ -275,13 +317,27 @@ def app_info(out: Path, spec: ModelSpec, model_format: str, precision: str, blob
     size = spec.input_size
     layout = "NHWC" if model_format == "tflite" else "NCHW"
     info = {
-        "model": out.name, "format": model_format, "precision": precision, "architecture": spec.arch,
-        "input": {"shape": [1, size, size, 3] if layout == "NHWC" else [1, 3, size, size], "layout": layout,
-                  "color": "RGB", "dtype": "float32",
-                  "normalization": {"mean": list(spec.mean), "std": list(spec.std),
-                                    "formula": "x = (pixel / 255 - mean) / std, per channel"}},
-        "output": {"shape": [1, len(spec.classes)], "meaning": "logits (apply softmax for probabilities)",
-                   "labels": out.stem + ".labels.txt", "classes": list(spec.classes)},
+        "model": out.name,
+        "format": model_format,
+        "precision": precision,
+        "architecture": spec.arch,
+        "input": {
+            "shape": [1, size, size, 3] if layout == "NHWC" else [1, 3, size, size],
+            "layout": layout,
+            "color": "RGB",
+            "dtype": "float32",
+            "normalization": {
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "formula": "x = (pixel / 255 - mean) / std, per channel",
+            },
+        },
+        "output": {
+            "shape": [1, len(spec.classes)],
+            "meaning": "logits (apply softmax for probabilities)",
+            "labels": out.stem + ".labels.txt",
+            "classes": list(spec.classes),
+        },
     }
     if model_format == "tflite" and precision == "int8":
         info["input"]["dtype"], info["output"]["dtype"] = _int8_io(blob)
@@ -295,7 +351,9 @@ def with_metadata(blob: bytes, info: dict) -> bytes:
     from ai_edge_litert.tools import flatbuffer_utils as fb
 
     model = fb.convert_bytearray_to_object(bytearray(blob))
-    for b in model.buffers:  # weights stored after the flatbuffer (by offset) move inside it, where a rewrite keeps them
+    for (
+        b
+    ) in model.buffers:  # weights stored after the flatbuffer (by offset) move inside it, where a rewrite keeps them
         if b.offset > 1:
             b.data, b.offset, b.size = np.frombuffer(blob, np.uint8, b.size, b.offset), 0, 0
     buffer = fb.BufferT()
@@ -322,7 +380,13 @@ def _int8_io(blob: bytes) -> tuple[dict, dict]:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=blob)
-    describe: Callable[[dict], dict] = lambda d: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]),
-                                                  "zero_point": int(d["quantization"][1]),
-                                                  "formula": "q = round(x / scale) + zero_point; x = (q - zero_point) * scale"}
+
+    def describe(d: dict) -> dict:
+        return {
+            "dtype": np.dtype(d["dtype"]).name,
+            "scale": float(d["quantization"][0]),
+            "zero_point": int(d["quantization"][1]),
+            "formula": "q = round(x / scale) + zero_point; x = (q - zero_point) * scale",
+        }
+
     return describe(interpreter.get_input_details()[0]), describe(interpreter.get_output_details()[0])

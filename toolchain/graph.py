@@ -14,8 +14,8 @@ Torch-Pruning objects never cross this module's API; `toolchain.surgery` uses th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch_pruning as tp
@@ -96,8 +96,10 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     try:
         return fx.GraphModule(model, _Tracer().trace(model))
     except Exception as e:
-        raise ToolchainError(f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]}): "
-                             "data-dependent control flow in forward() is not supported") from None
+        raise ToolchainError(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]}): "
+            "data-dependent control flow in forward() is not supported"
+        ) from None
 
 
 def _classifier_name(traced: fx.GraphModule) -> str:
@@ -107,7 +109,9 @@ def _classifier_name(traced: fx.GraphModule) -> str:
         if node.op == "call_module" and isinstance(traced.get_submodule(node.target), (nn.Linear, nn.Conv2d)):
             return str(node.target)
         node = node.args[0] if node.args else None
-    raise ToolchainError("cannot find the classifier layer (a Linear or Conv2d producing the output): the model must end in one")
+    raise ToolchainError(
+        "cannot find the classifier layer (a Linear or Conv2d producing the output): the model must end in one"
+    )
 
 
 def _channel_groups(model: nn.Module, example: torch.Tensor, classifier: str):
@@ -115,17 +119,30 @@ def _channel_groups(model: nn.Module, example: torch.Tensor, classifier: str):
     order = {name: i for i, name in enumerate(names.values())}
     try:
         dep_graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        all_groups = list(dep_graph.get_all_groups(ignored_layers=[model.get_submodule(classifier)], root_module_types=[nn.Conv2d, nn.Linear]))
+        all_groups = list(
+            dep_graph.get_all_groups(
+                ignored_layers=[model.get_submodule(classifier)], root_module_types=[nn.Conv2d, nn.Linear]
+            )
+        )
     except Exception as e:
-        raise ToolchainError(f"cannot find the channel dependencies of {type(model).__name__} ({type(e).__name__}: {e}): "
-                             "this topology (e.g. a channel shuffle) is not prunable yet") from None
+        raise ToolchainError(
+            f"cannot find the channel dependencies of {type(model).__name__} ({type(e).__name__}: {e}): "
+            "this topology (e.g. a channel shuffle) is not prunable yet"
+        ) from None
     found, warnings = [], []
     for group in all_groups:
-        grouped = [names[i.dep.target.module] for i in group.items if isinstance(i.dep.target.module, nn.Conv2d)
-                   and i.dep.target.module.groups > 1 and not is_depthwise(i.dep.target.module)]
+        grouped = [
+            names[i.dep.target.module]
+            for i in group.items
+            if isinstance(i.dep.target.module, nn.Conv2d)
+            and i.dep.target.module.groups > 1
+            and not is_depthwise(i.dep.target.module)
+        ]
         if grouped:
-            warnings.append(f"{grouped[0]}: grouped convolution (groups={model.get_submodule(grouped[0]).groups}); "
-                            "its channels are left unpruned to keep group alignment")
+            warnings.append(
+                f"{grouped[0]}: grouped convolution (groups={model.get_submodule(grouped[0]).groups}); "
+                "its channels are left unpruned to keep group alignment"
+            )
             continue
         producers, consumers, members = [], [], set()
         for item in group.items:
@@ -144,7 +161,16 @@ def _channel_groups(model: nn.Module, example: torch.Tensor, classifier: str):
         lead = next((p for p in producers if not is_depthwise(model.get_submodule(p))), None)
         if lead is None:
             continue  # only depthwise convs: their channels belong to a producer outside the group
-        found.append((order[lead], lead, producers, sorted(set(consumers), key=order.__getitem__), members, len(group.items[0].idxs)))
+        found.append(
+            (
+                order[lead],
+                lead,
+                producers,
+                sorted(set(consumers), key=order.__getitem__),
+                members,
+                len(group.items[0].idxs),
+            )
+        )
     found.sort()
     shapes = _input_shapes(model, example)
     groups, out_group = [], {}
@@ -153,12 +179,20 @@ def _channel_groups(model: nn.Module, example: torch.Tensor, classifier: str):
         for p in producers:
             out_group[p] = index
         h, w = shapes[lead]
-        groups.append(ChannelGroup(
-            index=index, channels=channels, lead=lead, members=tuple(sorted(members, key=order.__getitem__)), consumers=tuple(consumers),
-            in_channels=module.in_channels if isinstance(module, nn.Conv2d) else module.in_features,
-            h=h, w=w, kernel=module.kernel_size[0] if isinstance(module, nn.Conv2d) else 1,
-            stride=module.stride[0] if isinstance(module, nn.Conv2d) else 1,
-        ))
+        groups.append(
+            ChannelGroup(
+                index=index,
+                channels=channels,
+                lead=lead,
+                members=tuple(sorted(members, key=order.__getitem__)),
+                consumers=tuple(consumers),
+                in_channels=module.in_channels if isinstance(module, nn.Conv2d) else module.in_features,
+                h=h,
+                w=w,
+                kernel=module.kernel_size[0] if isinstance(module, nn.Conv2d) else 1,
+                stride=module.stride[0] if isinstance(module, nn.Conv2d) else 1,
+            )
+        )
     return tuple(groups), out_group, tuple(warnings)
 
 
@@ -167,9 +201,11 @@ def _input_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[in
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
+
             def hook(m, inputs, output, name=name):
                 x = inputs[0]
                 shapes[name] = (x.shape[-2], x.shape[-1]) if x.ndim == 4 else (1, 1)
+
             hooks.append(module.register_forward_hook(hook))
     with torch.no_grad():
         model(example)

@@ -1,15 +1,15 @@
 """`RunLayout`: the one place that names the files of a `compress` output folder.
 
-    runs/resnet20-amc/              a run; with --stages, stage-1/, stage-2/, ... hold each stage's search
-      config.json                   the resolved settings, checked on --resume
-      search.csv                    one row per episode: reward, accuracy, predicted latency, kept channels
-      search_state.pt               the strategy's state every few episodes, for --resume
-      features.pt                   sampled feature statistics for least-squares reconstruction
-      best_policy.json              the chosen pruning policy
-      pruned.pt, finetuned.pt       checkpoints (and their .resume files while training)
-      <arch>-pruned.tflite          the exported model, with <arch>-pruned.json and .labels.txt beside it
-      report.md, *.png              the report and its plots
-      attempt-2/, ...               later searches of --enforce-measured, laid out the same way
+runs/resnet20-amc/              a run; with --stages, stage-1/, stage-2/, ... hold each stage's search
+  config.json                   the resolved settings, checked on --resume
+  search.csv                    one row per episode: reward, accuracy, predicted latency, kept channels
+  search_state.pt               the strategy's state every few episodes, for --resume
+  features.pt                   sampled feature statistics for least-squares reconstruction
+  best_policy.json              the chosen pruning policy
+  pruned.pt, finetuned.pt       checkpoints (and their .resume files while training)
+  <arch>-pruned.tflite          the exported model, with <arch>-pruned.json and .labels.txt beside it
+  report.md, *.png              the report and its plots
+  attempt-2/, ...               later searches of --enforce-measured, laid out the same way
 """
 
 from __future__ import annotations
@@ -60,11 +60,11 @@ class RunLayout:
     def model_file(self, arch: str, model_format: str) -> Path:
         return self.root / f"{arch.replace(':', '_')}-pruned.{model_format}"
 
-    def stage(self, index: int, stages: int) -> "RunLayout":
+    def stage(self, index: int, stages: int) -> RunLayout:
         """Stage `index` (0-based) of `stages`: the run folder itself when there is only one."""
         return self if stages == 1 else RunLayout(self.root / f"stage-{index + 1}")
 
-    def attempt(self, number: int) -> "RunLayout":
+    def attempt(self, number: int) -> RunLayout:
         """Search attempt `number` (1-based) of --enforce-measured: the run folder itself for the first."""
         return self if number == 1 else RunLayout(self.root / f"attempt-{number}")
 

@@ -10,8 +10,8 @@ VALID; the ONNX list keeps that padding on the conv (`P<n>`), as ONNX Runtime ru
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 import torchvision
@@ -25,8 +25,12 @@ MODEL_FORMATS = ("tflite", "onnx")
 # Modules and functions the converter removes: BN folds into the conv before it; dropout, stochastic depth and
 # identity vanish at inference.
 PASS_THROUGH_MODULES = (nn.BatchNorm2d, nn.Dropout, nn.Identity)
-PASS_THROUGH_CALLS = (torch.nn.functional.batch_norm, torch.nn.functional.dropout, torchvision.ops.stochastic_depth,
-                      "contiguous")
+PASS_THROUGH_CALLS = (
+    torch.nn.functional.batch_norm,
+    torch.nn.functional.dropout,
+    torchvision.ops.stochastic_depth,
+    "contiguous",
+)
 PASS_THROUGH_CLASS_NAMES = ("DropPath",)  # timm's stochastic depth
 
 
@@ -126,8 +130,18 @@ class Lowering:
         return is_depthwise(module)
 
     @staticmethod
-    def op(kind: str, module: str, h: int, w: int, inputs, output, kernel: int = 1, stride: int = 1,
-           padding: str = "VALID", act: str = "NONE") -> GraphOp:
+    def op(
+        kind: str,
+        module: str,
+        h: int,
+        w: int,
+        inputs,
+        output,
+        kernel: int = 1,
+        stride: int = 1,
+        padding: str = "VALID",
+        act: str = "NONE",
+    ) -> GraphOp:
         return GraphOp(kind, module, h, w, tuple(inputs), tuple(output), kernel, stride, padding, act)
 
     def emit(self, node: fx.Node, op: GraphOp) -> None:
@@ -153,8 +167,9 @@ class Lowering:
         count): only then can what follows fuse into the op that computed it."""
         return sum(1 for user in node.users if "tensor_meta" in user.meta) == 1
 
-    def padded(self, node: fx.Node, name: str, source: fx.Node, kernel: int, stride: int, pad: int,
-               pad_kind: str) -> tuple[int, int, str]:
+    def padded(
+        self, node: fx.Node, name: str, source: fx.Node, kernel: int, stride: int, pad: int, pad_kind: str
+    ) -> tuple[int, int, str]:
         """How a conv or pool's padding is run: SAME when it is TF's symmetric SAME (stride 1, pad (k-1)/2), VALID
         for none, otherwise explicit: a `pad_kind` op before a VALID op in TFLite, `P<n>` on the op in ONNX.
         Returns the H x W the op itself sees and its padding."""
@@ -187,20 +202,32 @@ class Lowering:
     def fold_constant(self, node: fx.Node, source: fx.Node) -> None:
         """`source + constant`: the converter folds the constant into the bias of the op that computed `source`."""
         index = self._producer.get(source)
-        if index is None or not self.sole_reader(source) or not ops.kind(self.ops[index].kind).has_bias \
-                or self.ops[index].act != "NONE":
-            raise self.unsupported("adding a constant to a tensor that is not a conv's or linear layer's own output", node.name)
+        if (
+            index is None
+            or not self.sole_reader(source)
+            or not ops.kind(self.ops[index].kind).has_bias
+            or self.ops[index].act != "NONE"
+        ):
+            raise self.unsupported(
+                "adding a constant to a tensor that is not a conv's or linear layer's own output", node.name
+            )
         self.pass_through(node, source)
 
     @staticmethod
     def unsupported(what: str, where: str) -> ToolchainError:
         known = sorted({getattr(t, "__name__", str(t)) for k in ops.kinds() for t in k.lowers})
-        return ToolchainError(f"{where}: {what} has no latency rule yet, so this model's latency cannot be predicted "
-                              f"(layers with rules: {', '.join(known)})")
+        return ToolchainError(
+            f"{where}: {what} has no latency rule yet, so this model's latency cannot be predicted "
+            f"(layers with rules: {', '.join(known)})"
+        )
 
 
 def is_depthwise(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels == module.out_channels
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups > 1
+        and module.groups == module.in_channels == module.out_channels
+    )
 
 
 def list_ops(traced: fx.GraphModule, produced_group: dict[str, int], model_format: str) -> list[GraphOp]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .errors import ToolchainError
 from .graph import ModelGraph
@@ -47,30 +47,49 @@ class PruningPolicy:
     ratios: tuple[float, ...]
 
     @classmethod
-    def from_keep(cls, graph: ModelGraph, arch: str, keep: Sequence[int], ratios: Sequence[float] | None = None) -> "PruningPolicy":
+    def from_keep(
+        cls, graph: ModelGraph, arch: str, keep: Sequence[int], ratios: Sequence[float] | None = None
+    ) -> PruningPolicy:
         channels = graph.channels
         ratios = tuple(ratios) if ratios is not None else tuple(k / c for k, c in zip(keep, channels))
-        return cls(arch, graph.input_size, graph_fingerprint(graph), tuple(g.lead for g in graph.groups), channels,
-                   tuple(int(k) for k in keep), tuple(float(r) for r in ratios))
+        return cls(
+            arch,
+            graph.input_size,
+            graph_fingerprint(graph),
+            tuple(g.lead for g in graph.groups),
+            channels,
+            tuple(int(k) for k in keep),
+            tuple(float(r) for r in ratios),
+        )
 
     @classmethod
-    def uniform(cls, graph: ModelGraph, arch: str, ratio: float, multiple: int = 8, floor: int = 8) -> "PruningPolicy":
+    def uniform(cls, graph: ModelGraph, arch: str, ratio: float, multiple: int = 8, floor: int = 8) -> PruningPolicy:
         keep = [round_channels(ratio, g.channels, multiple, floor) for g in graph.groups]
         return cls.from_keep(graph, arch, keep, [ratio] * len(keep))
 
     def validate(self, graph: ModelGraph) -> None:
         if self.fingerprint != graph_fingerprint(graph) or len(self.keep) != len(graph.groups):
-            raise ToolchainError(f"this policy was made for {self.arch} ({len(self.keep)} groups) and does not fit this "
-                                 f"model ({len(graph.groups)} groups): make a policy for this model")
+            raise ToolchainError(
+                f"this policy was made for {self.arch} ({len(self.keep)} groups) and does not fit this "
+                f"model ({len(graph.groups)} groups): make a policy for this model"
+            )
         for g, k in zip(graph.groups, self.keep):
             if not 1 <= k <= g.channels:
-                raise ToolchainError(f"policy keeps {k} channels of group {g.index} ({g.lead}), which has {g.channels}: use 1..{g.channels}")
+                raise ToolchainError(
+                    f"policy keeps {k} channels of group {g.index} ({g.lead}), which has {g.channels}: use "
+                    f"1..{g.channels}"
+                )
 
     def to_json(self) -> str:
-        groups = [{"index": i, "lead": lead, "channels": c, "keep": k, "ratio": round(r, 6)}
-                  for i, (lead, c, k, r) in enumerate(zip(self.leads, self.channels, self.keep, self.ratios))]
-        head = {"format": FORMAT, "version": FORMAT_VERSION,
-                "model": {"arch": self.arch, "input_size": self.input_size, "fingerprint": self.fingerprint}}
+        groups = [
+            {"index": i, "lead": lead, "channels": c, "keep": k, "ratio": round(r, 6)}
+            for i, (lead, c, k, r) in enumerate(zip(self.leads, self.channels, self.keep, self.ratios))
+        ]
+        head = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": {"arch": self.arch, "input_size": self.input_size, "fingerprint": self.fingerprint},
+        }
         body = ",\n".join("  " + json.dumps(g) for g in groups)
         return json.dumps(head)[:-1] + ',\n "groups": [\n' + body + "\n ]}\n"
 
@@ -78,17 +97,27 @@ class PruningPolicy:
         return json.loads(self.to_json())
 
     @classmethod
-    def from_dict(cls, blob: dict, source: str = "policy") -> "PruningPolicy":
+    def from_dict(cls, blob: dict, source: str = "policy") -> PruningPolicy:
         try:
             if blob.get("format") != FORMAT:
-                raise ToolchainError(f"{source} is not a toolchain pruning policy: pass a file written by toolchain, or uniform:RATIO")
+                raise ToolchainError(
+                    f"{source} is not a toolchain pruning policy: pass a file written by toolchain, or uniform:RATIO"
+                )
             groups = sorted(blob["groups"], key=lambda g: g["index"])
             m = blob["model"]
-            return cls(m["arch"], int(m["input_size"]), m["fingerprint"], tuple(g["lead"] for g in groups),
-                       tuple(int(g["channels"]) for g in groups), tuple(int(g["keep"]) for g in groups),
-                       tuple(float(g.get("ratio", g["keep"] / g["channels"])) for g in groups))
+            return cls(
+                m["arch"],
+                int(m["input_size"]),
+                m["fingerprint"],
+                tuple(g["lead"] for g in groups),
+                tuple(int(g["channels"]) for g in groups),
+                tuple(int(g["keep"]) for g in groups),
+                tuple(float(g.get("ratio", g["keep"] / g["channels"])) for g in groups),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ToolchainError(f"{source} is a malformed pruning policy ({type(e).__name__}: {e}): re-create it") from None
+            raise ToolchainError(
+                f"{source} is a malformed pruning policy ({type(e).__name__}: {e}): re-create it"
+            ) from None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())

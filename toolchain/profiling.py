@@ -4,10 +4,11 @@ table without the device."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ToolchainError, require
 from .export import to_model_file
@@ -57,9 +58,13 @@ class ProfileReport:
     fidelity: dict[str, Any] | None = None
 
 
-def profile_model(source: ModelSource, target: TargetConfig, config: ProfileConfig = ProfileConfig(),
-                  progress: Callable[[str], Progress] = lambda label: lambda done, total: None,
-                  on_message: Callable[[str], None] = lambda message: None) -> list[ProfileReport]:
+def profile_model(
+    source: ModelSource,
+    target: TargetConfig,
+    config: ProfileConfig = ProfileConfig(),
+    progress: Callable[[str], Progress] = lambda label: lambda done, total: None,
+    on_message: Callable[[str], None] = lambda message: None,
+) -> list[ProfileReport]:
     """Measure what the target's table lacks for `source`'s pruned variants; with several phones, each in its own
     thread and table (same-model phones still differ: binning, cooling). `progress(label)` makes a progress
     callback per target."""
@@ -68,8 +73,10 @@ def profile_model(source: ModelSource, target: TargetConfig, config: ProfileConf
     require(not (len(serials) > 1 and validation), "--validate measures one phone: pass a single --serial")
     loaded = load(source)
     graph = analyze(loaded.model, loaded.spec.input_size)
-    on_message(f"profiling {source.ref} ({len(graph.groups)} channel groups) on {target.device}"
-               + (f", {len(serials)} phones in parallel" if len(serials) > 1 else ""))
+    on_message(
+        f"profiling {source.ref} ({len(graph.groups)} channel groups) on {target.device}"
+        + (f", {len(serials)} phones in parallel" if len(serials) > 1 else "")
+    )
 
     def build(model_format: str):
         return lambda keep: to_model_file(pruned_copy(loaded.model, graph, keep), loaded.spec.input_size, model_format)
@@ -80,13 +87,26 @@ def profile_model(source: ModelSource, target: TargetConfig, config: ProfileConf
         if serial and len(serials) > 1:
             path = path.with_name(f"{path.stem}-{file_safe(serial)}{path.suffix}")
         table = LatencyTable.open(path, runner.target)
-        result = profile(graph, runner, table, build(runner.model_format), channel_step,
-                         on_progress=progress(f"profile {serial or runner.target.device}"))
+        result = profile(
+            graph,
+            runner,
+            table,
+            build(runner.model_format),
+            channel_step,
+            on_progress=progress(f"profile {serial or runner.target.device}"),
+        )
         fidelity = None
         if validation:
             predictor = LatencyPredictor(graph, LatencyTable.open(path, runner.target))
-            report = measure_fidelity(graph, predictor, runner, build(runner.model_format), validation.samples,
-                                      validation.seed, progress("validate"))
+            report = measure_fidelity(
+                graph,
+                predictor,
+                runner,
+                build(runner.model_format),
+                validation.samples,
+                validation.seed,
+                progress("validate"),
+            )
             plot = validation.plot or path.with_name(f"fidelity-{source.name}.png")
             plot_fidelity(report, f"{source.ref} on {runner.target.device}", plot)
             fidelity = {**report.summary(), "plot": str(plot)}
@@ -98,7 +118,9 @@ def profile_model(source: ModelSource, target: TargetConfig, config: ProfileConf
         futures = [pool.submit(one, s) for s in serials]
     failed = [f"{s}: {f.exception()}" for s, f in zip(serials, futures) if f.exception()]
     if failed:
-        raise ToolchainError(f"profiling failed on {'; '.join(failed)} (the other phones' tables are complete; rerun to resume)")
+        raise ToolchainError(
+            f"profiling failed on {'; '.join(failed)} (the other phones' tables are complete; rerun to resume)"
+        )
     return [f.result() for f in futures]
 
 
@@ -121,8 +143,10 @@ def predict_latency(source: ModelSource, target: TargetConfig, policy: str | Non
         runner_target = open_runner(target).target
         path = default_table_path(runner_target)
         if not path.exists():
-            raise ToolchainError(f"no latency table at {path}: run `toolchain profile --device {target.device} "
-                                 f"--model {source.ref}` first")
+            raise ToolchainError(
+                f"no latency table at {path}: run `toolchain profile --device {target.device} "
+                f"--model {source.ref}` first"
+            )
         table = LatencyTable.open(path, runner_target)
     keep = list(load_policy(policy, graph, loaded.spec.arch).keep) if policy else None
     predictor = LatencyPredictor(graph, table)

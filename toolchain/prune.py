@@ -14,9 +14,9 @@ policy then costs a few small linear solves and no forward passes.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -44,8 +44,9 @@ def consumers(graph: ModelGraph) -> list[str]:
 
 
 @torch.no_grad()
-def collect_features(model: nn.Module, graph: ModelGraph, batches: Iterable[torch.Tensor], points_per_image: int = 10,
-                     seed: int = 0) -> FeatureCache:
+def collect_features(
+    model: nn.Module, graph: ModelGraph, batches: Iterable[torch.Tensor], points_per_image: int = 10, seed: int = 0
+) -> FeatureCache:
     """Accumulate, for every layer that reads a prunable group, the Gram matrix of its input patches at
     `points_per_image` random output positions per image. `batches` are normalised (B, 3, H, W) images."""
     model = model.eval()
@@ -59,6 +60,7 @@ def collect_features(model: nn.Module, graph: ModelGraph, batches: Iterable[torc
             x = _patches(m, inputs[0], points_per_image, generator)  # (rows, D)
             g = (x.T @ x).double()  # float32 product, float64 running sum
             gram[name] = gram[name] + g if name in gram else g
+
         hooks.append(module.register_forward_pre_hook(hook))
     rows = 0
     try:
@@ -112,7 +114,9 @@ def _group_slice(per_input: torch.Tensor, channels: int) -> torch.Tensor:
     return per_input if len(per_input) == channels else torch.zeros(channels)
 
 
-def reconstruct(weight: torch.Tensor, bias: torch.Tensor | None, gram: torch.Tensor, dropped: set[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def reconstruct(
+    weight: torch.Tensor, bias: torch.Tensor | None, gram: torch.Tensor, dropped: set[int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Least-squares refit of a layer whose input channels `dropped` go away. Returns dense weights with the
     dropped channels zeroed (the physical cut happens afterwards) and the refitted bias."""
     c_out, c_in = weight.shape[:2]
@@ -120,8 +124,11 @@ def reconstruct(weight: torch.Tensor, bias: torch.Tensor | None, gram: torch.Ten
     w = weight.reshape(c_out, c_in * taps)
     if bias is not None:
         w = torch.cat([w, bias[:, None]], 1)
-    keep_cols = torch.tensor([c * taps + t for c in range(c_in) if c not in dropped for t in range(taps)]
-                             + ([c_in * taps] if bias is not None else []), dtype=torch.long)
+    keep_cols = torch.tensor(
+        [c * taps + t for c in range(c_in) if c not in dropped for t in range(taps)]
+        + ([c_in * taps] if bias is not None else []),
+        dtype=torch.long,
+    )
     g = gram.to(torch.float64)
     g_ss = g[keep_cols][:, keep_cols]
     rhs = g[keep_cols] @ w.T.to(torch.float64)  # X_S^T Y with Y = X W^T
@@ -134,8 +141,9 @@ def reconstruct(weight: torch.Tensor, bias: torch.Tensor | None, gram: torch.Ten
     return new_w, new_bias
 
 
-def apply_policy(model: nn.Module, graph: ModelGraph, policy: PruningPolicy | Sequence[int],
-                 features: FeatureCache | None = None) -> nn.Module:
+def apply_policy(
+    model: nn.Module, graph: ModelGraph, policy: PruningPolicy | Sequence[int], features: FeatureCache | None = None
+) -> nn.Module:
     """A new, physically smaller model: channels selected by L1 magnitude and, with `features`, every layer that
     lost input channels refitted by least squares. The input model is left untouched."""
     keep = policy.keep if isinstance(policy, PruningPolicy) else tuple(policy)
@@ -164,14 +172,23 @@ class PruneOutcome:
     warnings: tuple[str, ...]  # channels left unpruned, and why
 
 
-def prune_model(source: ModelSource, policy: str, out: Path, data: str | None = None, calibration_images: int = 2000,
-                multiple: int = 8, floor: int = 8,
-                on_message: Callable[[str], None] = lambda message: None) -> PruneOutcome:
+def prune_model(
+    source: ModelSource,
+    policy: str,
+    out: Path,
+    data: str | None = None,
+    calibration_images: int = 2000,
+    multiple: int = 8,
+    floor: int = 8,
+    on_message: Callable[[str], None] = lambda message: None,
+) -> PruneOutcome:
     """Apply `policy` (a policy file or uniform:R) to an unpruned model and write the smaller checkpoint. With
     `data`, the layers that lose inputs are refitted by least squares on `calibration_images` train images."""
     loaded = load(source)
     if loaded.spec.policy is not None:
-        raise ToolchainError(f"{source.ref} is already pruned: prune the unpruned model it came from with a smaller policy")
+        raise ToolchainError(
+            f"{source.ref} is already pruned: prune the unpruned model it came from with a smaller policy"
+        )
     graph = analyze(loaded.model, loaded.spec.input_size)
     chosen = load_policy(policy, graph, loaded.spec.arch, multiple, floor)
     features = None
@@ -179,13 +196,31 @@ def prune_model(source: ModelSource, policy: str, out: Path, data: str | None = 
         images = load_split(data, "train", loaded.spec.input_size, calibration_images)
         loaded.spec.match_classes(images.classes, source.ref)
         on_message(f"sampling features of {len(images)} training images for least-squares reconstruction")
-        features = collect_features(loaded.model, graph, (normalize(x, loaded.spec.mean, loaded.spec.std) for x, _ in images.batches(250)))
+        features = collect_features(
+            loaded.model, graph, (normalize(x, loaded.spec.mean, loaded.spec.std) for x, _ in images.batches(250))
+        )
     pruned = apply_policy(loaded.model, graph, chosen, features)
     size = loaded.spec.input_size
-    outcome = PruneOutcome(out, chosen, count_params(pruned), count_macs(pruned, size), count_params(loaded.model),
-                           count_macs(loaded.model, size), graph.warnings)
-    save_checkpoint(out, pruned, replace(loaded.spec, policy=chosen.to_dict()),
-                    {"pruned_from": source.ref, "reconstructed": features is not None, "params": outcome.params,
-                     "macs": outcome.macs, "unpruned_params": outcome.unpruned_params, "unpruned_macs": outcome.unpruned_macs})
+    outcome = PruneOutcome(
+        out,
+        chosen,
+        count_params(pruned),
+        count_macs(pruned, size),
+        count_params(loaded.model),
+        count_macs(loaded.model, size),
+        graph.warnings,
+    )
+    save_checkpoint(
+        out,
+        pruned,
+        replace(loaded.spec, policy=chosen.to_dict()),
+        {
+            "pruned_from": source.ref,
+            "reconstructed": features is not None,
+            "params": outcome.params,
+            "macs": outcome.macs,
+            "unpruned_params": outcome.unpruned_params,
+            "unpruned_macs": outcome.unpruned_macs,
+        },
+    )
     return outcome
-

@@ -38,7 +38,8 @@ def render_markdown(r: CompressResult) -> str:
     lines = [
         f"# Compression report: {r.model} on {r.target}",
         "",
-        f"Budget **{r.budget_ms:.3f} ms** ({r.budget_ms / r.unpruned_predicted_ms:.0%} of the unpruned model's predicted "
+        f"Budget **{r.budget_ms:.3f} ms** ({r.budget_ms / r.unpruned_predicted_ms:.0%} of the unpruned model's "
+        "predicted "
         f"{r.unpruned_predicted_ms:.3f} ms). Result: `{Path(exported.path).name}` ({exported.precision}), measured "
         f"**{r.measured.median_ms:.3f} ms**, **{speedup:.2f}x** faster than the unpruned model, test top-1 "
         f"**{_pct(exported.parity.top1_exported)}**.",
@@ -47,19 +48,26 @@ def render_markdown(r: CompressResult) -> str:
     if not r.within_budget:
         lines += [
             f'<p style="color:red"><b>The measured latency {r.measured.median_ms:.3f} ms exceeds the budget '
-            f"{r.budget_ms:.3f} ms</b> (predicted {search.best.latency_ms:.3f} ms). Rerun with <code>--enforce-measured</code>, "
+            f"{r.budget_ms:.3f} ms</b> (predicted {search.best.latency_ms:.3f} ms). Rerun with "
+            "<code>--enforce-measured</code>, "
             "which tightens the budget by the measured/predicted ratio and searches again.</p>",
             "",
         ]
     if exported.precision != "fp32":
-        lines += [f"The latency table, and with it every prediction and the budget, is fp32; the file is "
-                  f"{exported.precision}, which the target may run faster than predicted. Both measured models are "
-                  f"{exported.precision}.", ""]
+        lines += [
+            f"The latency table, and with it every prediction and the budget, is fp32; the file is "
+            f"{exported.precision}, which the target may run faster than predicted. Both measured models are "
+            f"{exported.precision}.",
+            "",
+        ]
     if r.attempts > 1:
-        lines += [f"Searched {r.attempts} times (`--enforce-measured`): the first result measured over the budget, so "
-                  f"the last search aimed at a predicted {search.budget_ms:.3f} ms; it is the one reported.", ""]
+        lines += [
+            f"Searched {r.attempts} times (`--enforce-measured`): the first result measured over the budget, so "
+            f"the last search aimed at a predicted {search.budget_ms:.3f} ms; it is the one reported.",
+            "",
+        ]
     lines += [
-        f"| | unpruned | compressed |",
+        "| | unpruned | compressed |",
         "|---|---|---|",
         f"| test top-1 ({r.test_images} images) | {_pct(r.unpruned_top1)} | {_pct(final.top1_pruned)} pruned, "
         f"{_pct(final.top1_finetuned)} fine-tuned, {_pct(exported.parity.top1_exported)} exported |",
@@ -67,18 +75,27 @@ def render_markdown(r: CompressResult) -> str:
         f"| measured latency (median, p10-p90) | {_timing(r.unpruned_measured)} | {_timing(r.measured)} |",
         f"| budget | | {r.budget_ms:.3f} ms ({'met' if r.within_budget else 'EXCEEDED'}) |",
         f"| speed-up (measured) | 1.00x | {speedup:.2f}x |",
-        f"| file size | {r.unpruned_size_bytes / 1e6:.2f} MB ({exported.precision}) | {exported.size_bytes / 1e6:.2f} MB ({exported.precision}) |",
+        f"| file size | {r.unpruned_size_bytes / 1e6:.2f} MB ({exported.precision}) | {exported.size_bytes / 1e6:.2f} "
+        f"MB ({exported.precision}) |",
         "",
         f"Measured and predicted latency: {r.target}. Export parity against PyTorch on {exported.parity.images} test "
-        f"images: top-1 agreement {_pct(exported.parity.top1_agreement)}, max |logit difference| {exported.parity.max_abs_diff:.2g}.",
+        f"images: top-1 agreement {_pct(exported.parity.top1_agreement)}, max |logit difference| "
+        f"{exported.parity.max_abs_diff:.2g}.",
         "",
     ]
     if len(r.stages) > 1:
-        lines += ["## Stages", "", "| stage | budget | predicted | val top-1 (search) | test top-1 pruned | fine-tuned |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Stages",
+            "",
+            "| stage | budget | predicted | val top-1 (search) | test top-1 pruned | fine-tuned |",
+            "|---|---|---|---|---|---|",
+        ]
         for i, stage in enumerate(r.stages):
             s = stage.search
-            lines.append(f"| {i + 1} | {s.budget_ms:.3f} ms | {s.best.latency_ms:.3f} ms | {_pct(s.best.accuracy)} | "
-                         f"{_pct(stage.top1_pruned)} | {_pct(stage.top1_finetuned)} |")
+            lines.append(
+                f"| {i + 1} | {s.budget_ms:.3f} ms | {s.best.latency_ms:.3f} ms | {_pct(s.best.accuracy)} | "
+                f"{_pct(stage.top1_pruned)} | {_pct(stage.top1_finetuned)} |"
+            )
         lines.append("")
     lines += [
         "## Search (last stage)",
@@ -102,9 +119,10 @@ def render_markdown(r: CompressResult) -> str:
         "",
         f"- `{Path(exported.path).name}`, `{Path(exported.sidecar).name}` (input layout, normalisation, output), "
         f"`{Path(exported.labels).name}`: what an app needs",
-        f"- `{final.checkpoint.relative_to(r.layout.root)}`: the PyTorch checkpoint; `{search.layout.best_policy.name}` and "
-        f"`{search.layout.search_log.name}` " + ("in this folder" if search.layout == r.layout
-                                                 else f"in `{search.layout.root.relative_to(r.layout.root)}/`"),
+        f"- `{final.checkpoint.relative_to(r.layout.root)}`: the PyTorch checkpoint; "
+        f"`{search.layout.best_policy.name}` and "
+        f"`{search.layout.search_log.name}` "
+        + ("in this folder" if search.layout == r.layout else f"in `{search.layout.root.relative_to(r.layout.root)}/`"),
         "",
     ]
     return "\n".join(lines)
@@ -133,8 +151,12 @@ def _plot_policy(r: CompressResult, path: Path) -> None:
     ax.bar(xs, [k / c for k, c in zip(policy.keep, policy.channels)], color="#1f77b4", label="kept")
     for x, (k, c) in enumerate(zip(policy.keep, policy.channels)):
         ax.text(x, 1.01, f"{k}/{c}", rotation=90, ha="center", va="bottom", fontsize=6)
-    ax.set(xlabel="channel group (input to output)", ylabel="kept fraction of channels", ylim=(0, 1.25),
-           title=f"{policy.arch}: channels kept per group")
+    ax.set(
+        xlabel="channel group (input to output)",
+        ylabel="kept fraction of channels",
+        ylim=(0, 1.25),
+        title=f"{policy.arch}: channels kept per group",
+    )
     ax.set_xticks(list(xs), [lead for lead in policy.leads], rotation=90, fontsize=6)
     ax.legend(loc="lower left", fontsize=8)
     _save(fig, path, plt)
@@ -160,8 +182,13 @@ def _plot_tradeoff(r: CompressResult, rows: list[dict], path: Path) -> None:
     plt = _pyplot()
     search = r.final.search
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter([float(row["latency_ms"]) for row in rows], [100 * float(row["accuracy"]) for row in rows],
-               s=6, color="#bbbbbb", label="searched policies")
+    ax.scatter(
+        [float(row["latency_ms"]) for row in rows],
+        [100 * float(row["accuracy"]) for row in rows],
+        s=6,
+        color="#bbbbbb",
+        label="searched policies",
+    )
     ax.scatter([search.start_ms], [100 * search.start_accuracy], marker="s", color="k", label=_start_label(r))
     for (name, e), marker in zip(search.baselines.items(), "^v<>"):
         ax.scatter([e.latency_ms], [100 * e.accuracy], marker=marker, s=50, label=name)

@@ -132,7 +132,8 @@ S = TypeVar("S", bound=BaseModel)
 
 
 def parse(schema: type[S], data: Any, source: str, fix: str) -> S:
-    """`data` checked against `schema`, or a one-line `ToolchainError` naming `source`, the first bad field and `fix`."""
+    """`data` checked against `schema`, or a one-line `ToolchainError` naming `source`, its first bad field and
+    `fix`."""
     try:
         return schema.model_validate(data)
     except ValidationError as e:

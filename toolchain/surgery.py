@@ -7,7 +7,7 @@ concats and the like) loses the same ones.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch_pruning as tp
@@ -35,8 +35,10 @@ class ChannelSurgery:
         try:
             self._dep_graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
         except Exception as e:
-            raise ToolchainError(f"cannot build channel dependencies of {type(model).__name__} ({type(e).__name__}: {e}): "
-                                 "this topology is not prunable yet") from None
+            raise ToolchainError(
+                f"cannot build channel dependencies of {type(model).__name__} ({type(e).__name__}: {e}): "
+                "this topology is not prunable yet"
+            ) from None
         self._names = {m: n for n, m in model.named_modules()}
         self._drops: list[tuple[ChannelGroup, list[int]]] = []
         self.dropped_inputs: dict[str, set[int]] = {}
@@ -54,8 +56,11 @@ class ChannelSurgery:
                 continue
             for item in self._plan_group(group, drop).items:
                 target = item.dep.target.module
-                if item.dep.handler.__name__ == "prune_in_channels" and isinstance(target, (nn.Conv2d, nn.Linear)) \
-                        and not is_depthwise(target):
+                if (
+                    item.dep.handler.__name__ == "prune_in_channels"
+                    and isinstance(target, (nn.Conv2d, nn.Linear))
+                    and not is_depthwise(target)
+                ):
                     self.dropped_inputs.setdefault(self._names[target], set()).update(int(i) for i in item.idxs)
             self._drops.append((group, drop))
 

@@ -16,9 +16,9 @@ train with a resume point beside the output, score on test, write a self-describ
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -27,12 +27,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from . import distributed
-from .data import ImageSet, augment, normalize
+from .data import ImageSet, augment, load_split, normalize
 from .errors import ToolchainError, require
 from .evaluate import evaluate
 from .files import atomic_path, check_resumable
 from .layout import resume_file
-from .data import load_split
 from .models import LoadedModel, ModelSource, ModelSpec, load, save_checkpoint
 
 
@@ -53,18 +52,36 @@ class TrainConfig:
         def number(x: float) -> bool:
             return isinstance(x, (int, float)) and math.isfinite(x)
 
-        require(self.epochs >= 0 and self.batch_size >= 1, f"epochs {self.epochs} and batch size {self.batch_size} "
-                "must be whole numbers, epochs 0 or more and the batch at least 1")
+        require(
+            self.epochs >= 0 and self.batch_size >= 1,
+            f"epochs {self.epochs} and batch size {self.batch_size} "
+            "must be whole numbers, epochs 0 or more and the batch at least 1",
+        )
         require(number(self.lr) and self.lr > 0, f"learning rate {self.lr} must be a positive number, e.g. 0.1")
-        require(number(self.weight_decay) and self.weight_decay >= 0, f"weight decay {self.weight_decay} must be a "
-                "number of at least 0, e.g. 5e-4")
-        require(number(self.momentum) and 0 <= self.momentum < 1, f"momentum {self.momentum} must be in [0, 1), e.g. 0.9")
-        require(number(self.warmup_epochs) and self.warmup_epochs >= 0, f"warm-up {self.warmup_epochs} epochs must be 0 or more")
-        require(number(self.label_smoothing) and 0 <= self.label_smoothing < 1, f"label smoothing {self.label_smoothing} must be in [0, 1)")
-        require(number(self.distill) and 0 <= self.distill <= 1, f"distillation weight {self.distill} is out of range: "
-                "use 0 (labels only) to 1 (teacher only), e.g. 0.5")
-        require(number(self.temperature) and self.temperature > 0, f"distillation temperature {self.temperature} must be positive, e.g. 4")
-        require(0 <= self.seed < 2 ** 63, f"seed {self.seed} must be a whole number in [0, 2^63)")
+        require(
+            number(self.weight_decay) and self.weight_decay >= 0,
+            f"weight decay {self.weight_decay} must be a number of at least 0, e.g. 5e-4",
+        )
+        require(
+            number(self.momentum) and 0 <= self.momentum < 1, f"momentum {self.momentum} must be in [0, 1), e.g. 0.9"
+        )
+        require(
+            number(self.warmup_epochs) and self.warmup_epochs >= 0,
+            f"warm-up {self.warmup_epochs} epochs must be 0 or more",
+        )
+        require(
+            number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+            f"label smoothing {self.label_smoothing} must be in [0, 1)",
+        )
+        require(
+            number(self.distill) and 0 <= self.distill <= 1,
+            f"distillation weight {self.distill} is out of range: use 0 (labels only) to 1 (teacher only), e.g. 0.5",
+        )
+        require(
+            number(self.temperature) and self.temperature > 0,
+            f"distillation temperature {self.temperature} must be positive, e.g. 4",
+        )
+        require(0 <= self.seed < 2**63, f"seed {self.seed} must be a whole number in [0, 2^63)")
 
 
 @dataclass(frozen=True)
@@ -94,8 +111,15 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL divergence between softened outputs, scaled by T^2 so its gradients match the label loss's size."""
-    return F.kl_div(F.log_softmax(student / temperature, 1), F.log_softmax(teacher / temperature, 1),
-                    reduction="batchmean", log_target=True) * temperature ** 2
+    return (
+        F.kl_div(
+            F.log_softmax(student / temperature, 1),
+            F.log_softmax(teacher / temperature, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temperature**2
+    )
 
 
 def train(
@@ -116,10 +140,14 @@ def train(
     augmentation are seeded per epoch, so a resumed run sees the same batches it would have seen.
     """
     if cfg.distill and teacher is None:
-        raise ToolchainError("distillation needs a teacher: fine-tune a pruned checkpoint of a model, or set distill to 0")
+        raise ToolchainError(
+            "distillation needs a teacher: fine-tune a pruned checkpoint of a model, or set distill to 0"
+        )
     world, rank = distributed.world_size(), distributed.rank()
     if cfg.batch_size % world:
-        raise ToolchainError(f"batch size {cfg.batch_size} does not split over {world} processes: use a multiple of {world}")
+        raise ToolchainError(
+            f"batch size {cfg.batch_size} does not split over {world} processes: use a multiple of {world}"
+        )
     device = distributed.training_device()
     torch.manual_seed(cfg.seed)
     model.to(device, memory_format=torch.channels_last)  # ~1.4x faster convs on x86 CPUs
@@ -130,7 +158,9 @@ def train(
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BN and bias terms are not decayed
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
     )
     sampler = DistributedSampler(range(len(train_set)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     local_batch = cfg.batch_size // world
@@ -154,12 +184,16 @@ def train(
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
         loss_sum, correct, seen = 0.0, 0, 0
         for i in range(steps_per_epoch):
-            idx = order[i * local_batch:(i + 1) * local_batch]
+            idx = order[i * local_batch : (i + 1) * local_batch]
             images, labels = train_set.images[idx], train_set.labels[idx].to(device)
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup_steps, cfg.lr)
-            x = normalize(augment(images, generator), spec.mean, spec.std).to(device).contiguous(memory_format=torch.channels_last)
+            x = (
+                normalize(augment(images, generator), spec.mean, spec.std)
+                .to(device)
+                .contiguous(memory_format=torch.channels_last)
+            )
             logits = net(x)
             loss = loss_fn(logits, labels)
             if cfg.distill:
@@ -186,22 +220,38 @@ def train(
 
 
 def _save_resume(path: Path, model, optimizer, cfg: TrainConfig, history: list[EpochResult]) -> None:
-    state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "history": [asdict(h) for h in history]}
+    state = {
+        "config": asdict(cfg),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "history": [asdict(h) for h in history],
+    }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def train_checkpoint(loaded: LoadedModel, splits: Splits, cfg: TrainConfig, out: Path, teacher: nn.Module | None = None,
-                     on_step: Callable[[int, int, float], None] | None = None,
-                     on_epoch: Callable[[EpochResult], None] | None = None, metrics: dict | None = None) -> dict:
+def train_checkpoint(
+    loaded: LoadedModel,
+    splits: Splits,
+    cfg: TrainConfig,
+    out: Path,
+    teacher: nn.Module | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    metrics: dict | None = None,
+) -> dict:
     """Train `loaded.model` in place (resuming from `out`'s resume point when a killed run left one), score it on
     `splits.test` and write the checkpoint `out` with its metrics (rank 0; the others wait). Returns the metrics."""
     resume = resume_file(out)
     history = train(loaded.model, loaded.spec, splits.train, cfg, splits.val, resume, on_step, on_epoch, teacher)
-    metrics = {**(metrics or {}), "top1_test": evaluate(loaded.model, loaded.spec, splits.test),
-               "top1_val": history[-1].val_top1 if history else None, "test_images": len(splits.test),
-               "train_config": asdict(cfg), "processes": distributed.world_size()}
+    metrics = {
+        **(metrics or {}),
+        "top1_test": evaluate(loaded.model, loaded.spec, splits.test),
+        "top1_val": history[-1].val_top1 if history else None,
+        "test_images": len(splits.test),
+        "train_config": asdict(cfg),
+        "processes": distributed.world_size(),
+    }
     if distributed.is_main():
         save_checkpoint(out, loaded.model, loaded.spec, metrics)
         resume.unlink(missing_ok=True)
@@ -218,10 +268,17 @@ class TrainOutcome:
     processes: int
 
 
-def train_model(source: ModelSource, data: str, cfg: TrainConfig, out: Path, limit: int | None = None,
-                teacher: ModelSource | None = None, on_message: Callable[[str], None] = lambda message: None,
-                on_step: Callable[[int, int, float], None] | None = None,
-                on_epoch: Callable[[EpochResult], None] | None = None) -> TrainOutcome | None:
+def train_model(
+    source: ModelSource,
+    data: str,
+    cfg: TrainConfig,
+    out: Path,
+    limit: int | None = None,
+    teacher: ModelSource | None = None,
+    on_message: Callable[[str], None] = lambda message: None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> TrainOutcome | None:
     """`toolchain train`: train (or continue training) a MODEL on DATA and write the checkpoint `out`; a killed
     run with the same `out` resumes. Under torchrun every process trains its shard; rank 0 gets the outcome."""
     distributed.init_from_env()
@@ -233,8 +290,13 @@ def train_model(source: ModelSource, data: str, cfg: TrainConfig, out: Path, lim
     splits = Splits(*(load_split(data, split, size, limit) for split in ("train", "val", "test")))
     loaded = replace(loaded, spec=loaded.spec.match_classes(splits.train.classes, source.ref))
     world = distributed.world_size()
-    on_message(f"training {source.ref} on {len(splits.train)} images for {cfg.epochs} epochs (val {len(splits.val)}, "
-               f"test {len(splits.test)})" + (f", data-parallel over {world} processes" if world > 1 else ""))
+    on_message(
+        f"training {source.ref} on {len(splits.train)} images for {cfg.epochs} epochs (val {len(splits.val)}, "
+        f"test {len(splits.test)})" + (f", data-parallel over {world} processes" if world > 1 else "")
+    )
     metrics = train_checkpoint(loaded, splits, cfg, out, teacher_model, on_step, on_epoch, {"data": data})
-    return TrainOutcome(out, metrics["top1_test"], metrics["top1_val"], cfg.epochs, world) if distributed.is_main() else None
-
+    return (
+        TrainOutcome(out, metrics["top1_test"], metrics["top1_val"], cfg.epochs, world)
+        if distributed.is_main()
+        else None
+    )

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from android_bench.adb import DeviceError, attached_usb_serials, choose_serial, connect
 from android_bench.binary import MANIFEST, LocalBinary, fetch_binary
 from android_bench.devices import load_profile
-from android_bench.runner import (AndroidBenchmark, DeviceInfo, ModelTiming, detect_profile, installed_binary,
-                                 read_device_info)
+from android_bench.runner import (
+    AndroidBenchmark,
+    DeviceInfo,
+    ModelTiming,
+    detect_profile,
+    installed_binary,
+    read_device_info,
+)
 
 from ..errors import ToolchainError
 from .runners import Target, Timing
@@ -32,23 +38,36 @@ Z_10_90 = 1.2816  # p10/p90 of a normal distribution in standard deviations
 def timing_of(t: ModelTiming) -> Timing:
     """benchmark_model reports the mean and standard deviation of its runs; p10/p90 assume a normal spread."""
     mean, std = t.avg_us / 1e3, (t.std_us or 0.0) / 1e3
-    return Timing(mean, max(0.0, mean - Z_10_90 * std), mean + Z_10_90 * std, t.count or 0, dict(t.temperatures) or None)
+    return Timing(
+        mean, max(0.0, mean - Z_10_90 * std), mean + Z_10_90 * std, t.count or 0, dict(t.temperatures) or None
+    )
 
 
 def pinned_binary(info: DeviceInfo) -> LocalBinary:
     """The manifest's build for the phone's ABI, from the cache or downloaded into it."""
     from ..data import cache_dir  # imports torch: only when no binary is given
 
-    return fetch_binary(info.abis, cache_dir(), manifest=Path(os.environ.get(MANIFEST_ENV) or MANIFEST),
-                        mirror=os.environ.get(MIRROR_ENV) or None)
+    return fetch_binary(
+        info.abis,
+        cache_dir(),
+        manifest=Path(os.environ.get(MANIFEST_ENV) or MANIFEST),
+        mirror=os.environ.get(MIRROR_ENV) or None,
+    )
 
 
 class AndroidRunner:
     model_format = "tflite"
 
-    def __init__(self, profile_name: str, serials: Sequence[str] = (), threads: int | None = None,
-                 benchmark_binary: str | None = None, on_cooldown: Callable[[float, float, float], None] | None = None,
-                 key_path: Path | None = None, **timing):
+    def __init__(
+        self,
+        profile_name: str,
+        serials: Sequence[str] = (),
+        threads: int | None = None,
+        benchmark_binary: str | None = None,
+        on_cooldown: Callable[[float, float, float], None] | None = None,
+        key_path: Path | None = None,
+        **timing,
+    ):
         try:
             serial = choose_serial(list(serials), os.environ.get("ANDROID_SERIAL"), attached_usb_serials())
             self.device = connect(serial, key_path=key_path)
@@ -60,8 +79,15 @@ class AndroidRunner:
         except DeviceError as e:
             raise ToolchainError(str(e)) from None
         version = hashlib.sha1(self.bench.binary.path.read_bytes()).hexdigest()[:10]
-        self.target = Target(profile.name, "benchmark_model", f"sha1:{version}", "fp32", self.bench.threads, "xnnpack",
-                             f"{info.model}|{info.abi}|android {info.android}")
+        self.target = Target(
+            profile.name,
+            "benchmark_model",
+            f"sha1:{version}",
+            "fp32",
+            self.bench.threads,
+            "xnnpack",
+            f"{info.model}|{info.abi}|android {info.android}",
+        )
         self.serial = serial
 
     def time_models(self, models: Sequence[bytes]) -> list[Timing]:
@@ -84,11 +110,25 @@ def list_devices(serials: Sequence[str] = ()) -> list[dict]:
             profile = detect_profile(device)
             temperatures = AndroidBenchmark(device, profile).read_temperatures()
             binary = installed_binary(device)
-            rows.append({"serial": serial, "model": info.model, "abi": info.abi, "android": info.android,
-                         "cores": int(device.shell("nproc").strip() or 0), "profile": profile.name,
-                         "temperatures_c": temperatures,
-                         "benchmark_model": None if binary is None else {"version": binary.version, "dialect": binary.dialect,
-                                                                         "sha256": binary.sha256, "verified": binary.verified}})
+            rows.append(
+                {
+                    "serial": serial,
+                    "model": info.model,
+                    "abi": info.abi,
+                    "android": info.android,
+                    "cores": int(device.shell("nproc").strip() or 0),
+                    "profile": profile.name,
+                    "temperatures_c": temperatures,
+                    "benchmark_model": None
+                    if binary is None
+                    else {
+                        "version": binary.version,
+                        "dialect": binary.dialect,
+                        "sha256": binary.sha256,
+                        "verified": binary.verified,
+                    },
+                }
+            )
             device.close()
         except DeviceError as e:
             rows.append({"serial": serial, "error": str(e)})

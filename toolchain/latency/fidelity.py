@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -38,12 +38,18 @@ class FidelityReport:
         return float(np.mean([abs(v.error) <= tolerance for v in self.variants]))
 
     def summary(self) -> dict:
-        return {"samples": len(self.variants), "mape": self.mape, "within_5pct": self.within(0.05),
-                "within_10pct": self.within(0.10), "max_abs_error": max(abs(v.error) for v in self.variants)}
+        return {
+            "samples": len(self.variants),
+            "mape": self.mape,
+            "within_5pct": self.within(0.05),
+            "within_10pct": self.within(0.10),
+            "max_abs_error": max(abs(v.error) for v in self.variants),
+        }
 
 
-def random_keeps(graph: ModelGraph, samples: int, seed: int = 0, low: float = 0.2, high: float = 1.0,
-                 multiple: int = 8) -> list[tuple[str, list[int]]]:
+def random_keeps(
+    graph: ModelGraph, samples: int, seed: int = 0, low: float = 0.2, high: float = 1.0, multiple: int = 8
+) -> list[tuple[str, list[int]]]:
     """Half uniform keep ratios, half independent per-group ratios, all in [low, high]."""
     rng = np.random.default_rng(seed)
     out = []
@@ -56,8 +62,15 @@ def random_keeps(graph: ModelGraph, samples: int, seed: int = 0, low: float = 0.
     return out
 
 
-def measure_fidelity(graph: ModelGraph, predictor: LatencyPredictor, runner: Runner, build: Callable[[Sequence[int]], bytes],
-                     samples: int, seed: int = 0, on_progress: Callable[[int, int], None] | None = None) -> FidelityReport:
+def measure_fidelity(
+    graph: ModelGraph,
+    predictor: LatencyPredictor,
+    runner: Runner,
+    build: Callable[[Sequence[int]], bytes],
+    samples: int,
+    seed: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> FidelityReport:
     """`build(keep)` returns the pruned variant as a model file the runner can time."""
     report = FidelityReport()
     for i, (kind, keep) in enumerate(random_keeps(graph, samples, seed)):
@@ -77,15 +90,22 @@ def plot_fidelity(report: FidelityReport, title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     for kind, marker in (("uniform", "o"), ("random", "x")):
         vs = [v for v in report.variants if v.kind == kind]
-        ax.scatter([v.measured_ms for v in vs], [v.predicted_ms for v in vs], marker=marker, label=f"{kind} keep ratios")
+        ax.scatter(
+            [v.measured_ms for v in vs], [v.predicted_ms for v in vs], marker=marker, label=f"{kind} keep ratios"
+        )
     lo = min(min(v.measured_ms, v.predicted_ms) for v in report.variants) * 0.9
     hi = max(max(v.measured_ms, v.predicted_ms) for v in report.variants) * 1.1
     xs = np.linspace(lo, hi, 2)
     ax.plot(xs, xs, "k-", lw=1, label="predicted = measured")
     ax.fill_between(xs, xs * 0.9, xs * 1.1, color="gray", alpha=0.2, label="±10%")
     s = report.summary()
-    ax.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", xlim=(lo, hi), ylim=(lo, hi),
-           title=f"{title}\nMAPE {100 * s['mape']:.1f}%, {100 * s['within_10pct']:.0f}% within ±10%")
+    ax.set(
+        xlabel="measured latency (ms)",
+        ylabel="predicted latency (ms)",
+        xlim=(lo, hi),
+        ylim=(lo, hi),
+        title=f"{title}\nMAPE {100 * s['mape']:.1f}%, {100 * s['within_10pct']:.0f}% within ±10%",
+    )
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -36,10 +36,14 @@ def load_model_config(path: str | Path) -> tuple[str, list[OpSignature]]:
         blob = json.loads(Path(path).read_text())
         return str(blob.get("name", Path(path).stem)), [OpSignature.from_key(k) for k in blob["ops"]]
     except FileNotFoundError:
-        raise ToolchainError(f"model config {path} does not exist: pass a JSON file listing the logged ops' signatures") from None
+        raise ToolchainError(
+            f"model config {path} does not exist: pass a JSON file listing the logged ops' signatures"
+        ) from None
     except (ValueError, KeyError, TypeError) as e:
-        raise ToolchainError(f"model config {path} is malformed ({e}): it needs \"ops\": a list of op signatures like "
-                             "'CONV_2D 224x224 3->32 k3 s2 SAME RELU6', one per logged node") from None
+        raise ToolchainError(
+            f'model config {path} is malformed ({e}): it needs "ops": a list of op signatures like '
+            "'CONV_2D 224x224 3->32 k3 s2 SAME RELU6', one per logged node"
+        ) from None
 
 
 def read_logs(paths: Sequence[str | Path]) -> list[BenchmarkLog]:
@@ -56,8 +60,21 @@ def read_logs(paths: Sequence[str | Path]) -> list[BenchmarkLog]:
 
 def config_graph(signatures: Sequence[OpSignature]) -> ModelGraph:
     """A graph with every channel count fixed: what the predictor needs to price a logged model as a whole."""
-    graph_ops = tuple(GraphOp(s.kind, f"op{i}", s.h, s.w, (ChannelRef(None, s.c_in),), (ChannelRef(None, s.c_out),),
-                              s.kernel, s.stride, s.padding, s.act) for i, s in enumerate(signatures))
+    graph_ops = tuple(
+        GraphOp(
+            s.kind,
+            f"op{i}",
+            s.h,
+            s.w,
+            (ChannelRef(None, s.c_in),),
+            (ChannelRef(None, s.c_out),),
+            s.kernel,
+            s.stride,
+            s.padding,
+            s.act,
+        )
+        for i, s in enumerate(signatures)
+    )
     return ModelGraph((), signatures[0].h if signatures else 0, {"tflite": graph_ops})
 
 
@@ -65,27 +82,46 @@ def config_key(signatures: Sequence[OpSignature]) -> str:
     return "config-" + hashlib.sha1("|".join(s.key() for s in signatures).encode()).hexdigest()[:12]
 
 
-def import_logs(table: LatencyTable, signatures: Sequence[OpSignature], logs: Sequence[BenchmarkLog], source: str = "log") -> int:
+def import_logs(
+    table: LatencyTable, signatures: Sequence[OpSignature], logs: Sequence[BenchmarkLog], source: str = "log"
+) -> int:
     """Add the logged ops of one model to `table`; returns how many entries were added or updated."""
     for n, log in enumerate(logs):
         if len(log.ops) != len(signatures):
-            raise ToolchainError(f"{source} run {n + 1} profiles {len(log.ops)} ops but the model config lists {len(signatures)}: "
-                                 "the config must name every node of the run-order table, in order")
+            raise ToolchainError(
+                f"{source} run {n + 1} profiles {len(log.ops)} ops but the model config lists {len(signatures)}: "
+                "the config must name every node of the run-order table, in order"
+            )
         for i, (op, sig) in enumerate(zip(log.ops, signatures)):
             if op.type != ops.kind(sig.kind).builtin:
-                raise ToolchainError(f"{source} run {n + 1}, node {i} ({op.name}) is {op.type} but the model config says "
-                                     f"{sig.kind}: fix the config's op order")
+                raise ToolchainError(
+                    f"{source} run {n + 1}, node {i} ({op.name}) is {op.type} but the model config says "
+                    f"{sig.kind}: fix the config's op order"
+                )
     per_op = np.array([[op.ms_per_run for op in log.ops] for log in logs])  # (runs, ops)
     for i, sig in enumerate(signatures):
         samples = per_op[:, i]
-        table.add(sig, Timing(float(np.median(samples)), float(np.percentile(samples, 10)), float(np.percentile(samples, 90)), len(samples)))
+        table.add(
+            sig,
+            Timing(
+                float(np.median(samples)),
+                float(np.percentile(samples, 10)),
+                float(np.percentile(samples, 90)),
+                len(samples),
+            ),
+        )
     measured = float(np.median([log.inference_avg_us for log in logs])) / 1e3
     table.add_model(config_key(signatures), ModelCalibration((float(np.median(per_op.sum(1))),), (measured,)))
     return len(signatures)
 
 
-def mobilenet_v1_config(stem: int, blocks: Sequence[tuple[int, int]], tail: Sequence[str] = ("RESHAPE",), classes: int = 1001,
-                        size: int = 224) -> list[OpSignature]:
+def mobilenet_v1_config(
+    stem: int,
+    blocks: Sequence[tuple[int, int]],
+    tail: Sequence[str] = ("RESHAPE",),
+    classes: int = 1001,
+    size: int = 224,
+) -> list[OpSignature]:
     """Op signatures of a TensorFlow MobileNetV1 as its 2018 `.tflite` runs it: `blocks` are (out channels,
     stride) of the 13 depthwise-separable blocks; SAME padding throughout, BN and ReLU6 fused; `tail` names the
     shape-only ops after the logits (RESHAPE, or SQUEEZE and SOFTMAX, depending on how the graph was frozen)."""
@@ -97,8 +133,10 @@ def mobilenet_v1_config(stem: int, blocks: Sequence[tuple[int, int]], tail: Sequ
         h = -(-h // stride)
         ops.append(OpSignature("CONV_2D", h, h, c, out, 1, 1, "SAME", "RELU6"))
         c = out
-    ops += [OpSignature("AVERAGE_POOL_2D", h, h, c, c, h, 2, "VALID", "NONE"),
-            OpSignature("CONV_2D", 1, 1, c, classes, 1, 1, "SAME", "NONE")]
+    ops += [
+        OpSignature("AVERAGE_POOL_2D", h, h, c, c, h, 2, "VALID", "NONE"),
+        OpSignature("CONV_2D", 1, 1, c, classes, 1, 1, "SAME", "NONE"),
+    ]
     return ops + [OpSignature(kind, 1, 1, classes, classes) for kind in tail]
 
 
@@ -112,8 +150,15 @@ class ImportOutcome:
     model: str
 
 
-def import_log_files(device: str, logs: Sequence[str | Path], model_config: str | Path, table: Path | None = None,
-                     threads: int = 1, runtime_version: str = "unknown", delegate: str = "none") -> ImportOutcome:
+def import_log_files(
+    device: str,
+    logs: Sequence[str | Path],
+    model_config: str | Path,
+    table: Path | None = None,
+    threads: int = 1,
+    runtime_version: str = "unknown",
+    delegate: str = "none",
+) -> ImportOutcome:
     """`toolchain import-logs`: per-op profiles of one model's runs on a phone into that phone's table."""
     if device.startswith("host"):
         raise ToolchainError("logs are imported for phones: pass the phone's device name, e.g. --device pixel1")
@@ -125,4 +170,3 @@ def import_log_files(device: str, logs: Sequence[str | Path], model_config: str 
     added = import_logs(latency_table, signatures, parsed, name)
     latency_table.save()
     return ImportOutcome(path, added, len(parsed), len(latency_table), target, name)
-

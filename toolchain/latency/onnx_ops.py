@@ -63,7 +63,12 @@ class OnnxBuilder:
         return x
 
     def finish(self, output: str) -> bytes:
-        graph = helper.make_graph(self.nodes, "single_op", self.inputs,
-                                  [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)], self.inits)
+        graph = helper.make_graph(
+            self.nodes,
+            "single_op",
+            self.inputs,
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+            self.inits,
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="toolchain")
         return model.SerializeToString()

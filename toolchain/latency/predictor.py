@@ -12,8 +12,8 @@ target's calibration points.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -76,8 +76,10 @@ class LatencyPredictor:
     def _family(self, family: OpSignature, op: GraphOp) -> _Family:
         points = {(s.c_in, s.c_out): t.median_ms for s, t in self.table.entries.items() if s.family == family}
         if not points:
-            raise ToolchainError(f"the latency table has no entry for {family.kind} ops like "
-                                 f"'{family.key()}' (layer {op.module}): run `toolchain profile` for this model")
+            raise ToolchainError(
+                f"the latency table has no entry for {family.kind} ops like "
+                f"'{family.key()}' (layer {op.module}): run `toolchain profile` for this model"
+            )
         if ops.kind(family.kind).square:
             c_out = sorted(c for (_, c) in points)
             return _Family(None, c_out, np.array([points[(c, c)] if (c, c) in points else np.nan for c in c_out]))

@@ -9,16 +9,16 @@ this model or any other, are never measured again.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ..graph import ModelGraph
 from ..lowering import GraphOp
 from ..policy import graph_fingerprint, round_channels
+from .onnx_ops import single_op_onnx
 from .runners import Runner, best_of
 from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration
-from .onnx_ops import single_op_onnx
 from .tflite import single_op_model
 
 BATCH = 8  # models handed to the runner at once (phones push a batch, then time it)
@@ -53,8 +53,9 @@ def op_shapes(op: GraphOp, channels: Sequence[int], grids: Sequence[list[int]]) 
     return shapes
 
 
-def shapes_to_profile(graph: ModelGraph, model_format: str = "tflite", channel_step: int = 8,
-                      max_points: int = 16) -> list[OpSignature]:
+def shapes_to_profile(
+    graph: ModelGraph, model_format: str = "tflite", channel_step: int = 8, max_points: int = 16
+) -> list[OpSignature]:
     grids = [channel_grid(g.channels, channel_step, max_points) for g in graph.groups]
     shapes: set[OpSignature] = set()
     for op in graph.ops(model_format):
@@ -94,7 +95,7 @@ def profile(
         on_progress(0, total)
     try:
         for start in range(0, len(todo), BATCH):
-            batch = todo[start:start + BATCH]
+            batch = todo[start : start + BATCH]
             build = SINGLE_OP_BUILDERS[runner.model_format]
             for sig, timing in zip(batch, runner.time_models([build(s) for s in batch])):
                 table.add(sig, timing)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -37,8 +38,10 @@ class Target:
         return "onnx" if self.runtime == "onnxruntime" else "tflite"
 
     def describe(self) -> str:
-        return (f"{self.device} ({self.fingerprint}) {self.runtime} {self.runtime_version} {self.precision} "
-                f"{self.threads} thread{'s' if self.threads > 1 else ''} {self.delegate}")
+        return (
+            f"{self.device} ({self.fingerprint}) {self.runtime} {self.runtime_version} {self.precision} "
+            f"{self.threads} thread{'s' if self.threads > 1 else ''} {self.delegate}"
+        )
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Timing:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_record(cls, r: dict) -> "Timing":
+    def from_record(cls, r: dict) -> Timing:
         return cls(r["median_ms"], r["p10_ms"], r["p90_ms"], r["runs"], r.get("temperatures_c"))
 
     @property
@@ -63,7 +66,7 @@ class Timing:
         return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
 
     @classmethod
-    def from_samples(cls, samples_ms: Sequence[float]) -> "Timing":
+    def from_samples(cls, samples_ms: Sequence[float]) -> Timing:
         p10, median, p90 = np.percentile(samples_ms, [10, 50, 90])
         return cls(float(median), float(p10), float(p90), len(samples_ms))
 
@@ -87,7 +90,7 @@ def best_of_each(runner: Runner, models: Sequence[bytes], repeats: int = 3) -> l
     """`best_of` for several models measured in turn (A, B, A, B, ...), so that a ratio between them (a speed-up)
     is not skewed by load that came and went between one model's measurements and the other's."""
     timings = runner.time_models(list(models) * repeats)
-    return [min(timings[i::len(models)], key=lambda t: t.median_ms) for i in range(len(models))]
+    return [min(timings[i :: len(models)], key=lambda t: t.median_ms) for i in range(len(models))]
 
 
 def host_fingerprint() -> str:
@@ -113,8 +116,17 @@ class _HostRunner:
     `retries` times) and the tightest one kept: on a shared machine a background burst shows up as a wide spread.
     """
 
-    def __init__(self, threads: int = 1, warmup: int = 20, warmup_s: float = 0.05, runs: int = 200, min_runs: int = 15,
-                 budget_s: float = 0.3, max_spread: float = 0.25, retries: int = 2):
+    def __init__(
+        self,
+        threads: int = 1,
+        warmup: int = 20,
+        warmup_s: float = 0.05,
+        runs: int = 200,
+        min_runs: int = 15,
+        budget_s: float = 0.3,
+        max_spread: float = 0.25,
+        retries: int = 2,
+    ):
         self.threads, self.warmup, self.warmup_s = threads, warmup, warmup_s
         self.runs, self.min_runs, self.budget_s = runs, min_runs, budget_s
         self.max_spread, self.retries = max_spread, retries
@@ -140,8 +152,10 @@ class _HostRunner:
             invoke = self._session(model)
         except Exception as e:  # each runtime has its own error types; all mean the file is not a model it runs
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise ToolchainError(f"{self.target.runtime} cannot load the model ({reason}): pass a file written by "
-                                 "`toolchain export` for this device") from None
+            raise ToolchainError(
+                f"{self.target.runtime} cannot load the model ({reason}): pass a file written by "
+                "`toolchain export` for this device"
+            ) from None
         deadline = time.perf_counter() + self.warmup_s
         for i in range(self.warmup):
             invoke()
@@ -163,7 +177,9 @@ class LiteRTHostRunner(_HostRunner):
 
     def __init__(self, threads: int = 1, **timing):
         super().__init__(threads, **timing)
-        self.target = Target("host", "litert", version("ai-edge-litert"), "fp32", threads, "xnnpack", host_fingerprint())
+        self.target = Target(
+            "host", "litert", version("ai-edge-litert"), "fp32", threads, "xnnpack", host_fingerprint()
+        )
 
     def _session(self, model: bytes) -> Callable[[], object]:
         from ai_edge_litert.interpreter import Interpreter
@@ -194,6 +210,8 @@ class OnnxRuntimeHostRunner(_HostRunner):
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         rng = np.random.default_rng(0)
-        feeds = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
-                 for i in session.get_inputs()}
+        feeds = {
+            i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+            for i in session.get_inputs()
+        }
         return lambda: session.run(None, feeds)

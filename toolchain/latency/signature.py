@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-_KEY = re.compile(r"^(?P<kind>[A-Z0-9_]+) (?P<h>\d+)x(?P<w>\d+) (?P<c_in>\d+)->(?P<c_out>\d+) k(?P<kernel>\d+) "
-                  r"s(?P<stride>\d+) (?P<padding>SAME|VALID|P\d+) (?P<act>[A-Z0-9_]+)$")
+_KEY = re.compile(
+    r"^(?P<kind>[A-Z0-9_]+) (?P<h>\d+)x(?P<w>\d+) (?P<c_in>\d+)->(?P<c_out>\d+) k(?P<kernel>\d+) "
+    r"s(?P<stride>\d+) (?P<padding>SAME|VALID|P\d+) (?P<act>[A-Z0-9_]+)$"
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -31,10 +33,11 @@ class OpSignature:
 
     def key(self) -> str:
         """The readable, diff-friendly string that keys the JSON table, e.g. 'CONV_2D 32x32 16->16 k3 s1 SAME RELU'."""
-        return f"{self.kind} {self.h}x{self.w} {self.c_in}->{self.c_out} k{self.kernel} s{self.stride} {self.padding} {self.act}"
+        channels = f"{self.c_in}->{self.c_out}"
+        return f"{self.kind} {self.h}x{self.w} {channels} k{self.kernel} s{self.stride} {self.padding} {self.act}"
 
     @classmethod
-    def from_key(cls, key: str) -> "OpSignature":
+    def from_key(cls, key: str) -> OpSignature:
         m = _KEY.match(key)
         if not m:
             raise ValueError(f"not an op signature: {key!r}")
@@ -43,6 +46,6 @@ class OpSignature:
         return cls(d["kind"], padding=d["padding"], act=d["act"], **ints)
 
     @property
-    def family(self) -> "OpSignature":
+    def family(self) -> OpSignature:
         """The signature with channels zeroed: all entries that differ only in channel counts share a family."""
         return replace(self, c_in=0, c_out=0)

@@ -33,7 +33,9 @@ def file_safe(name: str) -> str:
 
 def default_table_path(target: Target) -> Path:
     """latency_tables/<device>-<fingerprint>-<runtime>-<precision>-t<threads>.json"""
-    return TABLES / file_safe(f"{target.device}-{target.fingerprint}-{target.runtime}-{target.precision}-t{target.threads}.json")
+    return TABLES / file_safe(
+        f"{target.device}-{target.fingerprint}-{target.runtime}-{target.precision}-t{target.threads}.json"
+    )
 
 
 @dataclass(frozen=True)
@@ -81,19 +83,21 @@ class LatencyTable:
     # --- persistence -----------------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, target: Target | None) -> "LatencyTable":
+    def open(cls, path: str | Path, target: Target | None) -> LatencyTable:
         """Load `path` (creating an empty table if it does not exist), refusing a table of another target; with
         `target` None, the existing table of whatever target it names (for reading without the device)."""
         path = Path(path)
         table = cls.load(path) if path.exists() or target is None else cls(target, path)
         if target is not None and table.target != target:
-            raise ToolchainError(f"latency table {path} was measured on {table.target.describe()}, not on this target "
-                                 f"({target.describe()}): pass --table with another file to keep both")
+            raise ToolchainError(
+                f"latency table {path} was measured on {table.target.describe()}, not on this target "
+                f"({target.describe()}): pass --table with another file to keep both"
+            )
         table._replay_journal()
         return table
 
     @classmethod
-    def load(cls, path: str | Path) -> "LatencyTable":
+    def load(cls, path: str | Path) -> LatencyTable:
         path = Path(path)
         try:
             text = path.read_text()
@@ -101,16 +105,22 @@ class LatencyTable:
         except FileNotFoundError:
             raise ToolchainError(f"latency table {path} does not exist: build it with `toolchain profile`") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise ToolchainError(f"cannot read latency table {path} ({getattr(e, 'strerror', None) or e}): pass a JSON file "
-                                 "written by `toolchain profile`") from None
+            raise ToolchainError(
+                f"cannot read latency table {path} ({getattr(e, 'strerror', None) or e}): pass a JSON file "
+                "written by `toolchain profile`"
+            ) from None
         except json.JSONDecodeError as e:
-            raise ToolchainError(f"latency table {path} is corrupt at line {e.lineno} ({e.msg}): each entry is one line, "
-                                 "so fix or delete that line and rerun `toolchain profile` to re-measure it") from None
+            raise ToolchainError(
+                f"latency table {path} is corrupt at line {e.lineno} ({e.msg}): each entry is one line, "
+                "so fix or delete that line and rerun `toolchain profile` to re-measure it"
+            ) from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ToolchainError(f"{path} is not a toolchain latency table: pass a file written by `toolchain profile`")
         if blob.get("version") not in READS_VERSIONS:
-            raise ToolchainError(f"latency table {path} has format version {blob.get('version')}, this toolchain reads "
-                                 f"{', '.join(map(str, READS_VERSIONS))}: upgrade toolchain")
+            raise ToolchainError(
+                f"latency table {path} has format version {blob.get('version')}, this toolchain reads "
+                f"{', '.join(map(str, READS_VERSIONS))}: upgrade toolchain"
+            )
         table = cls(Target(**blob["target"]), path)
         try:
             for key, e in blob["entries"].items():
@@ -118,7 +128,9 @@ class LatencyTable:
             for key, m in blob.get("models", {}).items():
                 table.models[key] = ModelCalibration(tuple(m["ops_sum_ms"]), tuple(m["measured_ms"]))
         except (KeyError, TypeError, ValueError) as e:
-            raise ToolchainError(f"latency table {path} has a malformed entry ({e}): fix or delete it and rerun `toolchain profile`") from None
+            raise ToolchainError(
+                f"latency table {path} has a malformed entry ({e}): fix or delete it and rerun `toolchain profile`"
+            ) from None
         return table
 
     @property
@@ -167,8 +179,14 @@ class LatencyTable:
             f'"version": {FORMAT_VERSION},',
             f'"target": {json.dumps(self.target.as_dict())},',
             '"unit": "ms",',
-            '"models": {' + ",".join(f"\n  {json.dumps(k)}: {json.dumps(asdict(v))}" for k, v in sorted(self.models.items())) + "\n},",
-            '"entries": {' + ",".join(f"\n  {json.dumps(s.key())}: {json.dumps(t.as_record())}" for s, t in sorted(self.entries.items())) + "\n}",
+            '"models": {'
+            + ",".join(f"\n  {json.dumps(k)}: {json.dumps(asdict(v))}" for k, v in sorted(self.models.items()))
+            + "\n},",
+            '"entries": {'
+            + ",".join(
+                f"\n  {json.dumps(s.key())}: {json.dumps(t.as_record())}" for s, t in sorted(self.entries.items())
+            )
+            + "\n}",
             "}",
         ]
         with atomic_path(self.path) as tmp:

@@ -3,9 +3,9 @@ as a `Runner`, and `bench`, which times a model file there."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ToolchainError, require
 from .runners import LiteRTHostRunner, OnnxRuntimeHostRunner, Runner, Target, Timing
@@ -25,8 +25,10 @@ class TargetConfig:
 
     def __post_init__(self):
         require(self.threads is None or self.threads >= 1, f"--threads {self.threads} must be at least 1")
-        require(not (self.device in HOST_DEVICES and self.serials), "--serial picks phones: drop it for --device "
-                f"{self.device}, or use a phone profile such as --device pixel")
+        require(
+            not (self.device in HOST_DEVICES and self.serials),
+            f"--serial picks phones: drop it for --device {self.device}, or use a phone profile such as --device pixel",
+        )
 
     @property
     def is_phone(self) -> bool:
@@ -54,8 +56,10 @@ def open_runner(target: TargetConfig, runs: int | None = None) -> Runner:
         except DeviceError as e:
             if target.device.endswith(".toml"):  # a profile file of the user's: say what is wrong in it
                 raise ToolchainError(str(e)) from None
-            raise ToolchainError(f"unknown device {target.device!r}: use host, host-ort, a phone profile (pixel, pixel1) "
-                                 "or android (profile derived from the phone)") from None
+            raise ToolchainError(
+                f"unknown device {target.device!r}: use host, host-ort, a phone profile (pixel, pixel1) "
+                "or android (profile derived from the phone)"
+            ) from None
     timing = {"num_runs": runs} if runs else {}
     cooldown = {"on_cooldown": target.on_cooldown} if target.on_cooldown else {}
     return AndroidRunner(target.device, target.serials, target.threads, target.benchmark_binary, **cooldown, **timing)
@@ -77,7 +81,9 @@ def bench(file: Path, target: TargetConfig, runs: int = 200, repeats: int = 3) -
         raise ToolchainError(f"{file} does not exist: pass a .tflite (or, with --device host-ort, .onnx) file")
     runner = open_runner(target, runs)
     if file.suffix != f".{runner.model_format}":
-        raise ToolchainError(f"{runner.target.device} times {runner.model_format} files, not {file.name}: export with "
-                             f"--format {runner.model_format}")
+        raise ToolchainError(
+            f"{runner.target.device} times {runner.model_format} files, not {file.name}: export with "
+            f"--format {runner.model_format}"
+        )
     timings = runner.time_models([file.read_bytes()] * repeats)
     return BenchResult(file, min(timings, key=lambda t: t.median_ms), repeats, runner.target)

@@ -106,14 +106,23 @@ def read_signatures(model: bytes) -> list[OpSignature]:
         inputs = [sg.tensors[i] for i in operator.inputs if i >= 0]
         shapes = [[int(d) for d in t.shape] for t in inputs]
         const = [_is_constant(m, t) for t in inputs]
-        op = ops.TFLiteOp(builtin, shapes, [[int(d) for d in sg.tensors[i].shape] for i in operator.outputs],
-                          operator.builtinOptions, const)
+        op = ops.TFLiteOp(
+            builtin,
+            shapes,
+            [[int(d) for d in sg.tensors[i].shape] for i in operator.outputs],
+            operator.builtinOptions,
+            const,
+        )
         kind = ops.for_builtin(builtin, op)
         o = op.options
         x = op.x
         fields = {
-            "kind": kind.name if kind else builtin, "h": x[1] if len(x) == 4 else 1, "w": x[2] if len(x) == 4 else 1,
-            "c_in": x[-1] if x else 0, "c_out": op.y[-1] if op.y else 0, "kernel": 1,
+            "kind": kind.name if kind else builtin,
+            "h": x[1] if len(x) == 4 else 1,
+            "w": x[2] if len(x) == 4 else 1,
+            "c_in": x[-1] if x else 0,
+            "c_out": op.y[-1] if op.y else 0,
+            "kernel": 1,
             "stride": int(getattr(o, "strideW", 1) or 1),
             "padding": PADDING_NAME.get(getattr(o, "padding", schema.Padding.VALID), "VALID"),
             "act": ACT_NAME.get(getattr(o, "fusedActivationFunction", 0), "NONE"),

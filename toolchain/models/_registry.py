@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -44,7 +44,7 @@ def create_model(arch: str, **kwargs) -> nn.Module:
     if arch.startswith(TORCHVISION_PREFIX):
         import torchvision
 
-        name = arch[len(TORCHVISION_PREFIX):]
+        name = arch[len(TORCHVISION_PREFIX) :]
         if name not in torchvision_classifiers():
             raise ToolchainError(
                 f"unknown torchvision classifier {name!r}: use one of torchvision.models.list_models(), e.g. "

@@ -8,9 +8,10 @@ the weights are loaded with every key and shape checked.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,10 +44,10 @@ class ModelSpec:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def with_classes(self, classes: tuple[str, ...]) -> "ModelSpec":
+    def with_classes(self, classes: tuple[str, ...]) -> ModelSpec:
         return replace(self, classes=tuple(classes))
 
-    def match_classes(self, data_classes: Sequence[str], source: str) -> "ModelSpec":
+    def match_classes(self, data_classes: Sequence[str], source: str) -> ModelSpec:
         """The spec to use on data labelled with `data_classes` (its class folders, in sorted order). A new model's
         placeholder names give way to the data's; a trained model's must be the data's, in the same order, or
         every label would be scored against the wrong output."""
@@ -54,14 +55,18 @@ class ModelSpec:
         if data_classes == self.classes:
             return self
         if len(data_classes) != len(self.classes):
-            raise ToolchainError(f"model {source} predicts {len(self.classes)} classes but the data has {len(data_classes)}: "
-                                 f"use data with the model's classes, or train a new model with --num-classes {len(data_classes)}")
+            raise ToolchainError(
+                f"model {source} predicts {len(self.classes)} classes but the data has {len(data_classes)}: "
+                f"use data with the model's classes, or train a new model with --num-classes {len(data_classes)}"
+            )
         if self.classes == _numbered(len(self.classes)):
             return self.with_classes(data_classes)
         differ = next(i for i, (a, b) in enumerate(zip(self.classes, data_classes)) if a != b)
-        raise ToolchainError(f"model {source} was trained with class {differ} = {self.classes[differ]!r} but the data's "
-                             f"class folder {differ} is {data_classes[differ]!r}: name the data's class folders as the "
-                             "model's classes (they are sorted by name), or train the model on this data")
+        raise ToolchainError(
+            f"model {source} was trained with class {differ} = {self.classes[differ]!r} but the data's "
+            f"class folder {differ} is {data_classes[differ]!r}: name the data's class folders as the "
+            "model's classes (they are sorted by name), or train the model on this data"
+        )
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,9 @@ class ModelSource:
 
     def __post_init__(self):
         if not self.ref.strip():
-            raise ToolchainError("--model is empty: pass a zoo name (e.g. resnet20), torchvision:NAME, or a checkpoint file")
+            raise ToolchainError(
+                "--model is empty: pass a zoo name (e.g. resnet20), torchvision:NAME, or a checkpoint file"
+            )
         if self.num_classes is not None and self.num_classes < 1:
             raise ToolchainError(f"--num-classes {self.num_classes} must be at least 1")
         if self.input_size is not None and not 8 <= self.input_size <= 2048:
@@ -135,17 +142,36 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metrics
 def load_checkpoint(path: str | Path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
-        raise ToolchainError(f"checkpoint {path} does not exist: pass a zoo name, torchvision:NAME, or an existing .pt file")
+        raise ToolchainError(
+            f"checkpoint {path} does not exist: pass a zoo name, torchvision:NAME, or an existing .pt file"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ToolchainError(f"checkpoint {path} is corrupt or not a torch file ({type(e).__name__}): re-create it with `toolchain train`") from None
+        raise ToolchainError(
+            f"checkpoint {path} is corrupt or not a torch file ({type(e).__name__}): re-create it with `toolchain "
+            "train`"
+        ) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ToolchainError(f"{path} is not a toolchain checkpoint: load it into a model and save it with toolchain, or train one with `toolchain train`")
+        raise ToolchainError(
+            f"{path} is not a toolchain checkpoint: load it into a model and save it with toolchain, or train one with "
+            "`toolchain train`"
+        )
     if blob.get("version") != FORMAT_VERSION:
-        raise ToolchainError(f"{path} has checkpoint format version {blob.get('version')}, this toolchain reads {FORMAT_VERSION}: upgrade toolchain")
+        raise ToolchainError(
+            f"{path} has checkpoint format version {blob.get('version')}, this toolchain reads {FORMAT_VERSION}: "
+            "upgrade toolchain"
+        )
     s = blob["spec"]
-    spec = ModelSpec(s["arch"], dict(s["kwargs"]), int(s["input_size"]), tuple(s["mean"]), tuple(s["std"]), tuple(s["classes"]), s.get("policy"))
+    spec = ModelSpec(
+        s["arch"],
+        dict(s["kwargs"]),
+        int(s["input_size"]),
+        tuple(s["mean"]),
+        tuple(s["std"]),
+        tuple(s["classes"]),
+        s.get("policy"),
+    )
     model = build(spec)
     if spec.policy is not None:
         model = _shrink(model, spec)
@@ -156,8 +182,8 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
 def _shrink(model: nn.Module, spec: ModelSpec) -> nn.Module:
     """Replay the recorded pruning policy on the dense architecture, so the pruned weights fit."""
     from ..graph import analyze
-    from ..surgery import pruned_copy
     from ..policy import PruningPolicy
+    from ..surgery import pruned_copy
 
     graph = analyze(model, spec.input_size)
     policy = PruningPolicy.from_dict(spec.policy or {}, "the checkpoint's pruning policy")
@@ -169,10 +195,16 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ToolchainError(f"checkpoint {path} does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]}): it is corrupt or from another version")
+        raise ToolchainError(
+            f"checkpoint {path} does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+            "it is corrupt or from another version"
+        )
     for key, value in state.items():
         if value.shape != expected[key].shape:
-            raise ToolchainError(f"checkpoint {path}: {key} has shape {tuple(value.shape)}, the architecture expects {tuple(expected[key].shape)}")
+            raise ToolchainError(
+                f"checkpoint {path}: {key} has shape {tuple(value.shape)}, the architecture expects "
+                f"{tuple(expected[key].shape)}"
+            )
     model.load_state_dict(state)
 
 
@@ -185,7 +217,9 @@ def load(source: ModelSource, pretrained: bool = True) -> LoadedModel:
     return load_model(source.ref, source.num_classes, source.input_size, pretrained)
 
 
-def load_model(ref: str, num_classes: int | None = None, input_size: int | None = None, pretrained: bool = True) -> LoadedModel:
+def load_model(
+    ref: str, num_classes: int | None = None, input_size: int | None = None, pretrained: bool = True
+) -> LoadedModel:
     """Resolve a MODEL argument: a zoo name (its committed trained checkpoint when there is one and `pretrained`,
     unless another class count or input size is asked for), `torchvision:NAME` (always untrained: nothing is
     downloaded), or a toolchain checkpoint file."""

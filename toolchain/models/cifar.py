@@ -13,7 +13,9 @@ from torch import nn
 from ._registry import register_model
 
 
-def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, groups: int = 1, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+def conv_bn_relu(
+    c_in: int, c_out: int, stride: int = 1, groups: int = 1, act: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride, 1, groups=groups, bias=False),
         nn.BatchNorm2d(c_out),
@@ -97,7 +99,15 @@ class MobileNetV2Cifar(nn.Module):
     """MobileNetV2 with the stem and the first stride-2 stage at stride 1, so 32x32 inputs end at 4x4, not 1x1."""
 
     # (expansion, out channels, repeats, stride) as in the paper's Table 2, strides adapted to 32x32.
-    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    SETTINGS = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 1),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
 
     def __init__(self, num_classes: int = 10, width_mult: float = 1.0, last_channels: int = 1280):
         super().__init__()

@@ -15,7 +15,8 @@ the modules of this package by family (convolutions, elementwise ops, pooling, s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -38,23 +39,23 @@ class OpKind:
     has_bias: ClassVar[bool] = False  # a constant added to its output folds into its bias
     lowers: ClassVar[tuple[Any, ...]] = ()  # nn.Module types, functions or method names (str) it is listed for
 
-    def lower(self, lw: "Lowering", node: "fx.Node") -> None:
+    def lower(self, lw: Lowering, node: fx.Node) -> None:
         """Append this op (and any op it needs before it, such as an explicit PAD) to `lw`'s op list."""
         raise NotImplementedError(f"{self.name} is not listed from PyTorch models directly")
 
-    def tflite(self, b: Any, sig: "OpSignature", rng: np.random.Generator) -> int:
+    def tflite(self, b: Any, sig: OpSignature, rng: np.random.Generator) -> int:
         """Add the op computing `sig` to a single-op model builder, with its inputs; return its output tensor."""
         raise NotImplementedError(f"no single-op .tflite builder for {self.name}")
 
-    def reads(self, op: "TFLiteOp") -> bool:
+    def reads(self, op: TFLiteOp) -> bool:
         """Whether a `.tflite` op of this kind's builtin is this kind (several kinds may share one builtin)."""
         return True
 
-    def read(self, op: "TFLiteOp") -> dict[str, Any]:
+    def read(self, op: TFLiteOp) -> dict[str, Any]:
         """The signature fields (beyond kind, h, w, c_in, c_out) of a `.tflite` op of this kind."""
         return {}
 
-    def onnx(self, b: Any, sig: "OpSignature", rng: np.random.Generator) -> str:
+    def onnx(self, b: Any, sig: OpSignature, rng: np.random.Generator) -> str:
         """Add the node(s) computing `sig` to a single-op ONNX builder, with their inputs; return the output name."""
         raise NotImplementedError(f"no single-op ONNX builder for {self.name}")
 
@@ -62,7 +63,9 @@ class OpKind:
 class TFLiteOp:
     """A `.tflite` operator as the readers see it: builtin name, input and output shapes, and options."""
 
-    def __init__(self, builtin: str, inputs: list[list[int]], outputs: list[list[int]], options: Any, input_is_const: list[bool]):
+    def __init__(
+        self, builtin: str, inputs: list[list[int]], outputs: list[list[int]], options: Any, input_is_const: list[bool]
+    ):
         self.builtin, self.inputs, self.outputs, self.options = builtin, inputs, outputs, options
         self.input_is_const = input_is_const
 

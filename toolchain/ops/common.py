@@ -6,8 +6,11 @@ from ai_edge_litert import schema_py_generated as schema
 
 from ..latency.signature import OpSignature
 
-ACT = {"NONE": schema.ActivationFunctionType.NONE, "RELU": schema.ActivationFunctionType.RELU,
-       "RELU6": schema.ActivationFunctionType.RELU6}
+ACT = {
+    "NONE": schema.ActivationFunctionType.NONE,
+    "RELU": schema.ActivationFunctionType.RELU,
+    "RELU6": schema.ActivationFunctionType.RELU6,
+}
 ACT_NAME = {v: k for k, v in ACT.items()}
 PADDING = {"SAME": schema.Padding.SAME, "VALID": schema.Padding.VALID}
 PADDING_NAME = {v: k for k, v in PADDING.items()}

@@ -31,7 +31,9 @@ def _lower_conv(lw, node) -> None:
     if depthwise:
         lw.emit(node, lw.op("DEPTHWISE_CONV_2D", name, h, w, refs, refs, k[0], s[0], padding))
     else:
-        lw.emit(node, lw.op("CONV_2D", name, h, w, refs, (lw.produced(name, module.out_channels),), k[0], s[0], padding))
+        lw.emit(
+            node, lw.op("CONV_2D", name, h, w, refs, (lw.produced(name, module.out_channels),), k[0], s[0], padding)
+        )
 
 
 def _conv_tflite(b, sig, rng, depthwise: bool) -> int:
@@ -58,8 +60,14 @@ def _conv_onnx(b, sig, rng, depthwise: bool) -> str:
     w_shape = (sig.c_out, 1 if depthwise else sig.c_in, sig.kernel, sig.kernel)
     w = b.const((rng.standard_normal(w_shape) * 0.1).astype(np.float32))
     bias = b.const(np.zeros(sig.c_out, np.float32))
-    y = b.node("Conv", [x, w, bias], kernel_shape=[sig.kernel] * 2, strides=[sig.stride] * 2,
-               pads=[pad_width(sig)] * 4, group=sig.c_out if depthwise else 1)
+    y = b.node(
+        "Conv",
+        [x, w, bias],
+        kernel_shape=[sig.kernel] * 2,
+        strides=[sig.stride] * 2,
+        pads=[pad_width(sig)] * 4,
+        group=sig.c_out if depthwise else 1,
+    )
     return b.activation(y, sig.act)
 
 
@@ -105,7 +113,9 @@ class FullyConnected(OpKind):
     def lower(self, lw, node):
         module: nn.Linear = lw.module(node)
         name = str(node.target)
-        lw.emit(node, lw.op("FULLY_CONNECTED", name, 1, 1, lw.refs(node.args[0]), (lw.produced(name, module.out_features),)))
+        lw.emit(
+            node, lw.op("FULLY_CONNECTED", name, 1, 1, lw.refs(node.args[0]), (lw.produced(name, module.out_features),))
+        )
 
     def tflite(self, b, sig, rng):
         x = b.input([1, sig.c_in])

@@ -21,7 +21,13 @@ def _binary_tflite(b, builtin: str, sig, second_shape: list[int] | None) -> int:
     y = b.activation([1, sig.h, sig.w, sig.c_in])
     opts = schema.AddOptionsT() if builtin == "ADD" else schema.MulOptionsT()
     opts.fusedActivationFunction = ACT[sig.act]
-    b.op(builtin, [x, x2], [y], schema.BuiltinOptions.AddOptions if builtin == "ADD" else schema.BuiltinOptions.MulOptions, opts)
+    b.op(
+        builtin,
+        [x, x2],
+        [y],
+        schema.BuiltinOptions.AddOptions if builtin == "ADD" else schema.BuiltinOptions.MulOptions,
+        opts,
+    )
     return y
 
 
@@ -210,4 +216,3 @@ class Softmax(OpKind):
 
     def onnx(self, b, sig, rng):
         return b.node("Softmax", [b.input([1, sig.c_in, sig.h, sig.w])], axis=1)
-

@@ -77,7 +77,9 @@ class _Pool(OpKind):
 
     def onnx(self, b, sig, rng):
         x = b.input([1, sig.c_in, sig.h, sig.w])
-        return b.node(self.onnx_op, [x], kernel_shape=[sig.kernel] * 2, strides=[sig.stride] * 2, pads=[pad_width(sig)] * 4)
+        return b.node(
+            self.onnx_op, [x], kernel_shape=[sig.kernel] * 2, strides=[sig.stride] * 2, pads=[pad_width(sig)] * 4
+        )
 
 
 @register

@@ -29,15 +29,23 @@ class DDPGConfig:
     baseline_alpha: float = 0.5  # moving average: baseline += (1 - alpha) * (reward - baseline)
 
     def __post_init__(self):
-        require(math.isfinite(self.sigma) and self.sigma >= 0, f"exploration noise --sigma {self.sigma} must be a "
-                "finite number of at least 0, e.g. 0.5")
+        require(
+            math.isfinite(self.sigma) and self.sigma >= 0,
+            f"exploration noise --sigma {self.sigma} must be a finite number of at least 0, e.g. 0.5",
+        )
         require(0 < self.sigma_decay <= 1, f"--sigma-decay {self.sigma_decay} must be in (0, 1], e.g. 0.95")
         require(self.warmup_episodes >= 0, f"--warmup-episodes {self.warmup_episodes} must be 0 or more")
         require(min(self.hidden, self.batch_size, self.buffer_episodes) >= 1, "DDPG sizes must be at least 1")
 
 
 def mlp(n_in: int, hidden: int, out_act: nn.Module | None) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)]
+    layers: list[nn.Module] = [
+        nn.Linear(n_in, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 1),
+    ]
     return nn.Sequential(*layers, *([out_act] if out_act else []))
 
 
@@ -69,11 +77,14 @@ class ReplayBuffer:
 
     def sample(self, n: int, rng: np.random.Generator):
         idx = rng.integers(0, self.size, n)
-        return tuple(torch.from_numpy(x[idx]) for x in (self.state, self.action, self.reward, self.next_state, self.done))
+        return tuple(
+            torch.from_numpy(x[idx]) for x in (self.state, self.action, self.reward, self.next_state, self.done)
+        )
 
     def state_dict(self) -> dict:
-        return {k: torch.from_numpy(getattr(self, k).copy()) for k in ("state", "action", "reward", "next_state", "done")} | {
-            "size": self.size, "next": self.next}
+        return {
+            k: torch.from_numpy(getattr(self, k).copy()) for k in ("state", "action", "reward", "next_state", "done")
+        } | {"size": self.size, "next": self.next}
 
     def load_state_dict(self, d: dict) -> None:
         for k in ("state", "action", "reward", "next_state", "done"):
@@ -82,7 +93,9 @@ class ReplayBuffer:
 
 
 class DDPGAgent:
-    def __init__(self, state_size: int, steps_per_episode: int, lbound: float, rbound: float, config: DDPGConfig, seed: int = 0):
+    def __init__(
+        self, state_size: int, steps_per_episode: int, lbound: float, rbound: float, config: DDPGConfig, seed: int = 0
+    ):
         self.config, self.lbound, self.rbound = config, lbound, rbound
         torch.manual_seed(seed)
         self.actor = mlp(state_size, config.hidden, nn.Sigmoid())
@@ -151,8 +164,13 @@ class DDPGAgent:
     def state_dict(self) -> dict:
         nets = ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt")
         return {n: getattr(self, n).state_dict() for n in nets} | {
-            "buffer": self.buffer.state_dict(), "sigma": self.sigma, "baseline": self.baseline, "episodes": self.episodes,
-            "rng": self.rng.bit_generator.state, "config": asdict(self.config)}
+            "buffer": self.buffer.state_dict(),
+            "sigma": self.sigma,
+            "baseline": self.baseline,
+            "episodes": self.episodes,
+            "rng": self.rng.bit_generator.state,
+            "config": asdict(self.config),
+        }
 
     def load_state_dict(self, d: dict) -> None:
         for n in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt"):

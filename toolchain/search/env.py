@@ -17,8 +17,9 @@ Accuracy-guaranteed protocol: no wall; reward -error * log(latency in microsecon
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -41,10 +42,15 @@ class EnvConfig:
 
     def __post_init__(self):
         require(self.protocol in PROTOCOLS, f"unknown protocol {self.protocol!r}: use {' or '.join(PROTOCOLS)}")
-        require(0 < self.lbound <= self.rbound <= 1, f"keep-ratio bounds {self.lbound} (--lbound) and {self.rbound} "
-                "(--rbound) must satisfy 0 < lbound <= rbound <= 1, e.g. 0.2 and 1.0")
-        require(self.multiple >= 1 and self.floor >= 1, f"channel multiple {self.multiple} and floor {self.floor} must "
-                "be whole numbers of at least 1, e.g. 8")
+        require(
+            0 < self.lbound <= self.rbound <= 1,
+            f"keep-ratio bounds {self.lbound} (--lbound) and {self.rbound} "
+            "(--rbound) must satisfy 0 < lbound <= rbound <= 1, e.g. 0.2 and 1.0",
+        )
+        require(
+            self.multiple >= 1 and self.floor >= 1,
+            f"channel multiple {self.multiple} and floor {self.floor} must be whole numbers of at least 1, e.g. 8",
+        )
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,15 @@ class Episode:
     reward: float
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Episode":
-        return cls(tuple(d["actions"]), tuple(d["keep"]), tuple(tuple(s) for s in d["states"]),
-                   float(d["latency_ms"]), float(d["accuracy"]), float(d["reward"]))
+    def from_dict(cls, d: dict) -> Episode:
+        return cls(
+            tuple(d["actions"]),
+            tuple(d["keep"]),
+            tuple(tuple(s) for s in d["states"]),
+            float(d["latency_ms"]),
+            float(d["accuracy"]),
+            float(d["reward"]),
+        )
 
 
 def lower_bounds(channels: Sequence[int], config: EnvConfig) -> tuple[int, ...]:
@@ -68,9 +80,15 @@ def lower_bounds(channels: Sequence[int], config: EnvConfig) -> tuple[int, ...]:
 
 
 class PruningEnv:
-    def __init__(self, graph: ModelGraph, budget_ms: float, cost: Callable[[Sequence[int]], float],
-                 evaluate: Callable[[Sequence[int]], float], config: EnvConfig = EnvConfig(),
-                 group_cost: Callable[[Sequence[int]], np.ndarray] | None = None):
+    def __init__(
+        self,
+        graph: ModelGraph,
+        budget_ms: float,
+        cost: Callable[[Sequence[int]], float],
+        evaluate: Callable[[Sequence[int]], float],
+        config: EnvConfig = EnvConfig(),
+        group_cost: Callable[[Sequence[int]], np.ndarray] | None = None,
+    ):
         self.graph, self.budget_ms, self.cost, self.evaluate, self.config = graph, budget_ms, cost, evaluate, config
         self.channels = graph.channels
         self.lower = lower_bounds(self.channels, config)
@@ -78,38 +96,54 @@ class PruningEnv:
         self.min_ms = cost(self.lower)
         if config.protocol == "resource":
             if budget_ms < self.min_ms:
-                raise ToolchainError(f"a {budget_ms:.3f} ms budget is infeasible: the smallest this model gets with every layer at "
-                                     f"keep ratio {config.lbound} is {self.min_ms:.3f} ms; raise the budget or lower --lbound")
+                raise ToolchainError(
+                    f"a {budget_ms:.3f} ms budget is infeasible: the smallest this model gets with every layer at "
+                    f"keep ratio {config.lbound} is {self.min_ms:.3f} ms; raise the budget or lower --lbound"
+                )
             if budget_ms >= self.full_ms:
-                raise ToolchainError(f"the model already runs in {self.full_ms:.3f} ms, within the {budget_ms:.3f} ms budget: "
-                                     "nothing to prune; pass a smaller --latency-ms or --latency-ratio")
+                raise ToolchainError(
+                    f"the model already runs in {self.full_ms:.3f} ms, within the {budget_ms:.3f} ms budget: "
+                    "nothing to prune; pass a smaller --latency-ms or --latency-ratio"
+                )
         self.group_ms = self._group_latencies(group_cost)
         self._static = self._static_features()
 
     def _group_latencies(self, group_cost) -> np.ndarray:
         if group_cost is None:  # without per-op costs, a group's latency is what removing it down to the floor saves
-            return np.array([self.full_ms - self.cost(self.channels[:t] + (self.lower[t],) + self.channels[t + 1:]) for t in range(len(self.channels))])
+            return np.array(
+                [
+                    self.full_ms - self.cost(self.channels[:t] + (self.lower[t],) + self.channels[t + 1 :])
+                    for t in range(len(self.channels))
+                ]
+            )
         return np.asarray(group_cost(self.channels), dtype=np.float64)
 
     def _static_features(self) -> np.ndarray:
         groups = self.graph.groups
-        raw = np.array([[t, g.channels, g.in_channels, g.h, g.w, g.stride, g.kernel, self.group_ms[t]]
-                        for t, g in enumerate(groups)], dtype=np.float64)
+        raw = np.array(
+            [
+                [t, g.channels, g.in_channels, g.h, g.w, g.stride, g.kernel, self.group_ms[t]]
+                for t, g in enumerate(groups)
+            ],
+            dtype=np.float64,
+        )
         return raw / np.maximum(raw.max(0), 1e-12)
 
     def state(self, t: int, keep: Sequence[int], prev_action: float) -> np.ndarray:
         current = tuple(keep[:t]) + self.channels[t:]
         reduced = self.full_ms - self.cost(current)  # only decisions already taken; later groups at full width
-        rest = float(self.group_ms[t + 1:].sum())
+        rest = float(self.group_ms[t + 1 :].sum())
         total = float(self.group_ms.sum())
         return np.concatenate([self._static[t], [reduced / self.full_ms, rest / total, prev_action]]).astype(np.float32)
 
     def wall(self, t: int, keep: Sequence[int]) -> int:
         """Largest channel count for group t keeping the budget, with later groups at their lower bound."""
         channels = self.channels[t]
-        candidates = sorted({self.lower[t], channels} | set(range(self.lower[t], channels + 1, self.config.multiple)), reverse=True)
+        candidates = sorted(
+            {self.lower[t], channels} | set(range(self.lower[t], channels + 1, self.config.multiple)), reverse=True
+        )
         head = tuple(keep[:t])
-        tail = self.lower[t + 1:]
+        tail = self.lower[t + 1 :]
         for c in candidates:
             if self.cost(head + (c,) + tail) <= self.budget_ms:
                 return c
@@ -140,8 +174,9 @@ class PruningEnv:
     def finish(self, keep: tuple[int, ...], actions: tuple[float, ...], states: tuple = ()) -> Episode:
         return self.finish_scored(keep, self.evaluate(keep), actions, states)
 
-    def finish_scored(self, keep: tuple[int, ...], accuracy: float, actions: tuple[float, ...] | None = None,
-                      states: tuple = ()) -> Episode:
+    def finish_scored(
+        self, keep: tuple[int, ...], accuracy: float, actions: tuple[float, ...] | None = None, states: tuple = ()
+    ) -> Episode:
         """An episode for `keep` scored with an accuracy measured elsewhere (e.g. on a larger split)."""
         latency = self.cost(keep)
         actions = actions if actions is not None else tuple(k / c for k, c in zip(keep, self.channels))

@@ -9,9 +9,9 @@ so far) every `checkpoint_every` episodes. On resume the log is cut back to the 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -22,8 +22,15 @@ from .env import Episode, PruningEnv
 from .strategies import Strategy
 
 
-def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, resume: bool = False,
-               checkpoint_every: int = 10, on_episode: Callable[[int, Episode, Episode], None] | None = None) -> Episode:
+def run_search(
+    env: PruningEnv,
+    strategy: Strategy,
+    episodes: int,
+    out: Path,
+    resume: bool = False,
+    checkpoint_every: int = 10,
+    on_episode: Callable[[int, Episode, Episode], None] | None = None,
+) -> Episode:
     """Run `episodes` episodes (one for deterministic strategies) and return the best."""
     out.mkdir(parents=True, exist_ok=True)
     episodes = 1 if strategy.deterministic else episodes
@@ -32,7 +39,10 @@ def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, re
     if resume and state_path.exists():
         state = torch.load(state_path, weights_only=True)
         if state["strategy_name"] != strategy.name:
-            raise ToolchainError(f"{out} holds a {state['strategy_name']} search, not {strategy.name}: use another --out or the same --strategy")
+            raise ToolchainError(
+                f"{out} holds a {state['strategy_name']} search, not {strategy.name}: use another --out or the same "
+                "--strategy"
+            )
         strategy.load_state_dict(state["strategy"])
         start, best = int(state["episode"]), Episode.from_dict(state["best"]) if state["best"] else None
         _truncate_log(log_path, start)
@@ -45,8 +55,9 @@ def run_search(env: PruningEnv, strategy: Strategy, episodes: int, out: Path, re
         if best is None or episode.reward > best.reward:
             best = episode
         with open(log_path, "a", newline="") as f:
-            csv.writer(f).writerow([i + 1, f"{episode.reward:.6f}", f"{episode.accuracy:.6f}", f"{episode.latency_ms:.6f}",
-                                    *episode.keep])
+            csv.writer(f).writerow(
+                [i + 1, f"{episode.reward:.6f}", f"{episode.accuracy:.6f}", f"{episode.latency_ms:.6f}", *episode.keep]
+            )
         if (i + 1) % checkpoint_every == 0 or i + 1 == episodes:
             _save_state(state_path, strategy, i + 1, best)
         if on_episode:
@@ -63,7 +74,9 @@ def check_fresh(out: Path, resume: bool) -> None:
 
 def _write_header(path: Path, groups: int) -> None:
     with open(path, "w", newline="") as f:
-        csv.writer(f).writerow(["episode", "reward", "accuracy", "latency_ms", *(f"keep_{t}" for t in range(groups))])  # channels
+        csv.writer(f).writerow(
+            ["episode", "reward", "accuracy", "latency_ms", *(f"keep_{t}" for t in range(groups))]
+        )  # channels
 
 
 def _truncate_log(path: Path, episodes: int) -> None:
@@ -72,8 +85,12 @@ def _truncate_log(path: Path, episodes: int) -> None:
 
 
 def _save_state(path: Path, strategy: Strategy, episode: int, best: Episode | None) -> None:
-    state = {"strategy_name": strategy.name, "strategy": strategy.state_dict(), "episode": episode,
-             "best": asdict(best) if best else None}
+    state = {
+        "strategy_name": strategy.name,
+        "strategy": strategy.state_dict(),
+        "episode": episode,
+        "best": asdict(best) if best else None,
+    }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

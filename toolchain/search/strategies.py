@@ -8,7 +8,8 @@ layers more, scaled to fit), `random` (random keep ratios through the same actio
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -74,8 +75,10 @@ class _FittedRatios:
 
     def keep(self, env: PruningEnv, scale: float) -> tuple[int, ...]:
         r = np.clip(self.ratios(scale, len(env.channels)), env.config.lbound, env.config.rbound)
-        return tuple(max(lo, round_channels(float(x), c, env.config.multiple, env.config.floor))
-                     for x, c, lo in zip(r, env.channels, env.lower))
+        return tuple(
+            max(lo, round_channels(float(x), c, env.config.multiple, env.config.floor))
+            for x, c, lo in zip(r, env.channels, env.lower)
+        )
 
     def episode(self, env: PruningEnv) -> Episode:
         keep = _largest_fitting(lambda s: self.keep(env, s), env)
@@ -122,9 +125,15 @@ class TorchPruningMagnitude:
         model = copy.deepcopy(self.model).eval()
         size = env.graph.input_size
         classifier = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
-        pruner = tp.pruner.MagnitudePruner(model, torch.zeros(1, 3, size, size), importance=tp.importance.MagnitudeImportance(p=1),
-                                           global_pruning=True, pruning_ratio=ratio, ignored_layers=[classifier],
-                                           round_to=env.config.multiple)
+        pruner = tp.pruner.MagnitudePruner(
+            model,
+            torch.zeros(1, 3, size, size),
+            importance=tp.importance.MagnitudeImportance(p=1),
+            global_pruning=True,
+            pruning_ratio=ratio,
+            ignored_layers=[classifier],
+            round_to=env.config.multiple,
+        )
         pruner.step()
         kept = []
         for g, lo in zip(env.graph.groups, env.lower):
@@ -143,7 +152,9 @@ class TorchPruningMagnitude:
         pass
 
 
-def _largest_fitting(keep_for: Callable[[float], Sequence[int]], env: PruningEnv, scan: int = 21, refine: int = 12) -> tuple[int, ...]:
+def _largest_fitting(
+    keep_for: Callable[[float], Sequence[int]], env: PruningEnv, scan: int = 21, refine: int = 12
+) -> tuple[int, ...]:
     """The family member with the highest predicted latency within budget, for a parameter in [0, 1].
 
     A coarse scan first (a family need not be monotonic: Torch-Pruning's global ranking is not), then bisection
@@ -176,7 +187,9 @@ def _largest_fitting(keep_for: Callable[[float], Sequence[int]], env: PruningEnv
 STRATEGIES = ("amc", "uniform", "shallow", "deep", "random", "torch-pruning")
 
 
-def make_strategy(name: str, env: PruningEnv, model: torch.nn.Module, seed: int, ddpg: DDPGConfig = DDPGConfig()) -> Strategy:
+def make_strategy(
+    name: str, env: PruningEnv, model: torch.nn.Module, seed: int, ddpg: DDPGConfig = DDPGConfig()
+) -> Strategy:
     if name == "amc":
         return AMC(env, ddpg, seed)
     if name == "random":
