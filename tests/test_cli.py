@@ -144,7 +144,7 @@ def test_bench_times_an_exported_file_and_refuses_the_wrong_format(tmp_path, cap
     assert "unknown device 'nokia'" in run_error(capsys, "bench", str(model), "--device", "nokia")
     (tmp_path / "bad.tflite").write_bytes(b"not a model")
     assert "litert cannot load the model" in run_error(capsys, "bench", str(tmp_path / "bad.tflite"))
-    assert "cannot read latency table" in run_error(capsys, "predict", "--model", "resnet20", "--table", str(tmp_path))
+    assert "is a folder" in run_error(capsys, "predict", "--model", "resnet20", "--table", str(tmp_path))
 
 
 def test_devices_without_a_phone_says_how_to_attach_one(capsys, monkeypatch):

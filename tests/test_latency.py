@@ -14,6 +14,7 @@ from toolchain.graph import analyze
 from toolchain.latency.predictor import LatencyPredictor
 from toolchain.latency.profiler import channel_grid, profile, shapes_to_profile
 from toolchain.latency.runners import LiteRTHostRunner, Target, Timing, best_of_each
+from toolchain.latency.signature import OpSignature
 from toolchain.latency.table import LatencyTable
 from toolchain.latency.tflite import read_signatures
 from toolchain.models import create_model
@@ -170,7 +171,9 @@ def test_corrupt_and_foreign_tables_are_refused_without_losing_entries(tmp_path)
         LatencyTable.open(path, TARGET)
     assert len(path.read_text().splitlines()) == len(lines)  # the file is left for the user to mend
     other = tmp_path / "o.json"
-    LatencyTable.open(other, Target("host", "litert", "2.3.0", fingerprint="zzz")).save()
+    foreign = LatencyTable.open(other, Target("host", "litert", "2.3.0", fingerprint="zzz"))
+    foreign.add(OpSignature("RELU", 4, 4, 8, 8), Timing(0.01, 0.01, 0.01, 5))
+    foreign.save()
     with pytest.raises(ToolchainError, match="was measured on host"):
         LatencyTable.open(other, TARGET)
 

@@ -22,7 +22,7 @@ from .data import ImageSet, load_split, normalize
 from .errors import ToolchainError, require
 from .evaluate import evaluate
 from .export import PRECISIONS, calibration_inputs, check_format, export, to_model_file
-from .files import atomic_path, check_resumable
+from .files import atomic_path, check_resumable, locked
 from .graph import ModelGraph, analyze
 from .latency.predictor import LatencyPredictor
 from .latency.profiler import profile
@@ -235,10 +235,21 @@ def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _saved_settings(layout: RunLayout) -> dict[str, Any]:
+    fix = f"delete {layout.config} and rerun with --resume to keep the search, or pass another --out"
+    try:
+        saved = json.loads(layout.config.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ToolchainError(f"{layout.config} is corrupt ({type(e).__name__}): {fix}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("budget_ms"), (int, float)):
+        raise ToolchainError(f"{layout.config} is not a run's settings: {fix}")
+    return saved
+
+
 def _check_settings(layout: RunLayout, resume: bool, settings: dict[str, Any]) -> None:
     """Refuse to resume a search with other settings, then record this run's."""
     if resume and layout.config.exists():
-        saved = json.loads(layout.config.read_text())
+        saved = _saved_settings(layout)
         # Free to change: a longer run, more finalists, a moved table; the budget and the starting prediction only
         # by a later --enforce-measured attempt's re-measurement (its budget follows the target's timing noise).
         check_resumable(
@@ -324,8 +335,21 @@ def compress(
     hooks: Hooks = Hooks(),
 ) -> CompressResult | None:
     """Search, prune and fine-tune (per stage), export, measure, report. Under torchrun every process
-    fine-tunes its shard; only rank 0 searches, exports and measures, and only it gets a result back."""
+    fine-tunes its shard; only rank 0 searches, exports and measures, and only it gets a result back.
+
+    The run folder is rank 0's alone while this runs: a second process on the same --out (say a --resume started
+    while the first still runs) is refused instead of writing the same files."""
     check_format(runner.model_format, config.precision)
+    if not distributed.is_main():
+        return _compress(loaded, runner, table_path, config, out, resume, hooks)
+    out.mkdir(parents=True, exist_ok=True)
+    with locked(out, wait=False):
+        return _compress(loaded, runner, table_path, config, out, resume, hooks)
+
+
+def _compress(
+    loaded: LoadedModel, runner: Runner, table_path: Path, config: PipelineConfig, out: Path, resume: bool, hooks: Hooks
+) -> CompressResult | None:
     spec, data, layout = loaded.spec, config.search.data, RunLayout(out)
     test = load_split(data, "test", spec.input_size, config.limit)
     unpruned_top1 = evaluate(loaded.model, spec, test)

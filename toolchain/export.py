@@ -22,7 +22,7 @@ from torch import nn
 from .console import quiet_native
 from .data import ImageSet, load_split, normalize
 from .errors import ToolchainError
-from .files import atomic_path
+from .files import atomic_path, write_atomic
 from .models import ModelSource, ModelSpec, load
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -269,9 +269,11 @@ def export(
     parity = check_parity(logits, reference, check.labels.numpy(), precision)
     _write(out, blob)
     labels = out.with_name(info["output"]["labels"])
-    labels.write_text("\n".join(spec.classes) + "\n")
+    write_atomic(labels, "\n".join(spec.classes) + "\n")
     sidecar = out.with_name(out.stem + ".json")
-    sidecar.write_text(json.dumps({**info, "pruning_policy": spec.policy, "parity": asdict(parity)}, indent=1) + "\n")
+    write_atomic(
+        sidecar, json.dumps({**info, "pruning_policy": spec.policy, "parity": asdict(parity)}, indent=1) + "\n"
+    )
     return ExportResult(str(out), model_format, precision, len(blob), parity, str(sidecar), str(labels))
 
 

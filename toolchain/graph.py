@@ -69,6 +69,7 @@ class ModelGraph:
 def analyze(model: nn.Module, input_size: int) -> ModelGraph:
     """Channel groups and per-runtime op lists of `model` for (1, 3, input_size, input_size) inputs."""
     model = model.eval()
+    _check_family(model)
     traced = _trace(model)
     example = torch.zeros(1, 3, input_size, input_size)
     with torch.no_grad():
@@ -82,6 +83,30 @@ def analyze(model: nn.Module, input_size: int) -> ModelGraph:
         except ToolchainError as e:  # pruning still works; only latency prediction needs the op list
             op_lists[model_format] = str(e)
     return ModelGraph(groups, input_size, op_lists, warnings)
+
+
+def _check_family(model: nn.Module) -> None:
+    """Refuse, before tracing, networks whose width is not made of conv channels: tracing a transformer fails deep
+    inside torch.fx or Torch-Pruning, and its heads and tokens are not channel groups."""
+    attention = next(
+        (
+            name
+            for name, m in model.named_modules()
+            if isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")
+        ),
+        None,
+    )
+    if attention is not None:
+        raise ToolchainError(
+            f"{type(model).__name__} is a transformer ({attention} is an attention layer): toolchain "
+            "prunes the channels of convolutional networks; use a CNN such as a MobileNet, "
+            "EfficientNet or ResNet"
+        )
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise ToolchainError(
+            f"{type(model).__name__} has no Conv2d layer: toolchain prunes the channels of "
+            "convolutional networks; use a CNN such as a MobileNet, EfficientNet or ResNet"
+        )
 
 
 class _Tracer(fx.Tracer):

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ToolchainError
+from .files import write_atomic
 from .graph import ModelGraph
+from .schemas import PolicyFile, parse
 
 FORMAT = "toolchain-pruning-policy"
 FORMAT_VERSION = 1
@@ -68,10 +70,23 @@ class PruningPolicy:
         return cls.from_keep(graph, arch, keep, [ratio] * len(keep))
 
     def validate(self, graph: ModelGraph) -> None:
-        if self.fingerprint != graph_fingerprint(graph) or len(self.keep) != len(graph.groups):
+        if len(self.keep) != len(graph.groups):
             raise ToolchainError(
-                f"this policy was made for {self.arch} ({len(self.keep)} groups) and does not fit this "
+                f"this policy was made for {self.arch} ({len(self.keep)} channel groups) and does not fit this "
                 f"model ({len(graph.groups)} groups): make a policy for this model"
+            )
+        mine = list(zip(self.leads, self.channels))
+        theirs = [(g.lead, g.channels) for g in graph.groups]
+        if mine != theirs or self.fingerprint != graph_fingerprint(graph):
+            differ = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), None)
+            where = (
+                f"group {differ} is {mine[differ][0]} with {mine[differ][1]} channels in the policy, "
+                f"{theirs[differ][0]} with {theirs[differ][1]} in this model"
+                if differ is not None
+                else f"it was made at input size {self.input_size}"
+            )
+            raise ToolchainError(
+                f"this policy was made for another {self.arch} ({where}): make a policy for this model"
             )
         for g, k in zip(graph.groups, self.keep):
             if not 1 <= k <= g.channels:
@@ -97,30 +112,31 @@ class PruningPolicy:
         return json.loads(self.to_json())
 
     @classmethod
-    def from_dict(cls, blob: dict, source: str = "policy") -> PruningPolicy:
-        try:
-            if blob.get("format") != FORMAT:
-                raise ToolchainError(
-                    f"{source} is not a toolchain pruning policy: pass a file written by toolchain, or uniform:RATIO"
-                )
-            groups = sorted(blob["groups"], key=lambda g: g["index"])
-            m = blob["model"]
-            return cls(
-                m["arch"],
-                int(m["input_size"]),
-                m["fingerprint"],
-                tuple(g["lead"] for g in groups),
-                tuple(int(g["channels"]) for g in groups),
-                tuple(int(g["keep"]) for g in groups),
-                tuple(float(g.get("ratio", g["keep"] / g["channels"])) for g in groups),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+    def from_dict(cls, blob: object, source: str = "policy") -> PruningPolicy:
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ToolchainError(
-                f"{source} is a malformed pruning policy ({type(e).__name__}: {e}): re-create it"
-            ) from None
+                f"{source} is not a toolchain pruning policy: pass a file written by toolchain, or uniform:RATIO"
+            )
+        record = parse(PolicyFile, blob, source, "re-create it with toolchain, or fix that field")
+        groups = sorted(record.groups, key=lambda g: g.index)
+        if [g.index for g in groups] != list(range(len(groups))):
+            raise ToolchainError(
+                f"{source} numbers its groups {[g.index for g in groups]}, not 0..{len(groups) - 1}: "
+                "re-create it with toolchain"
+            )
+        m = record.model
+        return cls(
+            m.arch,
+            m.input_size,
+            m.fingerprint,
+            tuple(g.lead for g in groups),
+            tuple(g.channels for g in groups),
+            tuple(g.keep for g in groups),
+            tuple(g.ratio if g.ratio is not None else g.keep / g.channels for g in groups),
+        )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        write_atomic(Path(path), self.to_json())
 
 
 def load_policy(spec: str, graph: ModelGraph, arch: str, multiple: int = 8, floor: int = 8) -> PruningPolicy:
@@ -135,9 +151,15 @@ def load_policy(spec: str, graph: ModelGraph, arch: str, multiple: int = 8, floo
         return PruningPolicy.uniform(graph, arch, ratio, multiple, floor)
     path = Path(spec)
     if not path.is_file():
-        raise ToolchainError(f"policy file {path} does not exist: pass a policy JSON or uniform:RATIO")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ToolchainError(f"policy file {path} {what}: pass a policy JSON or uniform:RATIO")
     try:
         blob = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ToolchainError(
+            f"policy file {path} is not text (a checkpoint?): pass a policy JSON, e.g. a run's "
+            "best_policy.json, or uniform:RATIO"
+        ) from None
     except json.JSONDecodeError as e:
         raise ToolchainError(f"policy file {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
     policy = PruningPolicy.from_dict(blob, str(path))

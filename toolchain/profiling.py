@@ -24,6 +24,7 @@ from .policy import load_policy
 from .surgery import pruned_copy
 
 Progress = Callable[[int, int], None]
+PLOT_FORMATS = (".png", ".pdf", ".svg")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class Validation:
 
     def __post_init__(self):
         require(self.samples >= 1, f"--samples {self.samples} must be at least 1")
+        require(
+            self.plot is None or self.plot.suffix in PLOT_FORMATS,
+            f"--plot {self.plot} must end in {', '.join(PLOT_FORMATS)}: the suffix picks the image format",
+        )
 
 
 @dataclass(frozen=True)

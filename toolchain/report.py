@@ -206,5 +206,6 @@ def _start_label(r: CompressResult) -> str:
 
 def _save(fig, path: Path, plt) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip("."))
     plt.close(fig)

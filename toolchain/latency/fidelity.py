@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_path
 from ..graph import ModelGraph
 from ..policy import round_channels
 from .predictor import LatencyPredictor
@@ -109,5 +110,6 @@ def plot_fidelity(report: FidelityReport, title: str, path: Path) -> None:
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip("."))
     plt.close(fig)

@@ -26,29 +26,36 @@ from .. import ops
 from ..errors import ToolchainError
 from ..graph import ModelGraph
 from ..lowering import ChannelRef, GraphOp
+from ..schemas import ModelConfigFile, parse
 from .runners import Target, Timing
 from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration, default_table_path
 
 
 def load_model_config(path: str | Path) -> tuple[str, list[OpSignature]]:
+    path = Path(path)
+    fix = "it needs \"ops\": a list of op signatures like 'CONV_2D 224x224 3->32 k3 s2 SAME RELU6', one per logged node"
+    if not path.is_file():
+        raise ToolchainError(
+            f"model config {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass a "
+            "JSON file listing the logged ops' signatures"
+        )
     try:
-        blob = json.loads(Path(path).read_text())
-        return str(blob.get("name", Path(path).stem)), [OpSignature.from_key(k) for k in blob["ops"]]
-    except FileNotFoundError:
-        raise ToolchainError(
-            f"model config {path} does not exist: pass a JSON file listing the logged ops' signatures"
-        ) from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ToolchainError(
-            f'model config {path} is malformed ({e}): it needs "ops": a list of op signatures like '
-            "'CONV_2D 224x224 3->32 k3 s2 SAME RELU6', one per logged node"
-        ) from None
+        blob = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ToolchainError(f"model config {path} is not JSON ({type(e).__name__}): {fix}") from None
+    record = parse(ModelConfigFile, blob, f"model config {path}", fix)
+    try:
+        return record.name or path.stem, [OpSignature.from_key(k) for k in record.ops]
+    except ValueError as e:
+        raise ToolchainError(f"model config {path}: {e}: {fix}") from None
 
 
 def read_logs(paths: Sequence[str | Path]) -> list[BenchmarkLog]:
     logs = []
     for path in paths:
+        if Path(path).is_dir():
+            raise ToolchainError(f"benchmark log {path} is a folder: pass the log files themselves")
         try:
             logs.append(parse_log(Path(path).read_text(errors="replace")))
         except FileNotFoundError:

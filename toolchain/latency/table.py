@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ToolchainError
-from ..files import atomic_path
+from ..files import locked, write_atomic
+from ..schemas import JournalModel, JournalOp, TableFile, parse
 from .runners import Target, Timing
 from .signature import OpSignature
 
@@ -63,6 +64,7 @@ class LatencyTable:
         self.path = path
         self.entries: dict[OpSignature, Timing] = {}
         self.models: dict[str, ModelCalibration] = {}
+        self._changed = False  # measurements not yet saved
 
     def __contains__(self, sig: OpSignature) -> bool:
         return sig in self.entries
@@ -93,44 +95,45 @@ class LatencyTable:
                 f"latency table {path} was measured on {table.target.describe()}, not on this target "
                 f"({target.describe()}): pass --table with another file to keep both"
             )
-        table._replay_journal()
+        table._changed = table._replay_journal() > 0  # a killed run's measurements: saved with the next save
         return table
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
         path = Path(path)
+        source = f"latency table {path}"
+        if path.is_dir():
+            raise ToolchainError(f"{source} is a folder: pass a table's .json file, e.g. one under latency_tables/")
         try:
             text = path.read_text()
-            blob = json.loads(text)
         except FileNotFoundError:
-            raise ToolchainError(f"latency table {path} does not exist: build it with `toolchain profile`") from None
+            raise ToolchainError(f"{source} does not exist: build it with `toolchain profile`") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ToolchainError(
-                f"cannot read latency table {path} ({getattr(e, 'strerror', None) or e}): pass a JSON file "
-                "written by `toolchain profile`"
+                f"cannot read {source} ({getattr(e, 'strerror', None) or e}): pass a JSON file written by "
+                "`toolchain profile`"
             ) from None
+        try:
+            blob = json.loads(text)
         except json.JSONDecodeError as e:
             raise ToolchainError(
-                f"latency table {path} is corrupt at line {e.lineno} ({e.msg}): each entry is one line, "
-                "so fix or delete that line and rerun `toolchain profile` to re-measure it"
+                f"{source} is corrupt at line {e.lineno} ({e.msg}): each entry is one line, so fix or delete that "
+                "line and rerun `toolchain profile` to re-measure it"
             ) from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ToolchainError(f"{path} is not a toolchain latency table: pass a file written by `toolchain profile`")
         if blob.get("version") not in READS_VERSIONS:
             raise ToolchainError(
-                f"latency table {path} has format version {blob.get('version')}, this toolchain reads "
-                f"{', '.join(map(str, READS_VERSIONS))}: upgrade toolchain"
+                f"{source} has format version {blob.get('version')!r}, this toolchain reads "
+                f"{', '.join(map(str, READS_VERSIONS))}: upgrade toolchain, or profile again into a new file"
             )
-        table = cls(Target(**blob["target"]), path)
-        try:
-            for key, e in blob["entries"].items():
-                table.entries[_signature(key)] = Timing.from_record(e)
-            for key, m in blob.get("models", {}).items():
-                table.models[key] = ModelCalibration(tuple(m["ops_sum_ms"]), tuple(m["measured_ms"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ToolchainError(
-                f"latency table {path} has a malformed entry ({e}): fix or delete it and rerun `toolchain profile`"
-            ) from None
+        fix = "fix or delete that entry and rerun `toolchain profile` to re-measure it"
+        record = parse(TableFile, blob, source, fix)
+        table = cls(Target(**record.target.model_dump()), path)
+        for key, timing in record.entries.items():
+            table.entries[_signature(key, source, fix)] = Timing.from_record(timing.model_dump())
+        for key, m in record.models.items():
+            table.models[key] = ModelCalibration(tuple(m.ops_sum_ms), tuple(m.measured_ms))
         return table
 
     @property
@@ -148,55 +151,78 @@ class LatencyTable:
         self._journal({"model": key, **asdict(calibration)})
 
     def _journal(self, record: dict) -> None:
+        self._changed = True
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.journal_path, "a") as f:
+        with locked(self.path), open(self.journal_path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-    def _replay_journal(self) -> None:
-        if self.path is None or not self.journal_path.exists():
-            return
-        for line in self.journal_path.read_text().splitlines():
+    def _replay_journal(self) -> int:
+        """Fold the journal's measurements in; returns how many. A line that does not parse (torn by a kill
+        mid-write, or damaged) is skipped: that one entry is measured again."""
+        if self.path is None or not self.journal_path.is_file():
+            return 0
+        replayed = 0
+        for line in self.journal_path.read_text(errors="replace").splitlines():
             try:
                 r = json.loads(line)
-                if "op" in r:
-                    self.entries[_signature(r["op"])] = Timing.from_record(r)
+                if isinstance(r, dict) and "op" in r:
+                    entry = JournalOp.model_validate(r)
+                    self.entries[_signature(entry.op)] = Timing.from_record(entry.model_dump(exclude={"op"}))
                 else:
-                    self.models[r["model"]] = ModelCalibration(tuple(r["ops_sum_ms"]), tuple(r["measured_ms"]))
-            except (ValueError, KeyError):
-                continue  # a line torn by a kill mid-write: that one entry is measured again
+                    model = JournalModel.model_validate(r)
+                    self.models[model.model] = ModelCalibration(tuple(model.ops_sum_ms), tuple(model.measured_ms))
+                replayed += 1
+            except (ValueError, ToolchainError):  # pydantic's ValidationError is a ValueError
+                continue
+        return replayed
 
     def save(self) -> None:
-        """Write the whole table atomically, then drop the journal it now contains."""
-        if self.path is None:
+        """Merge this table into the file on disk and write it atomically, then drop the journal it now holds.
+
+        Other processes may share the file (two models profiled at once, two compress runs on one target): under
+        the table's lock, what they saved or journaled since this table was read is merged in first, so nothing
+        anyone measured is lost. A table with nothing new is not written at all (a read-only disk is fine then)."""
+        if self.path is None or not self._changed:
             return
+        with locked(self.path):
+            if self.path.exists():
+                disk = LatencyTable.load(self.path)
+                disk._replay_journal()
+                if disk.target == self.target:
+                    self.entries = {**disk.entries, **self.entries}
+                    self.models = {**disk.models, **self.models}
+            write_atomic(self.path, self._json())
+            self.journal_path.unlink(missing_ok=True)
+        self._changed = False
+
+    def _json(self) -> str:
+        """One entry per line, sorted: a table diffs and merges well under version control."""
+        models = ",".join(f"\n  {json.dumps(k)}: {json.dumps(asdict(v))}" for k, v in sorted(self.models.items()))
+        entries = ",".join(
+            f"\n  {json.dumps(s.key())}: {json.dumps(t.as_record())}" for s, t in sorted(self.entries.items())
+        )
         lines = [
             "{",
             f'"format": "{FORMAT}",',
             f'"version": {FORMAT_VERSION},',
             f'"target": {json.dumps(self.target.as_dict())},',
             '"unit": "ms",',
-            '"models": {'
-            + ",".join(f"\n  {json.dumps(k)}: {json.dumps(asdict(v))}" for k, v in sorted(self.models.items()))
-            + "\n},",
-            '"entries": {'
-            + ",".join(
-                f"\n  {json.dumps(s.key())}: {json.dumps(t.as_record())}" for s, t in sorted(self.entries.items())
-            )
-            + "\n}",
+            '"models": {' + models + "\n},",
+            '"entries": {' + entries + "\n}",
             "}",
         ]
-        with atomic_path(self.path) as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
-        self.journal_path.unlink(missing_ok=True)
+        return "\n".join(lines) + "\n"
 
 
-def _signature(key: str) -> OpSignature:
+def _signature(key: str, source: str = "", fix: str = "") -> OpSignature:
     """A table key as an `OpSignature`, upgrading version 1's pad ops (width in the kernel slot, padding VALID)."""
-    sig = OpSignature.from_key(key)
+    try:
+        sig = OpSignature.from_key(key)
+    except ValueError:
+        raise ToolchainError(f"{source} has an entry {key[:80]!r} that is not an op signature: {fix}") from None
     if sig.kind in ("PAD", "PADV2") and sig.padding == "VALID":
         return replace(sig, kernel=1, padding=f"P{sig.kernel}")
     return sig

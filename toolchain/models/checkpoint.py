@@ -19,6 +19,7 @@ from torch import nn
 from ..data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from ..errors import ToolchainError
 from ..files import atomic_path
+from ..schemas import CheckpointFile, parse
 from ._registry import TORCHVISION_PREFIX, create_model, is_zoo_model
 
 FORMAT = "toolchain-checkpoint"
@@ -118,8 +119,15 @@ def _numbered(n: int) -> tuple[str, ...]:
     return tuple(f"class_{i}" for i in range(n))
 
 
-def build(spec: ModelSpec) -> nn.Module:
-    return create_model(spec.arch, **spec.kwargs)
+def build(spec: ModelSpec, source: str = "") -> nn.Module:
+    """The untrained network a spec describes (its architecture and constructor arguments)."""
+    try:
+        return create_model(spec.arch, **spec.kwargs)
+    except TypeError as e:  # constructor arguments the architecture does not take
+        raise ToolchainError(
+            f"{source or spec.arch}: {spec.arch} cannot be built with {spec.kwargs} ({e}): the file "
+            "is from another version or was edited; re-create it"
+        ) from None
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metrics: dict[str, Any] | None = None) -> None:
@@ -143,7 +151,8 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise ToolchainError(
-            f"checkpoint {path} does not exist: pass a zoo name, torchvision:NAME, or an existing .pt file"
+            f"checkpoint {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass a zoo name, "
+            "torchvision:NAME, or a .pt file written by toolchain"
         )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -162,21 +171,16 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
             f"{path} has checkpoint format version {blob.get('version')}, this toolchain reads {FORMAT_VERSION}: "
             "upgrade toolchain"
         )
-    s = blob["spec"]
-    spec = ModelSpec(
-        s["arch"],
-        dict(s["kwargs"]),
-        int(s["input_size"]),
-        tuple(s["mean"]),
-        tuple(s["std"]),
-        tuple(s["classes"]),
-        s.get("policy"),
+    record = parse(
+        CheckpointFile, blob, f"checkpoint {path}", "re-create it with `toolchain train` or `toolchain prune`"
     )
-    model = build(spec)
+    s = record.spec
+    spec = ModelSpec(s.arch, dict(s.kwargs), s.input_size, tuple(s.mean), tuple(s.std), tuple(s.classes), s.policy)
+    model = build(spec, str(path))
     if spec.policy is not None:
         model = _shrink(model, spec)
-    _load_state(model, blob["state_dict"], path)
-    return LoadedModel(model.eval(), spec, dict(blob["metrics"]), str(path))
+    _load_state(model, record.state_dict, path)
+    return LoadedModel(model.eval(), spec, dict(record.metrics), str(path))
 
 
 def _shrink(model: nn.Module, spec: ModelSpec) -> nn.Module:
@@ -200,12 +204,17 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
             "it is corrupt or from another version"
         )
     for key, value in state.items():
-        if value.shape != expected[key].shape:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        if shape != tuple(expected[key].shape):
             raise ToolchainError(
-                f"checkpoint {path}: {key} has shape {tuple(value.shape)}, the architecture expects "
-                f"{tuple(expected[key].shape)}"
+                f"checkpoint {path}: {key} is {shape}, the architecture expects {tuple(expected[key].shape)}: the file "
+                "is corrupt or from another version"
             )
-    model.load_state_dict(state)
+    # Modules that version their state (torchvision's MNASNet) read it from the state dict's metadata, which a
+    # checkpoint's plain dict does not keep: the freshly built model's is the right one.
+    with_metadata = type(expected)(state)
+    with_metadata._metadata = getattr(expected, "_metadata", None)  # type: ignore[attr-defined]
+    model.load_state_dict(with_metadata)
 
 
 def zoo_checkpoint(arch: str) -> Path:

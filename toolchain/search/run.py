@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from ..errors import ToolchainError
-from ..files import atomic_path
+from ..files import atomic_path, write_atomic
 from ..layout import RunLayout
+from ..schemas import SearchState, parse
 from .env import Episode, PruningEnv
 from .strategies import Strategy
 
@@ -37,14 +38,20 @@ def run_search(
     start, best = 0, None
     state_path, log_path = RunLayout(out).search_state, RunLayout(out).search_log
     if resume and state_path.exists():
-        state = torch.load(state_path, weights_only=True)
+        state = _load_state(state_path)
         if state["strategy_name"] != strategy.name:
             raise ToolchainError(
                 f"{out} holds a {state['strategy_name']} search, not {strategy.name}: use another --out or the same "
                 "--strategy"
             )
-        strategy.load_state_dict(state["strategy"])
-        start, best = int(state["episode"]), Episode.from_dict(state["best"]) if state["best"] else None
+        try:
+            strategy.load_state_dict(state["strategy"])
+            start, best = int(state["episode"]), Episode.from_dict(state["best"]) if state["best"] else None
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ToolchainError(
+                f"search state {state_path} does not fit this {strategy.name} search ({type(e).__name__}: "
+                f"{str(e)[:100]}): delete it to search from the start, or pass another --out"
+            ) from None
         _truncate_log(log_path, start)
     else:
         check_fresh(out, resume)
@@ -81,7 +88,16 @@ def _write_header(path: Path, groups: int) -> None:
 
 def _truncate_log(path: Path, episodes: int) -> None:
     rows = path.read_text().splitlines()[: episodes + 1] if path.exists() else []
-    path.write_text("\n".join(rows) + "\n")
+    write_atomic(path, "\n".join(rows) + "\n")
+
+
+def _load_state(path: Path) -> dict:
+    fix = f"delete {path} to search from the start in this folder, or pass another --out"
+    try:
+        blob = torch.load(path, weights_only=True)
+    except Exception as e:  # truncated or not a torch file: torch raises several types
+        raise ToolchainError(f"search state {path} is corrupt ({type(e).__name__}): {fix}") from None
+    return parse(SearchState, blob, f"search state {path}", fix).model_dump()
 
 
 def _save_state(path: Path, strategy: Strategy, episode: int, best: Episode | None) -> None:
