@@ -46,5 +46,5 @@ def test_truncated_and_mismatched_checkpoints(tmp_path):
     blob = torch.load(path, weights_only=True)
     blob["state_dict"]["fc.weight"] = torch.zeros(3, 64)
     torch.save(blob, path)
-    with pytest.raises(ToolchainError, match=r"fc.weight is \(3, 64\), the architecture expects \(10, 64\)"):
+    with pytest.raises(ToolchainError, match=r"fc.weight is \(3, 64\) there, \(10, 64\) in resnet20"):
         load_checkpoint(path)

@@ -1,10 +1,11 @@
 import tarfile
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_image_folder
 
-from toolchain.data import CIFAR10_CLASSES, augment, load_split, split_indices
+from toolchain.data import CIFAR10_CLASSES, augment_batch, load_split, split_indices
 from toolchain.errors import ToolchainError
 
 
@@ -78,7 +79,7 @@ def test_missing_path_and_truncated_archive(tmp_path):
 def test_augment_keeps_shape_and_pixels():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
-    out = augment(images, g)
+    out = augment_batch(images, g)
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert not torch.equal(out, images)
     # every output is a window of its zero-padded input (pad 32 / 8 = 4), maybe mirrored: the pixels are the input's
@@ -86,3 +87,37 @@ def test_augment_keeps_shape_and_pixels():
     for image, augmented in zip(padded, out):
         windows = [image[:, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
         assert any(torch.equal(augmented, w) or torch.equal(augmented, w.flip(-1)) for w in windows)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
+def test_unreadable_files_are_skipped_and_counted_in_one_line(tmp_path, capsys, monkeypatch, streamed):
+    from PIL import Image
+
+    if streamed:
+        monkeypatch.setattr("toolchain.data.MEMORY_BUDGET", 1000)  # nothing fits: every split streams
+    root = make_image_folder(tmp_path / "d", per_class=(4, 2))
+    (root / "test" / "cat" / "README.txt").write_text("notes, not an image")
+    (root / "test" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    Image.new("1", (20000, 20000)).save(root / "test" / "dog" / "bomb.png")  # 400 Mpx: a decompression bomb
+    test = load_split(str(root), "test", 16)
+    images, labels = test.materialize()
+    assert len(images) == 6 and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2]  # the six real images, labelled
+    err = " ".join(capsys.readouterr().err.split())
+    assert "left out 1 files that are not images" in err and "2 images could not be decoded and were skipped" in err
+
+
+def test_large_images_stream_with_random_resized_crops(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr("toolchain.data.MEMORY_BUDGET", 1000)
+    root = make_image_folder(tmp_path / "d", per_class=(8, 2), size=(150, 100))
+    rng = np.random.default_rng(0)
+    for path in root.rglob("*.png"):  # textured photos, so that crops differ from the centre view
+        Image.fromarray(rng.integers(0, 255, (100, 150, 3), dtype=np.uint8)).save(path)
+    train = load_split(str(root), "train", 96)
+    assert type(train).__name__ == "StreamedImages"
+    seen = [x for x, _ in train.batches(4, augment=torch.Generator().manual_seed(0))]
+    again = [x for x, _ in train.batches(4, augment=torch.Generator().manual_seed(0))]
+    assert all(torch.equal(a, b) for a, b in zip(seen, again))  # crops follow the generator, not the workers
+    plain = torch.cat([x for x, _ in train.batches(4)])
+    assert plain.shape == (len(train), 3, 96, 96) and not torch.equal(torch.cat(seen), plain)

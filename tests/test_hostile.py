@@ -34,12 +34,25 @@ def files(tmp_path_factory) -> dict[str, Path]:
     PruningPolicy.uniform(graph, "resnet20", 0.5).save(policy)
     checkpoint = root / "model.pt"
     save_checkpoint(checkpoint, create_model("resnet20"), default_spec("resnet20"), {"top1_test": 0.1})
+    weights = root / "r20.pth"  # a user's state_dict of a 10-class resnet20
+    torch.save(create_model("resnet20").state_dict(), weights)
+    pickled = root / "whole.pth"
+    torch.save(create_model("resnet20"), pickled)
+    scripted = root / "scripted.pt"
+    torch.jit.script(create_model("resnet20")).save(str(scripted))
+    empty_class = make_image_folder(root / "empty_class", per_class=(2, 1))
+    (empty_class / "train" / "yak").mkdir()
+    data = make_image_folder(root / "data", classes=[f"c{i}" for i in range(10)], per_class=(2, 1), size=(32, 32))
     return {
         "root": root,
         "table": table,
         "policy": policy,
         "checkpoint": checkpoint,
-        "data": make_image_folder(root / "data", classes=[f"c{i}" for i in range(10)], per_class=(2, 1), size=(32, 32)),
+        "weights": weights,
+        "pickled": pickled,
+        "scripted": scripted,
+        "empty_class": empty_class,
+        "data": data,
     }
 
 
@@ -156,7 +169,7 @@ CASES = {
         checkpoint_case(lambda b: b["spec"]["kwargs"].update(depth=7)),
         "cannot be built with",
     ),
-    "checkpoint missing a weight": (checkpoint_case(lambda b: b["state_dict"].pop("fc.bias")), "does not match"),
+    "checkpoint missing a weight": (checkpoint_case(lambda b: b["state_dict"].pop("fc.bias")), "missing fc.bias"),
     "checkpoint given as a folder": (
         lambda f, tmp: ["eval", "--model", str(tmp) + "/", "--data", str(f["data"])],
         "is a folder",
@@ -274,6 +287,57 @@ CASES = {
             str(f["table"]),
         ],
         "is a transformer",
+    ),
+    # users' own models and images
+    "a whole pickled model as weights": (
+        lambda f, tmp: ["eval", "--model", "resnet20", "--weights", str(f["pickled"]), "--data", str(f["data"])],
+        "holds a whole pickled model",
+    ),
+    "a TorchScript file as weights": (
+        lambda f, tmp: ["eval", "--model", "resnet20", "--weights", str(f["scripted"]), "--data", str(f["data"])],
+        "is a TorchScript archive",
+    ),
+    "weights of another architecture": (
+        lambda f, tmp: ["eval", "--model", "plain20", "--weights", str(f["weights"]), "--data", str(f["data"])],
+        "does not fit plain20",
+    ),
+    "--num-classes against the weights": (
+        lambda f, tmp: [
+            "eval",
+            "--model",
+            "resnet20",
+            "--weights",
+            str(f["weights"]),
+            "--num-classes",
+            "7",
+            "--data",
+            str(f["data"]),
+        ],
+        "--num-classes 7 disagrees",
+    ),
+    "weights for a checkpoint": (
+        lambda f, tmp: [
+            "eval",
+            "--model",
+            str(f["checkpoint"]),
+            "--weights",
+            str(f["weights"]),
+            "--data",
+            str(f["data"]),
+        ],
+        "drop --weights",
+    ),
+    "an own module that does not import": (
+        lambda f, tmp: ["eval", "--model", "no_such_package.nets:tiny", "--data", str(f["data"])],
+        "cannot import no_such_package.nets",
+    ),
+    "an unknown timm model": (
+        lambda f, tmp: ["eval", "--model", "timm:no_such_net", "--data", str(f["data"])],
+        "unknown timm model",
+    ),
+    "an empty class folder": (
+        lambda f, tmp: ["eval", "--model", "resnet20", "--num-classes", "4", "--data", str(f["empty_class"])],
+        "train/yak has no images",
     ),
     # output paths
     "output under /proc": (

@@ -2,13 +2,14 @@ import pytest
 import torch
 
 from toolchain.errors import ToolchainError
-from toolchain.models import count_macs, count_params, create_model, list_models, load_model
+from toolchain.models import arch_defaults, count_macs, count_params, create_model, list_models, load_model
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_zoo_forward_shape(name):
-    model = create_model(name).eval()
-    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    defaults = arch_defaults(name)
+    size = defaults.input_size
+    assert create_model(name).eval()(torch.randn(2, 3, size, size)).shape == (2, defaults.num_classes)
     assert create_model(name, num_classes=7).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 7)
 
 

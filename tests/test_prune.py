@@ -46,7 +46,7 @@ def test_keeping_everything_reproduces_outputs_exactly_and_half_runs(name):
     x = torch.randn(2, 3, size, size)
     assert torch.equal(apply_policy(model, graph, graph.channels)(x), model(x))
     half = apply_policy(model, graph, PruningPolicy.uniform(graph, name, 0.5))
-    assert half(x).shape == (2, 10)
+    assert half(x).shape == (2, loaded.spec.num_classes)
 
 
 def weights_and_macs(signatures):
@@ -245,3 +245,33 @@ def test_residual_adds_tie_channels_and_depthwise_follows_its_producer():
     assert "features.2.conv.3" in expand.members  # the depthwise conv after the expansion
     assert expand.consumers == ("features.2.conv.6",)  # only the projection reads them: depthwise is not a consumer
     assert all(g.lead != "fc" for g in mbv2.groups)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(4, 6, 3, 1, 1),
+        nn.Conv2d(4, 6, 3, 2, 1, bias=False),
+        nn.Conv2d(4, 6, (3, 5), 1, (1, 2)),
+        nn.Conv2d(4, 6, 3, 1, 2, dilation=2),
+        nn.Conv2d(4, 6, 4, 1, padding="same"),
+        nn.Conv2d(4, 6, 1, 2),
+    ],
+    ids=["3x3", "strided", "non-square", "dilated", "same-even", "1x1-strided"],
+)
+def test_sampled_patches_reproduce_the_conv_at_every_sampled_position(conv):
+    from toolchain.models.imagenet import Conv2dSame
+    from toolchain.prune import _patches
+
+    for layer in (conv, Conv2dSame(4, 6, 3, 2)) if conv.stride == (2, 2) and conv.bias is None else (conv,):
+        x = torch.randn(3, 4, 9, 9)
+        rows = _patches(layer, x, 7, torch.Generator().manual_seed(1))
+        out = layer(x)  # (3, 6, OH, OW)
+        g = torch.Generator().manual_seed(1)
+        ys = torch.randint(0, out.shape[2], (3, 7), generator=g)
+        xs = torch.randint(0, out.shape[3], (3, 7), generator=g)
+        expected = out.permute(0, 2, 3, 1)[torch.arange(3)[:, None], ys, xs].reshape(21, 6)
+        w = layer.weight.reshape(6, -1)
+        if layer.bias is not None:
+            w = torch.cat([w, layer.bias[:, None]], 1)
+        torch.testing.assert_close(rows @ w.T, expected, atol=1e-5, rtol=1e-5)

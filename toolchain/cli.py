@@ -33,9 +33,44 @@ USER_ERROR, CRASH = 2, 3
 
 
 def model_source(args: argparse.Namespace, ref: str | None = None):
+    """The MODEL argument and its options; a teacher (`ref`) is a plain MODEL."""
     from .models import ModelSource
 
-    return ModelSource(ref if ref is not None else args.model, args.num_classes, args.input_size)
+    if ref is not None:
+        return ModelSource(ref)
+    return ModelSource(
+        args.model,
+        args.num_classes,
+        args.input_size,
+        Path(args.weights) if args.weights else None,
+        args.model_args,
+        args.mean,
+        args.std,
+    )
+
+
+def json_object(value: str) -> dict[str, Any]:
+    """argparse type for --model-args: a JSON object of constructor arguments."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{value!r} is not JSON ({e.msg}): write e.g. '{{\"width\": 0.5}}'") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a JSON object: write e.g. '{{\"width\": 0.5}}'")
+    return parsed
+
+
+def three_numbers(value: str) -> tuple[float, float, float]:
+    """argparse type for --mean and --std: three comma-separated numbers, R,G,B."""
+    try:
+        numbers = tuple(float(x) for x in value.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) != 3:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not three comma-separated numbers (R,G,B), e.g. 0.485,0.456,0.406"
+        )
+    return numbers  # type: ignore[return-value]
 
 
 def target_config(args: argparse.Namespace):
@@ -285,6 +320,7 @@ def pipeline_config(args: argparse.Namespace):
         precision=args.precision,
         limit=args.limit,
         enforce_measured=args.enforce_measured,
+        measure=not args.no_measure,
     )
 
 
@@ -462,8 +498,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True, help=MODEL_HELP)
-        p.add_argument("--num-classes", type=int, help="classifier outputs for a new zoo/torchvision model")
-        p.add_argument("--input-size", type=int, help="input image side for a new model (zoo 32, torchvision 224)")
+        p.add_argument(
+            "--weights",
+            help="a state_dict file for the architecture MODEL names (torch.save(model.state_dict()),"
+            " wrappers such as {'state_dict': ...} and DataParallel's module. prefix are fine; or .safetensors)",
+        )
+        p.add_argument(
+            "--model-args",
+            type=json_object,
+            default={},
+            metavar="JSON",
+            help="constructor arguments of the architecture, e.g. '{\"width_mult\": 0.5}'",
+        )
+        p.add_argument(
+            "--num-classes",
+            type=int,
+            help="classifier outputs of a new model (default: the weights', else the architecture's)",
+        )
+        p.add_argument(
+            "--input-size",
+            type=int,
+            help="input image side (default: the architecture's: zoo 32, torchvision 224, timm its pretrained config)",
+        )
+        p.add_argument(
+            "--mean",
+            type=three_numbers,
+            metavar="R,G,B",
+            help="input normalisation mean in [0, 1] units "
+            "(default: the architecture's, e.g. ImageNet's 0.485,0.456,0.406)",
+        )
+        p.add_argument(
+            "--std", type=three_numbers, metavar="R,G,B", help="input normalisation std (default: the architecture's)"
+        )
 
     p = add("train", "train a model (or continue training a checkpoint) and write a checkpoint", cmd_train)
     model_args(p)
@@ -632,6 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="precision of the exported model file"
+    )
+    p.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="search against --table alone, e.g. a phone's that is not attached: the file is exported but not "
+        "measured, and the report says so",
     )
     p.add_argument(
         "--enforce-measured",

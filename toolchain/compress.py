@@ -26,7 +26,7 @@ from .files import atomic_path, check_resumable, locked
 from .graph import ModelGraph, analyze
 from .latency.predictor import LatencyPredictor
 from .latency.profiler import profile
-from .latency.runners import Runner, best_of_each
+from .latency.runners import Runner, Target, best_of_each
 from .latency.table import LatencyTable
 from .latency.targets import TargetConfig, open_runner
 from .layout import RunLayout
@@ -124,7 +124,7 @@ def features_for(loaded: LoadedModel, graph: ModelGraph, data: str, images: int,
 
 def search_and_prune(
     loaded: LoadedModel,
-    runner: Runner,
+    runner: Runner | None,
     table_path: Path,
     config: SearchConfig,
     budget: Budget,
@@ -133,9 +133,11 @@ def search_and_prune(
     hooks: Hooks = Hooks(),
     at_least_reachable: bool = False,
 ) -> SearchOutcome:
-    """One search under `budget`, its best policy applied and saved in `layout`. With `at_least_reachable`, a
-    budget below the smallest model the settings allow is raised to that model's latency (an --enforce-measured
-    retry aims lower than predicted, and a noisy measurement can aim it below anything reachable)."""
+    """One search under `budget`, its best policy applied and saved in `layout`. The table is first completed on
+    the target by `runner`; without one (the target is not at hand), it prices the search as it is. With
+    `at_least_reachable`, a budget below the smallest model the settings allow is raised to that model's latency
+    (an --enforce-measured retry aims lower than predicted, and a noisy measurement can aim it below anything
+    reachable)."""
     spec, model = loaded.spec, loaded.model
     out = layout.root
     check_fresh(out, resume)  # before any profiling or sampling, not after
@@ -148,16 +150,20 @@ def search_and_prune(
     base = analyze(dense, spec.input_size) if spec.policy is not None else graph
     out.mkdir(parents=True, exist_ok=True)
 
-    table = LatencyTable.open(table_path, runner.target)
-    hooks.on_message(f"latency table {table_path}: profiling the shapes it lacks")
-    profile(
-        base,
-        runner,
-        table,
-        lambda keep: to_model_file(pruned_copy(dense, base, keep), spec.input_size, runner.model_format),
-        config.env.multiple,
-        on_progress=hooks.on_profile,
-    )
+    table = LatencyTable.open(table_path, runner.target if runner is not None else None)
+    if runner is None:
+        hooks.on_message(f"latency table {table_path}: used as it is ({table.target.describe()} is not measured)")
+    else:
+        hooks.on_message(f"latency table {table_path}: profiling the shapes it lacks")
+        model_format = runner.model_format
+        profile(
+            base,
+            runner,
+            table,
+            lambda keep: to_model_file(pruned_copy(dense, base, keep), spec.input_size, model_format),
+            config.env.multiple,
+            on_progress=hooks.on_profile,
+        )
     predictor = LatencyPredictor(base, table)
     start_ms = predictor.predict(graph.channels)
     budget_ms = budget.resolve(predictor.predict(base.channels))
@@ -285,6 +291,7 @@ class PipelineConfig:
     export_calibration_images: int = 500
     enforce_measured: bool = False
     max_attempts: int = 3  # searches in all, with --enforce-measured
+    measure: bool = True  # False: search against the table only; the target (a phone not attached) is not used
 
     def __post_init__(self):
         require(
@@ -304,6 +311,7 @@ class PipelineConfig:
             self.precision in PRECISIONS, f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"
         )
         require(self.limit is None or self.limit >= 1, f"--limit {self.limit} must be at least 1")
+        require(self.measure or not self.enforce_measured, "--enforce-measured needs measurements: drop --no-measure")
 
     def stage_budgets(self) -> list[Budget]:
         """One search per stage; stage fractions are of the unpruned model's latency."""
@@ -318,16 +326,19 @@ def compress_model(
     resume: bool = False,
     hooks: Hooks = Hooks(),
 ) -> CompressResult | None:
-    """`toolchain compress`: `compress` a MODEL on a target, with the target's table (or the one given)."""
+    """`toolchain compress`: `compress` a MODEL on a target, with the target's table (or the one given). Without
+    measuring, the target is never opened: the table given names it."""
     distributed.init_from_env()
+    if not config.measure and target.table is None:
+        raise ToolchainError("--no-measure searches against a table alone: pass --table FILE, e.g. a phone's table")
     loaded = load(source)
-    runner = open_runner(target)
-    return compress(loaded, runner, target.table_for(runner), config, out, resume, hooks)
+    runner = open_runner(target) if config.measure else None
+    return compress(loaded, runner, target.table_for(runner) if runner else target.table, config, out, resume, hooks)
 
 
 def compress(
     loaded: LoadedModel,
-    runner: Runner,
+    runner: Runner | None,
     table_path: Path,
     config: PipelineConfig,
     out: Path,
@@ -338,8 +349,9 @@ def compress(
     fine-tunes its shard; only rank 0 searches, exports and measures, and only it gets a result back.
 
     The run folder is rank 0's alone while this runs: a second process on the same --out (say a --resume started
-    while the first still runs) is refused instead of writing the same files."""
-    check_format(runner.model_format, config.precision)
+    while the first still runs) is refused instead of writing the same files. Without a `runner`, the table's
+    target is neither profiled nor measured: the result says so."""
+    check_format(_target(runner, table_path).model_format, config.precision)
     if not distributed.is_main():
         return _compress(loaded, runner, table_path, config, out, resume, hooks)
     out.mkdir(parents=True, exist_ok=True)
@@ -347,11 +359,26 @@ def compress(
         return _compress(loaded, runner, table_path, config, out, resume, hooks)
 
 
+def _target(runner: Runner | None, table_path: Path) -> Target:
+    return runner.target if runner is not None else LatencyTable.load(table_path).target
+
+
 def _compress(
-    loaded: LoadedModel, runner: Runner, table_path: Path, config: PipelineConfig, out: Path, resume: bool, hooks: Hooks
+    loaded: LoadedModel,
+    runner: Runner | None,
+    table_path: Path,
+    config: PipelineConfig,
+    out: Path,
+    resume: bool,
+    hooks: Hooks,
 ) -> CompressResult | None:
-    spec, data, layout = loaded.spec, config.search.data, RunLayout(out)
-    test = load_split(data, "test", spec.input_size, config.limit)
+    data, layout = config.search.data, RunLayout(out)
+    target = _target(runner, table_path)
+    model_format = target.model_format
+    test = load_split(data, "test", loaded.spec.input_size, config.limit)
+    # the data's class names replace a new model's placeholders, and every checkpoint and file after records them
+    loaded = replace(loaded, spec=loaded.spec.match_classes(test.classes, loaded.source))
+    spec = loaded.spec
     unpruned_top1 = evaluate(loaded.model, spec, test)
     calibration = (
         load_split(data, "train", spec.input_size, config.export_calibration_images)
@@ -365,7 +392,7 @@ def _compress(
             lambda: to_model_file(
                 loaded.model,
                 spec.input_size,
-                runner.model_format,
+                model_format,
                 config.precision,
                 calibration_inputs(calibration, spec) if calibration is not None else None,
             )
@@ -375,13 +402,15 @@ def _compress(
 
     def export_and_measure(stages: list[StageResult]):
         final = load_model(str(stages[-1].checkpoint))
-        model_file = layout.model_file(spec.arch, runner.model_format)
+        model_file = layout.model_file(spec.arch, model_format)
         hooks.on_message(
             f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test "
             "images"
         )
-        exported = export(final.model, final.spec, model_file, runner.model_format, config.precision, test, calibration)
-        hooks.on_message(f"measuring {model_file.name} and the unpruned model on {runner.target.describe()}")
+        exported = export(final.model, final.spec, model_file, model_format, config.precision, test, calibration)
+        if runner is None:
+            return exported, None, None
+        hooks.on_message(f"measuring {model_file.name} and the unpruned model on {target.describe()}")
         return (exported, *best_of_each(runner, [model_file.read_bytes(), unpruned_file]))
 
     factor, attempt = 1.0, 0
@@ -395,7 +424,12 @@ def _compress(
             last = stages[-1].search
             if attempt == 1:
                 budget = last.budget_ms  # later attempts search under tighter budgets, but this is the one to meet
-            if config.enforce_measured and measured.median_ms > budget and attempt < config.max_attempts:
+            if (
+                config.enforce_measured
+                and measured is not None
+                and measured.median_ms > budget
+                and attempt < config.max_attempts
+            ):
                 # The table predicted this model's latency, the target ran it slower: aim that much lower, search again.
                 ratio = last.best.latency_ms / measured.median_ms
                 again = factor * ratio
@@ -412,7 +446,7 @@ def _compress(
     result = CompressResult(
         layout,
         spec.arch,
-        runner.target.describe(),
+        target.describe(),
         budget,
         stages[0].search.start_ms,
         unpruned_measured,

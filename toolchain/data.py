@@ -1,13 +1,20 @@
-"""Image classification data: DATA specs -> in-memory uint8 image sets, the seeded train/val split, batches.
+"""Image classification data: DATA specs -> image sets at the model's input size, the seeded train/val split, batches.
 
 A DATA spec is one of
   * `cifar10`: the folder or archive named by $TOOLCHAIN_CIFAR10, else torchvision's CIFAR-10 download;
   * a folder in ImageFolder layout: `train/<class>/*.jpg` and `test/<class>/*.jpg` (or `val/` for the test split);
-  * a `.tar`, `.tar.gz` or `.tgz` archive of that layout, read without extracting it.
+  * a `.tar`, `.tar.gz` or `.tgz` archive of that layout (a compressed one is unpacked once into the cache, as a
+    plain .tar that files are read from by offset).
 
-Images are decoded once, resized to the model's input size, and cached as uint8 tensors under
-$TOOLCHAIN_CACHE (default ~/.cache/toolchain): small-image datasets fit in memory, and decoding 60,000 JPEGs on
-every run would cost more than an epoch of training a small CIFAR model.
+Opening a source lists its files; it decodes nothing. A split whose decoded images fit `MEMORY_BUDGET` at the model's
+input size (all of CIFAR-10 at 32 px is 180 MB) is decoded once and held in memory as a uint8 tensor, and a whole
+source that fits is cached decoded under $TOOLCHAIN_CACHE (default ~/.cache/toolchain): decoding 60,000 JPEGs on
+every run would cost more than an epoch of a small CIFAR model. A larger split (photos at 224 px) is streamed through
+a DataLoader with worker processes, so memory does not grow with the dataset. Files that are not images are left out
+and counted; images that cannot be decoded are skipped and counted; an empty class folder is an error naming it.
+
+Transforms: evaluation resizes the shorter side to the input size and crops the centre; training augments with the
+CIFAR recipe (pad by size/8, random crop, flip) up to 64 px and with a random resized crop and flip above.
 
 Splits: `train` is the source's train folder minus a fixed, seeded held-out slice called `val` (5,000 images for
 CIFAR-10, 10% in general), which the pruning search uses as its reward set; `test` is only for final reporting.
@@ -15,10 +22,13 @@ CIFAR-10, 10% in general), which the pruning search uses as its reward set; `tes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import math
 import os
 import tarfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import console
 from .errors import ToolchainError
 from .files import atomic_path
 
@@ -38,72 +49,205 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 MAX_VAL_SIZE = 5000
 SPLIT_SEED = 0
+MEMORY_BUDGET = 256 * 2**20  # bytes of decoded images a split may hold in memory before it is streamed
+SMALL_IMAGES = 64  # up to this input size, training augments the CIFAR way
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images as a uint8 tensor (N, 3, H, W) with int64 labels and the class names they index."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, index: torch.Tensor | slice) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index], self.classes)
-
-    def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (uint8 images, labels) batches; shuffled when a generator is given."""
-        order = torch.randperm(len(self), generator=generator) if generator is not None else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            idx = order[start : start + batch_size]
-            yield self.images[idx], self.labels[idx]
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("TOOLCHAIN_CACHE", Path.home() / ".cache" / "toolchain"))
 
 
-def load_split(data: str, split: Split, image_size: int, limit: int | None = None) -> ImageSet:
-    """Load one split of a DATA spec at `image_size` x `image_size`; `limit` keeps a fixed random N of them
-    (the same N every time; random, so every class is represented in about its proportion)."""
-    if split not in SPLITS:
-        raise ToolchainError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    train, test = _load_source(data, image_size)
-    if split == "test":
-        chosen = test
-    else:
-        val_index, train_index = split_indices(len(train))
-        chosen = train.subset(val_index if split == "val" else train_index)
-    if limit is None or limit >= len(chosen):
-        return chosen
-    keep = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(SPLIT_SEED + 1))[:limit]
-    return chosen.subset(keep.sort().values)
+# --- image sets ----------------------------------------------------------------------------------------------------
 
 
-def split_indices(n_train: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The held-out `val` indices and the remaining `train` indices: fixed by SPLIT_SEED, sorted for locality."""
-    val_size = min(MAX_VAL_SIZE, n_train // 10)
-    order = torch.randperm(n_train, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    return order[:val_size].sort().values, order[val_size:].sort().values
+class ImageSet:
+    """Labelled images at one square size, as (uint8 (B, 3, S, S), int64 labels) batches."""
+
+    classes: tuple[str, ...]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        raise NotImplementedError
+
+    def batches(
+        self, batch_size: int, order: torch.Tensor | None = None, augment: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in `order` (all images in sequence by default); with `augment`, training augmentation drawn
+        from that generator, so a resumed epoch sees the same crops."""
+        raise NotImplementedError
+
+    def materialize(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image and label at once (for small sets: a parity check, quantization calibration)."""
+        images, labels = zip(*self.batches(256)) if len(self) else ((), ())
+        return (
+            torch.cat(images) if images else torch.empty(0, 3, 0, 0, dtype=torch.uint8),
+            torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64),
+        )
 
 
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float32 normalised with per-channel mean/std given in [0, 1] units."""
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - m) / s
+@dataclass(frozen=True)
+class TensorImages(ImageSet):
+    """Images decoded into one uint8 tensor (N, 3, S, S)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def subset(self, index: torch.Tensor) -> TensorImages:
+        return TensorImages(self.images[index], self.labels[index], self.classes)
+
+    def materialize(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images, self.labels
+
+    def batches(self, batch_size, order=None, augment=None):
+        order = torch.arange(len(self)) if order is None else order
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            images = self.images[idx]
+            yield (augment_batch(images, augment) if augment is not None else images), self.labels[idx]
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Standard CIFAR augmentation on a uint8 batch: random crop after padding by size/8, random horizontal flip."""
+@dataclass(frozen=True)
+class StreamedImages(ImageSet):
+    """Images read and decoded batch by batch by DataLoader workers: memory stays flat however many there are."""
+
+    source: Source
+    refs: tuple[str, ...]
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    size: int
+
+    def subset(self, index: torch.Tensor) -> StreamedImages:
+        return StreamedImages(
+            self.source, tuple(self.refs[int(i)] for i in index), self.labels[index], self.classes, self.size
+        )
+
+    def batches(self, batch_size, order=None, augment=None):
+        order = torch.arange(len(self)) if order is None else order
+        # Large images are cropped at full resolution in the workers, from one seed per image drawn in order (so the
+        # crops do not depend on which worker decodes what); small ones are augmented here, batch by batch.
+        per_image = augment is not None and self.size > SMALL_IMAGES
+        seeds = (
+            torch.randint(0, 2**62, (len(order),), generator=augment) if per_image else torch.full((len(order),), -1)
+        )
+        items = [(self.refs[int(i)], int(self.labels[i]), int(s)) for i, s in zip(order, seeds)]
+        loader = torch.utils.data.DataLoader(
+            _Decoded(self.source, items, self.size),
+            batch_size=batch_size,
+            num_workers=min(2, os.cpu_count() or 1),
+            collate_fn=_collate,
+            multiprocessing_context=_workers(),
+        )
+        skipped = 0
+        for images, labels, missing in loader:
+            skipped += missing
+            if len(labels):
+                yield (augment_batch(images, augment) if augment is not None and not per_image else images), labels
+        if skipped:
+            console.info(f"{self.source.path}: {skipped} images could not be decoded and were skipped")
+
+
+@functools.cache
+def _workers():
+    """Decoding workers start from a fork server, not by forking this process: the converter's libraries run
+    threads, and a forked copy of a threaded process can deadlock. The server imports this module once, so each
+    worker starts in milliseconds."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+class _Decoded(torch.utils.data.Dataset):
+    def __init__(self, source: Source, items: list[tuple[str, int, int]], size: int):
+        self.source, self.items, self.size = source, items, size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        ref, label, seed = self.items[i]
+        image = _decode(self.source.read(ref), self.size, seed)
+        return image, label
+
+
+def _collate(batch):
+    kept = [(image, label) for image, label in batch if image is not None]
+    if not kept:
+        return torch.empty(0, 3, 0, 0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), len(batch)
+    return (
+        torch.stack([image for image, _ in kept]),
+        torch.tensor([label for _, label in kept]),
+        len(batch) - len(kept),
+    )
+
+
+def _decode(blob: bytes, size: int, seed: int) -> torch.Tensor | None:
+    """uint8 (3, size, size): evaluation's resize-and-centre-crop when `seed` is -1, else training's random crop
+    from the full-resolution image. None when the bytes are not a decodable image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a bomb is refused, not decoded
+            with Image.open(io.BytesIO(blob)) as im:
+                im = im.convert("RGB")
+    except (*_DECODE_ERRORS, Image.DecompressionBombWarning):
+        return None
+    if seed < 0 or size <= SMALL_IMAGES:
+        return torch.from_numpy(np.array(_fit(im, size))).permute(2, 0, 1).contiguous()
+    generator = torch.Generator().manual_seed(seed)
+    left, top, w, h = _random_box(im.width, im.height, generator)
+    im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
+    x = torch.from_numpy(np.array(im)).permute(2, 0, 1).contiguous()
+    return x.flip(-1) if torch.rand(1, generator=generator) < 0.5 else x
+
+
+def _fit(im: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to `size` and centre-crop to a square (a no-op for images already size x size)."""
+    if im.size == (size, size):
+        return im
+    w, h = im.size
+    scale = size / min(w, h)
+    im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    left, top = (im.width - size) // 2, (im.height - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def _random_box(width: int, height: int, generator: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """A random resized crop's box (Inception-style, as torchvision's RandomResizedCrop draws it)."""
+    area = width * height
+    for _ in range(10):
+        target = area * float(torch.empty(1).uniform_(*scale, generator=generator))
+        aspect = math.exp(float(torch.empty(1).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            return left, top, w, h
+    side = min(width, height)  # fall back to the centre square
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Training augmentation of a uint8 batch held in memory: the CIFAR recipe (pad by size/8, random crop, random
+    horizontal flip) for small images, a random resized crop and flip for larger ones."""
     b, _, h, w = images.shape
+    if h > SMALL_IMAGES:
+        out = torch.empty_like(images)
+        for i in range(b):
+            left, top, cw, ch = _random_box(w, h, generator)
+            crop = images[i : i + 1, :, top : top + ch, left : left + cw].float()
+            resized = torch.nn.functional.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
+            out[i] = resized[0].round().clamp(0, 255).to(torch.uint8)
+            if torch.rand(1, generator=generator) < 0.5:
+                out[i] = out[i].flip(-1)
+        return out
     pad = max(1, h // 8)
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
@@ -116,46 +260,228 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 normalised with per-channel mean/std given in [0, 1] units."""
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+# --- splits --------------------------------------------------------------------------------------------------------
+
+
+def load_split(data: str, split: Split, image_size: int, limit: int | None = None) -> ImageSet:
+    """One split of a DATA spec at `image_size` x `image_size`; `limit` keeps a fixed random N of them (the same N
+    every time; random, so every class is represented in about its proportion)."""
+    if split not in SPLITS:
+        raise ToolchainError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise ToolchainError(f"--limit {limit} must be at least 1")
+    source = open_source(data)
+    if source is None:  # torchvision's CIFAR-10 download, held in memory
+        train, test = _cached(("torchvision-cifar10", image_size), lambda: _torchvision_cifar10(image_size))
+    elif _fits(source.size, image_size):
+        train, test = _cached(source.key + (image_size,), lambda: source.decoded(image_size))
+    else:
+        train, test = (source.streamed(s, image_size) for s in ("train", source.test_split))
+    if split == "test":
+        chosen = test
+    else:
+        val_index, train_index = split_indices(len(train))
+        chosen = train.subset(val_index if split == "val" else train_index)
+    if limit is not None and limit < len(chosen):
+        keep = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(SPLIT_SEED + 1))[:limit]
+        chosen = chosen.subset(keep.sort().values)
+    if isinstance(chosen, StreamedImages) and _fits(len(chosen), image_size):
+        chosen = TensorImages(*chosen.materialize(), chosen.classes)  # e.g. the search's reward images: decode once
+    return chosen
+
+
+def split_indices(n_train: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out `val` indices and the remaining `train` indices: fixed by SPLIT_SEED, sorted for locality."""
+    val_size = min(MAX_VAL_SIZE, n_train // 10)
+    order = torch.randperm(n_train, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    return order[:val_size].sort().values, order[val_size:].sort().values
+
+
+def _fits(images: int, size: int) -> bool:
+    return images * 3 * size * size <= MEMORY_BUDGET
+
+
 # --- sources -------------------------------------------------------------------------------------------------------
 
 
-def _load_source(data: str, image_size: int) -> tuple[ImageSet, ImageSet]:
+@dataclass(frozen=True)
+class Source:
+    """An ImageFolder on disk: its image files by split (`ref`s: paths under the folder, or `offset:size` in a
+    plain tar), its classes (the train/ class folders, sorted), and how to read one file."""
+
+    path: Path
+    key: tuple  # identifies this version of the source, for the decoded cache
+    members: dict[str, tuple[tuple[str, str], ...]]  # split -> ((class, ref), ...), sorted by class, then file
+    classes: tuple[str, ...]
+    tar: Path | None  # the plain tar files are read from, for archives
+
+    @property
+    def test_split(self) -> str:
+        return "test" if self.members.get("test") else "val"
+
+    @property
+    def size(self) -> int:
+        return len(self.members["train"]) + len(self.members[self.test_split])
+
+    def read(self, ref: str) -> bytes:
+        if self.tar is None:
+            return (self.path / ref).read_bytes()
+        offset, size = map(int, ref.split(":"))
+        with open(self.tar, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def streamed(self, split: str, size: int) -> StreamedImages:
+        index = {c: i for i, c in enumerate(self.classes)}
+        members = self.members[split]
+        labels = torch.tensor([index[c] for c, _ in members], dtype=torch.int64)
+        return StreamedImages(self, tuple(ref for _, ref in members), labels, self.classes, size)
+
+    def decoded(self, size: int) -> tuple[TensorImages, TensorImages]:
+        """Both splits decoded into memory (by the DataLoader workers, in parallel)."""
+        out = []
+        for split in ("train", self.test_split):
+            images, labels = self.streamed(split, size).materialize()
+            out.append(TensorImages(images, labels, self.classes))
+        return out[0], out[1]
+
+
+def open_source(data: str) -> Source | None:
+    """The source a DATA spec names (None: torchvision's CIFAR-10 download)."""
     if data == "cifar10":
         configured = os.environ.get("TOOLCHAIN_CIFAR10")
         if not configured:
-            return _cached(("torchvision-cifar10", image_size), lambda: _torchvision_cifar10(image_size))
+            return None
         path = Path(configured)
         if not path.exists():
             raise ToolchainError(
-                f"TOOLCHAIN_CIFAR10 points to {path}, which does not exist: set it to a CIFAR-10 folder or .tar.gz in "
-                "ImageFolder layout"
+                f"TOOLCHAIN_CIFAR10 points to {path}, which does not exist: set it to a CIFAR-10 "
+                "folder or .tar.gz in ImageFolder layout"
             )
     else:
         path = Path(data)
         if not path.exists():
             raise ToolchainError(
-                f"data path {path} does not exist: pass `cifar10`, an ImageFolder folder with train/ and test/, or a "
-                ".tar.gz of one"
+                f"data path {path} does not exist: pass `cifar10`, an ImageFolder folder with train/ "
+                "and test/, or a .tar.gz of one"
             )
+    if not path.is_dir() and not path.name.endswith(_ARCHIVE_SUFFIXES):
+        raise ToolchainError(
+            f"{path} is neither a folder nor a .tar/.tar.gz archive: pass an ImageFolder folder or archive"
+        )
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, image_size)
+    return _indexed(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _indexed(path: Path, size: int, mtime_ns: int) -> Source:
+    """List a source's files once per process (several splits are loaded from one source in a run)."""
+    key = (str(path), size, mtime_ns)
     if path.is_dir():
-        return _cached(key, lambda: _decode_splits(_folder_members(path), path, image_size))
-    if path.name.endswith(_ARCHIVE_SUFFIXES):
-        return _cached(key, lambda: _decode_splits(_archive_members(path), path, image_size))
-    raise ToolchainError(
-        f"{path} is neither a folder nor a .tar/.tar.gz archive: pass an ImageFolder folder or archive"
-    )
+        tar, listing = None, _folder_listing(path)
+    else:
+        tar = _plain_tar(path, key)
+        listing = _tar_listing(tar, path)
+    return _index(path, key, listing, tar)
 
 
-def _cached(key: tuple, build) -> tuple[ImageSet, ImageSet]:
+def _index(path: Path, key: tuple, listing: Iterator[tuple[tuple[str, ...], str]], tar: Path | None) -> Source:
+    """Files by split and class from (path parts, ref) pairs; the split folder may sit under a top folder."""
+    members: dict[str, list[tuple[str, str]]] = {"train": [], "test": [], "val": []}
+    class_dirs: dict[str, set[str]] = {"train": set(), "test": set(), "val": set()}
+    others = 0
+    for parts, ref in listing:
+        if not ref:  # a folder: a class folder when it sits in a split folder
+            if len(parts) >= 2 and parts[-2] in members:
+                class_dirs[parts[-2]].add(parts[-1])
+            continue
+        if len(parts) < 3 or parts[-3] not in members:
+            continue
+        split, cls, name = parts[-3:]
+        class_dirs[split].add(cls)
+        if name.startswith(".") or not name.lower().endswith(_IMAGE_SUFFIXES):
+            others += 1
+            continue
+        members[split].append((cls, ref))
+    test = "test" if members["test"] else "val"
+    for needed in ("train", test):
+        if not members[needed]:
+            raise ToolchainError(
+                f"{path} has no {needed}/ images: expected ImageFolder layout train/<class>/*.jpg and "
+                "test/<class>/*.jpg (or val/)"
+            )
+    classes = tuple(sorted(class_dirs["train"]))
+    empty = sorted(c for c in classes if not any(cls == c for cls, _ in members["train"]))
+    if empty:
+        raise ToolchainError(f"{path}: class folder train/{empty[0]} has no images: add images to it or remove it")
+    unknown = sorted({cls for cls, _ in members[test]} - set(classes))
+    if unknown:
+        raise ToolchainError(
+            f"{path}: classes {unknown} appear in {test}/ but not in train/: use the same class folders in both"
+        )
+    if others:
+        console.info(f"{path}: left out {others} files that are not images ({', '.join(_IMAGE_SUFFIXES)})")
+    ordered = {s: tuple(sorted(m, key=lambda item: item[0])) for s, m in members.items()}  # stable within a class
+    return Source(path, key, ordered, classes, tar)
+
+
+def _folder_listing(root: Path) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(path parts, ref) per file under `root`, and (parts, "") per folder."""
+    for entry in sorted(root.rglob("*")):
+        relative = entry.relative_to(root)
+        yield relative.parts, str(relative) if entry.is_file() else ""
+
+
+def _plain_tar(path: Path, key: tuple) -> Path:
+    """A plain .tar to read files from by offset: the archive itself, or a compressed one unpacked once into the
+    cache (a gzip stream cannot be read at an offset)."""
+    if path.name.endswith(".tar"):
+        return path
+    plain = cache_dir() / "datasets" / f"{hashlib.sha1(repr(key).encode()).hexdigest()[:16]}.tar"
+    if not plain.exists():
+        import gzip
+        import shutil
+
+        console.info(f"unpacking {path} into {plain} (once)")
+        try:
+            with gzip.open(path, "rb") as src, atomic_path(plain) as tmp, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, EOFError) as e:
+            raise ToolchainError(f"cannot read archive {path} ({e}): check the file is a complete .tar.gz") from None
+    return plain
+
+
+def _tar_listing(tar: Path, source: Path) -> Iterator[tuple[tuple[str, ...], str]]:
+    try:
+        with tarfile.open(tar, "r:") as archive:
+            for member in archive:
+                parts = tuple(Path(member.name).parts)
+                if member.isfile():
+                    yield parts, f"{member.offset_data}:{member.size}"
+                elif member.isdir():
+                    yield parts, ""
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ToolchainError(
+            f"cannot read archive {source} ({e}): check the file is a complete .tar or .tar.gz"
+        ) from None
+
+
+def _cached(key: tuple, build) -> tuple[TensorImages, TensorImages]:
     digest = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
     path = cache_dir() / "datasets" / f"{digest}.pt"
     if path.exists():
         try:
             blob = torch.load(path, weights_only=True)
             return tuple(
-                ImageSet(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(blob["classes"])) for s in ("train", "test")
+                TensorImages(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(blob["classes"]))
+                for s in ("train", "test")
             )  # type: ignore[return-value]
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             path.unlink(missing_ok=True)
@@ -174,84 +500,7 @@ def _cached(key: tuple, build) -> tuple[ImageSet, ImageSet]:
     return train, test
 
 
-def _split_of(parts: tuple[str, ...]) -> tuple[str, str] | None:
-    """('data', 'train', 'cat', '0001.jpg') -> ('train', 'cat'); the split folder may sit under a top folder."""
-    if len(parts) < 3 or not parts[-1].lower().endswith(_IMAGE_SUFFIXES) or parts[-1].startswith("."):
-        return None
-    split, cls = parts[-3], parts[-2]
-    return (split, cls) if split in ("train", "test", "val") else None
-
-
-def _folder_members(root: Path) -> Iterator[tuple[str, str, bytes]]:
-    for file in sorted(root.rglob("*")):
-        found = _split_of(file.relative_to(root).parts)
-        if found and file.is_file():
-            yield found[0], found[1], file.read_bytes()
-
-
-def _archive_members(path: Path) -> Iterator[tuple[str, str, bytes]]:
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                found = _split_of(tuple(Path(member.name).parts))
-                if found and member.isfile():
-                    yield found[0], found[1], tar.extractfile(member).read()  # type: ignore[union-attr]
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise ToolchainError(
-            f"cannot read archive {path} ({e}): check the file is a complete .tar or .tar.gz"
-        ) from None
-
-
-def _decode_splits(
-    members: Iterator[tuple[str, str, bytes]], source: Path, image_size: int
-) -> tuple[ImageSet, ImageSet]:
-    raw: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": [], "val": []}
-    for split, cls, blob in members:
-        raw[split].append((cls, blob))
-    test_name = "test" if raw["test"] else "val"
-    for needed in ("train", test_name):
-        if not raw[needed]:
-            raise ToolchainError(
-                f"{source} has no {needed}/ images: expected ImageFolder layout train/<class>/*.jpg and "
-                "test/<class>/*.jpg (or val/)"
-            )
-    classes = tuple(sorted({cls for cls, _ in raw["train"]}))
-    unknown = sorted({cls for cls, _ in raw[test_name]} - set(classes))
-    if unknown:
-        raise ToolchainError(
-            f"{source}: classes {unknown} appear in {test_name}/ but not in train/: use the same class folders in both"
-        )
-    return _decode(raw["train"], classes, image_size, source), _decode(raw[test_name], classes, image_size, source)
-
-
-def _decode(items: list[tuple[str, bytes]], classes: tuple[str, ...], size: int, source: Path) -> ImageSet:
-    items.sort(key=lambda item: item[0])  # stable: keeps file order within a class
-    index = {c: i for i, c in enumerate(classes)}
-    images = np.empty((len(items), size, size, 3), dtype=np.uint8)
-    for i, (_, blob) in enumerate(items):
-        try:
-            with Image.open(io.BytesIO(blob)) as im:
-                images[i] = np.asarray(_fit(im.convert("RGB"), size))
-        except OSError as e:
-            raise ToolchainError(
-                f"{source}: an image of class {items[i][0]!r} cannot be decoded ({e}): remove or replace it"
-            ) from None
-    labels = torch.tensor([index[c] for c, _ in items], dtype=torch.int64)
-    return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes)
-
-
-def _fit(im: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to `size` and centre-crop to a square (a no-op for images already size x size)."""
-    if im.size == (size, size):
-        return im
-    w, h = im.size
-    scale = size / min(w, h)
-    im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-    left, top = (im.width - size) // 2, (im.height - size) // 2
-    return im.crop((left, top, left + size, top + size))
-
-
-def _torchvision_cifar10(image_size: int) -> tuple[ImageSet, ImageSet]:
+def _torchvision_cifar10(image_size: int) -> tuple[TensorImages, TensorImages]:
     import torchvision
 
     root = cache_dir() / "cifar10-download"
@@ -259,18 +508,14 @@ def _torchvision_cifar10(image_size: int) -> tuple[ImageSet, ImageSet]:
         sets = [torchvision.datasets.CIFAR10(str(root), train=t, download=True) for t in (True, False)]
     except Exception as e:
         raise ToolchainError(
-            f"CIFAR-10 is not available offline and could not be downloaded ({type(e).__name__}): "
-            "set TOOLCHAIN_CIFAR10 to a CIFAR-10 folder or .tar.gz in ImageFolder layout"
+            f"CIFAR-10 is not available offline and could not be downloaded ({type(e).__name__}): set "
+            "TOOLCHAIN_CIFAR10 to a CIFAR-10 folder or .tar.gz in ImageFolder layout"
         ) from None
     out = []
     for ds in sets:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         if image_size != 32:
-            images = (
-                torch.nn.functional.interpolate(images.float(), size=image_size, mode="bilinear")
-                .round()
-                .clamp(0, 255)
-                .to(torch.uint8)
-            )
-        out.append(ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64), CIFAR10_CLASSES))
+            images = torch.nn.functional.interpolate(images.float(), size=image_size, mode="bilinear")
+            images = images.round().clamp(0, 255).to(torch.uint8)
+        out.append(TensorImages(images, torch.tensor(ds.targets, dtype=torch.int64), CIFAR10_CLASSES))
     return out[0], out[1]

@@ -145,7 +145,7 @@ def to_model_file(
 
 def calibration_inputs(images: ImageSet, spec: ModelSpec) -> np.ndarray:
     """Normalised NHWC float32 inputs, as the exported .tflite takes them."""
-    return normalize(images.images, spec.mean, spec.std).permute(0, 2, 3, 1).numpy()
+    return normalize(images.materialize()[0], spec.mean, spec.std).permute(0, 2, 3, 1).numpy()
 
 
 def quantize_fp16(fp32: bytes) -> bytes:
@@ -250,7 +250,8 @@ def export(
         raise ToolchainError(
             f"--out {out.name} does not end in .{model_format}: name the file for its format, e.g. model.{model_format}"
         )
-    x = normalize(check.images, spec.mean, spec.std)  # (N, 3, H, W)
+    images, labels = check.materialize()
+    x = normalize(images, spec.mean, spec.std)  # (N, 3, H, W)
     with torch.no_grad():
         reference = model.eval()(x).numpy()
     blob = to_model_file(
@@ -266,7 +267,7 @@ def export(
     else:
         blob = with_metadata(blob, info)  # before the parity check, so the file checked is the file written
         logits = tflite_logits(blob, x.permute(0, 2, 3, 1).numpy())
-    parity = check_parity(logits, reference, check.labels.numpy(), precision)
+    parity = check_parity(logits, reference, labels.numpy(), precision)
     _write(out, blob)
     labels = out.with_name(info["output"]["labels"])
     write_atomic(labels, "\n".join(spec.classes) + "\n")

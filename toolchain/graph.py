@@ -110,11 +110,13 @@ def _check_family(model: nn.Module) -> None:
 
 
 class _Tracer(fx.Tracer):
-    """torch.fx's tracer, keeping every Conv2d and Linear subclass whole (timm's Linear and Conv2dSame): they are
-    the layers channel groups are made of, and tracing into them would hide them."""
+    """torch.fx's tracer, keeping every Conv2d, Linear and pooling subclass whole (timm's Linear and Conv2dSame, the
+    zoo's TensorFlow-style layers): convs and linears are what channel groups are made of, and tracing into such a
+    layer would leave the op list without it."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, (nn.Conv2d, nn.Linear)) or super().is_leaf_module(m, module_qualified_name)
+        leaf = isinstance(m, (nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.MaxPool2d))
+        return leaf or super().is_leaf_module(m, module_qualified_name)
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:

@@ -161,6 +161,19 @@ class Lowering:
         if keep_producer and source in self._producer and self.sole_reader(source):
             self._producer[node] = self._producer[source]
 
+    def read_only_by_linear(self, node: fx.Node) -> bool:
+        """Whether every op that reads `node` (looking through dropout-like pass-throughs) is a linear layer."""
+
+        def linear(user: fx.Node) -> bool:
+            module = self.module_or_none(user)
+            if module is not None and (
+                isinstance(module, PASS_THROUGH_MODULES) or type(module).__name__ in PASS_THROUGH_CLASS_NAMES
+            ):
+                return self.read_only_by_linear(user)
+            return isinstance(module, nn.Linear) or user.target is torch.nn.functional.linear
+
+        return bool(node.users) and all(linear(user) for user in node.users)
+
     @staticmethod
     def sole_reader(node: fx.Node) -> bool:
         """Whether one op reads `node`'s tensor (shape reads such as `x.ndim` in timm's BatchNormAct2d do not

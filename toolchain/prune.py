@@ -74,25 +74,41 @@ def collect_features(
 
 
 def _patches(module: nn.Module, x: torch.Tensor, points: int, generator: torch.Generator) -> torch.Tensor:
-    """Input rows as the layer's weight sees them: (N * points, C_in * k * k [+ 1 for bias])."""
+    """Input rows as the layer's weight sees them: (N * points, C_in * kh * kw [+ 1 for bias]), at `points` random
+    output positions per image, with the layer's own padding, stride and dilation."""
     if isinstance(module, nn.Linear):
         rows = x.reshape(-1, x.shape[-1])
     else:
-        k, s, p = module.kernel_size[0], module.stride[0], module.padding[0]
-        n, c, h, w = x.shape
-        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-        ys = torch.randint(0, oh, (n, points), generator=generator) * s  # top-left corners in the padded input
-        xs = torch.randint(0, ow, (n, points), generator=generator) * s
-        xp = nn.functional.pad(x, (p, p, p, p))
-        d = torch.arange(k)
-        iy = (ys[:, :, None, None] + d[None, None, :, None]).expand(n, points, k, k)
-        ix = (xs[:, :, None, None] + d[None, None, None, :]).expand(n, points, k, k)
-        batch = torch.arange(n)[:, None, None, None].expand(n, points, k, k)
-        patches = xp.permute(0, 2, 3, 1)[batch, iy, ix]  # (N, P, k, k, C)
-        rows = patches.permute(0, 1, 4, 2, 3).reshape(n * points, c * k * k)  # matches weight.view(C_out, -1)
+        (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+        xp = nn.functional.pad(x, _padding(module, x))
+        n, c, hp, wp = xp.shape
+        oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+        ys = torch.randint(0, oh, (n, points), generator=generator) * sh  # top-left corners in the padded input
+        xs = torch.randint(0, ow, (n, points), generator=generator) * sw
+        iy = (ys[:, :, None, None] + dh * torch.arange(kh)[None, None, :, None]).expand(n, points, kh, kw)
+        ix = (xs[:, :, None, None] + dw * torch.arange(kw)[None, None, None, :]).expand(n, points, kh, kw)
+        batch = torch.arange(n)[:, None, None, None].expand(n, points, kh, kw)
+        patches = xp.permute(0, 2, 3, 1)[batch, iy, ix]  # (N, P, kh, kw, C)
+        rows = patches.permute(0, 1, 4, 2, 3).reshape(n * points, c * kh * kw)  # matches weight.view(C_out, -1)
     if module.bias is not None:
         rows = torch.cat([rows, torch.ones(len(rows), 1)], 1)
     return rows
+
+
+def _padding(conv: nn.Conv2d, x: torch.Tensor) -> list[int]:
+    """F.pad's (left, right, top, bottom) as `conv` pads its input: TensorFlow's SAME for Conv2dSame layers (the
+    zoo's and timm's), PyTorch's `padding="same"` (odd pixel at the end), or its symmetric numbers."""
+    from .models.imagenet import same_padding
+
+    if type(conv).__name__ == "Conv2dSame":
+        return same_padding(x.shape[-2:], conv.kernel_size, conv.stride, conv.dilation)
+    if conv.padding == "valid":
+        return [0, 0, 0, 0]
+    if conv.padding == "same":
+        (th, tw) = (d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation))
+        return [tw // 2, tw - tw // 2, th // 2, th - th // 2]
+    ph, pw = conv.padding
+    return [pw, pw, ph, ph]
 
 
 def select_channels(model: nn.Module, graph: ModelGraph, keep: Sequence[int]) -> list[torch.Tensor]:

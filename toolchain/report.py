@@ -39,13 +39,18 @@ def render_markdown(r: CompressResult) -> str:
         f"# Compression report: {r.model} on {r.target}",
         "",
         f"Budget **{r.budget_ms:.3f} ms** ({r.budget_ms / r.unpruned_predicted_ms:.0%} of the unpruned model's "
-        "predicted "
-        f"{r.unpruned_predicted_ms:.3f} ms). Result: `{Path(exported.path).name}` ({exported.precision}), measured "
-        f"**{r.measured.median_ms:.3f} ms**, **{speedup:.2f}x** faster than the unpruned model, test top-1 "
-        f"**{_pct(exported.parity.top1_exported)}**.",
+        f"predicted {r.unpruned_predicted_ms:.3f} ms). Result: `{Path(exported.path).name}` ({exported.precision}), "
+        f"{'measured' if r.measured else 'predicted'} **{r.latency_ms:.3f} ms**, **{speedup:.2f}x** faster than the "
+        f"unpruned model, test top-1 **{_pct(exported.parity.top1_exported)}**.",
         "",
     ]
-    if not r.within_budget:
+    if r.measured is None:
+        lines += [
+            f"**The file was not measured** (`--no-measure`): every latency here is predicted from the table of "
+            f"{r.target}, which was not at hand. Time the file there with `toolchain bench` before shipping it.",
+            "",
+        ]
+    elif not r.within_budget:
         lines += [
             f'<p style="color:red"><b>The measured latency {r.measured.median_ms:.3f} ms exceeds the budget '
             f"{r.budget_ms:.3f} ms</b> (predicted {search.best.latency_ms:.3f} ms). Rerun with "
@@ -74,7 +79,7 @@ def render_markdown(r: CompressResult) -> str:
         f"| predicted latency | {r.unpruned_predicted_ms:.3f} ms | {search.best.latency_ms:.3f} ms |",
         f"| measured latency (median, p10-p90) | {_timing(r.unpruned_measured)} | {_timing(r.measured)} |",
         f"| budget | | {r.budget_ms:.3f} ms ({'met' if r.within_budget else 'EXCEEDED'}) |",
-        f"| speed-up (measured) | 1.00x | {speedup:.2f}x |",
+        f"| speed-up ({'measured' if r.measured else 'predicted'}) | 1.00x | {speedup:.2f}x |",
         f"| file size | {r.unpruned_size_bytes / 1e6:.2f} MB ({exported.precision}) | {exported.size_bytes / 1e6:.2f} "
         f"MB ({exported.precision}) |",
         "",
@@ -129,7 +134,7 @@ def render_markdown(r: CompressResult) -> str:
 
 
 def _timing(t) -> str:
-    return f"{t.median_ms:.3f} ms ({t.p10_ms:.3f}-{t.p90_ms:.3f})"
+    return f"{t.median_ms:.3f} ms ({t.p10_ms:.3f}-{t.p90_ms:.3f})" if t is not None else "not measured"
 
 
 def _pyplot():

@@ -40,12 +40,12 @@ class CompressResult:
     target: str  # Target.describe() of where it was measured
     budget_ms: float
     unpruned_predicted_ms: float
-    unpruned_measured: Timing
+    unpruned_measured: Timing | None  # None: the target was not measured (--no-measure)
     unpruned_top1: float
     unpruned_size_bytes: int
     stages: list[StageResult]
     exported: ExportResult
-    measured: Timing
+    measured: Timing | None
     attempts: int  # searches run (more than one with --enforce-measured)
     test_images: int
 
@@ -55,11 +55,19 @@ class CompressResult:
 
     @property
     def within_budget(self) -> bool:
-        return self.measured.median_ms <= self.budget_ms
+        """Measured within budget; predicted, when the target was not measured."""
+        return self.latency_ms <= self.budget_ms
+
+    @property
+    def latency_ms(self) -> float:
+        """The compressed model's latency: measured on the target, or predicted when it was not measured."""
+        return self.measured.median_ms if self.measured is not None else self.final.search.best.latency_ms
 
     @property
     def speedup(self) -> float:
-        """Measured: the unpruned model's latency over the compressed model's, timed in turn on the target."""
+        """The unpruned model's latency over the compressed model's: timed in turn on the target, or predicted."""
+        if self.measured is None or self.unpruned_measured is None:
+            return self.unpruned_predicted_ms / self.final.search.best.latency_ms
         return self.unpruned_measured.median_ms / self.measured.median_ms
 
     def summary(self) -> dict[str, Any]:
@@ -75,8 +83,8 @@ class CompressResult:
             "budget_ms": self.budget_ms,
             "unpruned_predicted_ms": self.unpruned_predicted_ms,
             "predicted_ms": best.latency_ms,
-            "measured_ms": self.measured.median_ms,
-            "unpruned_measured_ms": self.unpruned_measured.median_ms,
+            "measured_ms": self.measured.median_ms if self.measured else None,
+            "unpruned_measured_ms": self.unpruned_measured.median_ms if self.unpruned_measured else None,
             "within_budget": self.within_budget,
             "speedup": self.speedup,
             "top1_val": best.accuracy,

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from . import distributed
-from .data import ImageSet, augment, load_split, normalize
+from .data import ImageSet, load_split, normalize
 from .errors import ToolchainError, require
 from .evaluate import evaluate
 from .files import atomic_path, check_resumable
@@ -183,17 +183,12 @@ def train(
         order = torch.tensor(list(sampler))
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
         loss_sum, correct, seen = 0.0, 0, 0
-        for i in range(steps_per_epoch):
-            idx = order[i * local_batch : (i + 1) * local_batch]
-            images, labels = train_set.images[idx], train_set.labels[idx].to(device)
+        for i, (images, labels) in enumerate(train_set.batches(local_batch, order, augment=generator)):
+            labels = labels.to(device)
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup_steps, cfg.lr)
-            x = (
-                normalize(augment(images, generator), spec.mean, spec.std)
-                .to(device)
-                .contiguous(memory_format=torch.channels_last)
-            )
+            x = normalize(images, spec.mean, spec.std).to(device).contiguous(memory_format=torch.channels_last)
             logits = net(x)
             loss = loss_fn(logits, labels)
             if cfg.distill:

@@ -31,6 +31,12 @@ class OpSignature:
     padding: str = "VALID"
     act: str = "NONE"
 
+    def __post_init__(self):
+        # A 1x1 window never pads, so TensorFlow's SAME and VALID are the same op there: one key for both, so that
+        # tables of TensorFlow graphs (SAME throughout) price PyTorch's 1x1 convs (VALID).
+        if self.kernel == 1 and self.padding in ("SAME", "P0"):
+            object.__setattr__(self, "padding", "VALID")
+
     def key(self) -> str:
         """The readable, diff-friendly string that keys the JSON table, e.g. 'CONV_2D 32x32 16->16 k3 s1 SAME RELU'."""
         channels = f"{self.c_in}->{self.c_out}"

@@ -1,7 +1,7 @@
 """Model zoo, torchvision adapter and self-describing checkpoints."""
 
-from . import cifar  # noqa: F401  (registers the zoo architectures)
-from ._registry import create_model, list_models, register_model, zoo_description
+from . import cifar, imagenet  # noqa: F401  (register the zoo architectures)
+from ._registry import arch_defaults, create_model, list_models, register_model, zoo_description
 from ._stats import count_macs, count_params
 from .checkpoint import (
     LoadedModel,
@@ -17,6 +17,7 @@ from .checkpoint import (
 
 __all__ = [
     "LoadedModel",
+    "arch_defaults",
     "ModelSource",
     "ModelSpec",
     "count_macs",

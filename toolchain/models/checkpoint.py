@@ -7,7 +7,9 @@ the weights are loaded with every key and shape checked.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -16,17 +18,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
+from ..data import CIFAR10_CLASSES, CIFAR10_MEAN
 from ..errors import ToolchainError
 from ..files import atomic_path
 from ..schemas import CheckpointFile, parse
-from ._registry import TORCHVISION_PREFIX, create_model, is_zoo_model
+from ._registry import arch_defaults, create_model, is_known_arch, is_zoo_model, takes_num_classes
+from .weights import head_size, load_weights, read_weights
 
 FORMAT = "toolchain-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -72,27 +73,47 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """What a MODEL argument and its options name: a zoo name, `torchvision:NAME`, or a toolchain checkpoint, and
-    the head and input size a new network gets."""
+    """What a MODEL argument and its options name: a zoo name, `torchvision:NAME`, `timm:NAME`,
+    `package.module:factory` or a toolchain checkpoint, and for a network built here its weights file, constructor
+    arguments, head, input size and normalisation (each left None takes the architecture's or the weights')."""
 
     ref: str
     num_classes: int | None = None
     input_size: int | None = None
+    weights: Path | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     def __post_init__(self):
         if not self.ref.strip():
             raise ToolchainError(
-                "--model is empty: pass a zoo name (e.g. resnet20), torchvision:NAME, or a checkpoint file"
+                "--model is empty: pass a zoo name (e.g. resnet20), torchvision:NAME, timm:NAME, "
+                "package.module:factory or a checkpoint file"
             )
         if self.num_classes is not None and self.num_classes < 1:
             raise ToolchainError(f"--num-classes {self.num_classes} must be at least 1")
         if self.input_size is not None and not 8 <= self.input_size <= 2048:
             raise ToolchainError(f"--input-size {self.input_size} is out of range: use 8 to 2048 pixels, e.g. 224")
+        for name, values in (("--mean", self.mean), ("--std", self.std)):
+            if values is not None and (len(values) != 3 or not all(math.isfinite(v) for v in values)):
+                raise ToolchainError(
+                    f"{name} {values} must be three numbers, one per RGB channel, e.g. 0.485,0.456,0.406"
+                )
+        if self.std is not None and min(self.std) <= 0:
+            raise ToolchainError(f"--std {self.std} must be positive: it divides each channel")
+
+    @property
+    def is_checkpoint(self) -> bool:
+        ref = self.ref
+        return not is_known_arch(ref) and (
+            ref.endswith((".pt", ".pth", ".ckpt")) or os.sep in ref or Path(ref).exists()
+        )
 
     @property
     def name(self) -> str:
         """A short name for file names and messages: the checkpoint's stem, or the architecture."""
-        return Path(self.ref).stem if self.ref.endswith((".pt", ".pth", ".ckpt")) else self.ref.replace(":", "_")
+        return Path(self.ref).stem if self.is_checkpoint else re.sub(r"[^\w.-]+", "_", self.ref)
 
 
 @dataclass
@@ -103,16 +124,28 @@ class LoadedModel:
     source: str = ""
 
 
-def default_spec(arch: str, num_classes: int | None = None, input_size: int | None = None) -> ModelSpec:
-    """The spec of a fresh network: CIFAR-10 conventions for the zoo, ImageNet ones for torchvision."""
-    if is_zoo_model(arch):
-        classes = CIFAR10_CLASSES if num_classes in (None, 10) else _numbered(num_classes)
-        return ModelSpec(arch, {"num_classes": len(classes)}, input_size or 32, CIFAR10_MEAN, CIFAR10_STD, classes)
-    if arch.startswith(TORCHVISION_PREFIX):
-        classes = _numbered(num_classes or 1000)
-        return ModelSpec(arch, {"num_classes": len(classes)}, input_size or 224, IMAGENET_MEAN, IMAGENET_STD, classes)
-    create_model(arch)  # raises the unknown-model error listing what is known
-    raise AssertionError("unreachable")
+def default_spec(
+    arch: str,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    model_args: dict[str, Any] | None = None,
+    mean=None,
+    std=None,
+) -> ModelSpec:
+    """The spec of a fresh network: the architecture's conventions (`arch_defaults`) unless options say otherwise.
+    Class names are placeholders until data names them (CIFAR-10's for a 10-class zoo model)."""
+    defaults = arch_defaults(arch)
+    count = num_classes or defaults.num_classes
+    classes = CIFAR10_CLASSES if defaults.mean == CIFAR10_MEAN and count == 10 else _numbered(count)
+    kwargs = {**(model_args or {}), **({"num_classes": count} if takes_num_classes(arch) else {})}
+    return ModelSpec(
+        arch,
+        kwargs,
+        input_size or defaults.input_size,
+        tuple(mean or defaults.mean),
+        tuple(std or defaults.std),
+        classes,
+    )
 
 
 def _numbered(n: int) -> tuple[str, ...]:
@@ -179,7 +212,7 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     model = build(spec, str(path))
     if spec.policy is not None:
         model = _shrink(model, spec)
-    _load_state(model, record.state_dict, path)
+    load_weights(model, record.state_dict, f"checkpoint {path}", spec.arch, "it is corrupt or from another version")
     return LoadedModel(model.eval(), spec, dict(record.metrics), str(path))
 
 
@@ -195,50 +228,54 @@ def _shrink(model: nn.Module, spec: ModelSpec) -> nn.Module:
     return pruned_copy(model, graph, policy.keep)
 
 
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ToolchainError(
-            f"checkpoint {path} does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-            "it is corrupt or from another version"
-        )
-    for key, value in state.items():
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        if shape != tuple(expected[key].shape):
-            raise ToolchainError(
-                f"checkpoint {path}: {key} is {shape}, the architecture expects {tuple(expected[key].shape)}: the file "
-                "is corrupt or from another version"
-            )
-    # Modules that version their state (torchvision's MNASNet) read it from the state dict's metadata, which a
-    # checkpoint's plain dict does not keep: the freshly built model's is the right one.
-    with_metadata = type(expected)(state)
-    with_metadata._metadata = getattr(expected, "_metadata", None)  # type: ignore[attr-defined]
-    model.load_state_dict(with_metadata)
-
-
 def zoo_checkpoint(arch: str) -> Path:
     return CHECKPOINT_DIR / f"{arch}.pt"
 
 
 def load(source: ModelSource, pretrained: bool = True) -> LoadedModel:
-    """`load_model` for a `ModelSource`."""
-    return load_model(source.ref, source.num_classes, source.input_size, pretrained)
+    """Resolve a MODEL argument and its options: a toolchain checkpoint; a zoo name (its committed trained checkpoint
+    when there is one, `pretrained` is set and nothing else is asked for); or an architecture built here, with the
+    weights of `source.weights` when given (their head size wins over the architecture's default; a
+    `--num-classes` that disagrees with them is refused)."""
+    ref = source.ref
+    if source.is_checkpoint:
+        if source.weights or source.model_args:
+            raise ToolchainError(
+                f"{ref} is a toolchain checkpoint: it carries its weights and constructor arguments, "
+                "so drop --weights and --model-args"
+            )
+        return load_checkpoint(ref)
+    overrides = (
+        source.num_classes not in (None, 10)
+        or source.input_size not in (None, 32)
+        or source.weights
+        or source.model_args
+        or source.mean
+        or source.std
+    )
+    if pretrained and is_zoo_model(ref) and zoo_checkpoint(ref).is_file() and not overrides:
+        return load_checkpoint(zoo_checkpoint(ref))
+    spec = default_spec(ref, source.num_classes, source.input_size, source.model_args, source.mean, source.std)
+    model = build(spec)
+    if source.weights is None:
+        return LoadedModel(model.eval(), spec, {}, ref)
+    state = read_weights(Path(source.weights))
+    trained_for = head_size(model, state)
+    if trained_for is not None and takes_num_classes(ref):
+        if source.num_classes is not None and source.num_classes != trained_for:
+            raise ToolchainError(
+                f"--num-classes {source.num_classes} disagrees with {source.weights}, whose classifier "
+                f"has {trained_for} outputs: drop --num-classes, or pass the weights of a "
+                f"{source.num_classes}-class model"
+            )
+        spec = default_spec(ref, trained_for, source.input_size, source.model_args, source.mean, source.std)
+        model = build(spec)
+    load_weights(model, state, f"weights {source.weights}", ref)
+    return LoadedModel(model.eval(), spec, {"weights": str(source.weights)}, ref)
 
 
 def load_model(
     ref: str, num_classes: int | None = None, input_size: int | None = None, pretrained: bool = True
 ) -> LoadedModel:
-    """Resolve a MODEL argument: a zoo name (its committed trained checkpoint when there is one and `pretrained`,
-    unless another class count or input size is asked for), `torchvision:NAME` (always untrained: nothing is
-    downloaded), or a toolchain checkpoint file."""
-    wants_default_head = num_classes in (None, 10) and input_size in (None, 32)
-    if pretrained and is_zoo_model(ref) and zoo_checkpoint(ref).is_file() and wants_default_head:
-        return load_checkpoint(zoo_checkpoint(ref))
-    if is_zoo_model(ref) or ref.startswith(TORCHVISION_PREFIX):
-        spec = default_spec(ref, num_classes, input_size)
-        return LoadedModel(build(spec).eval(), spec, {}, ref)
-    if ref.endswith((".pt", ".pth", ".ckpt")) or os.sep in ref or Path(ref).exists():
-        return load_checkpoint(ref)
-    create_model(ref)  # raises: unknown model, listing the known ones
-    raise AssertionError("unreachable")
+    """`load` for a MODEL argument without weights or other options (tests, benchmarks)."""
+    return load(ModelSource(ref, num_classes, input_size), pretrained)

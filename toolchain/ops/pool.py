@@ -58,6 +58,10 @@ class _Pool(OpKind):
         k, s, p = (v if isinstance(v, int) else v[0] for v in (module.kernel_size, module.stride, module.padding))
         name, source = str(node.target), node.args[0]
         _, _, h, w = lw.shape(source)
+        if getattr(module, "whole_map", False):  # one window over the whole map (TensorFlow's MobileNets end so)
+            if h != w:
+                raise lw.unsupported(f"pooling a non-square {h}x{w} map in one window", name)
+            k = h
         h, w, padding = lw.padded(node, name, source, k, s, p, self.pad_kind)
         lw.emit(node, lw.op(self.name, name, h, w, lw.refs(source), lw.refs(source), k, s, padding))
 

@@ -13,8 +13,8 @@ from .common import ACT
 
 @register
 class Reshape(OpKind):
-    """Flattening a (C, H, W) map for a classifier; a (C, 1, 1) map flattens for free (the converter folds it into
-    the next op), so only larger maps are listed."""
+    """Flattening a (C, H, W) map. A (C, 1, 1) map that only a linear layer reads flattens for free (the converter
+    folds it into the FULLY_CONNECTED); anywhere else, at the model's output say, it is a RESHAPE."""
 
     name = "RESHAPE"
     lowers = (nn.Flatten, torch.flatten, "flatten")
@@ -22,7 +22,7 @@ class Reshape(OpKind):
     def lower(self, lw, node):
         source = node.args[0]
         shape = lw.shape(source)
-        if len(shape) != 4 or shape[2:] == (1, 1):
+        if len(shape) != 4 or (shape[2:] == (1, 1) and lw.read_only_by_linear(node)):
             lw.pass_through(node, source, keep_producer=False)
         else:
             lw.emit_like(node, self.name, source)
