@@ -99,13 +99,23 @@ class DeviceInfo:
     abi: str
     abis: tuple[str, ...]  # every ABI the phone runs, primary first
     android: str
+    soc: str = ""  # ro.soc.model (Android 12+), else the board platform
+    build: str = ""  # ro.build.id: a system update changes it, and with it the kernels and their speed
 
 
 def read_device_info(device: Device) -> DeviceInfo:
-    keys = ("ro.product.model", "ro.product.cpu.abi", "ro.product.cpu.abilist", "ro.build.version.release")
+    keys = (
+        "ro.product.model",
+        "ro.product.cpu.abi",
+        "ro.product.cpu.abilist",
+        "ro.build.version.release",
+        "ro.soc.model",
+        "ro.board.platform",
+        "ro.build.id",
+    )
     values = (device.shell("; ".join(f"getprop {key}" for key in keys)).split("\n") + [""] * len(keys))[: len(keys)]
-    model, abi, abilist, android = (value.strip() for value in values)
-    return DeviceInfo(model, abi, tuple(filter(None, abilist.split(","))) or (abi,), android)
+    model, abi, abilist, android, soc, platform, build = (value.strip() for value in values)
+    return DeviceInfo(model, abi, tuple(filter(None, abilist.split(","))) or (abi,), android, soc or platform, build)
 
 
 def cat_each(device: Device, paths: Sequence[str]) -> list[str | None]:

@@ -7,6 +7,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CIFAR10 = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 os.environ.setdefault("TOOLCHAIN_CIFAR10", str(DEFAULT_CIFAR10))
+# The suite checks behaviour, not figures, and must pass beside other work (CI machines are shared): the host
+# runner measures even when other processes keep the cores busy. tests/test_latency.py checks the refusal itself.
+os.environ["TOOLCHAIN_ALLOW_BUSY"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -154,6 +154,8 @@ class LoopbackDevice:
             "ro.product.cpu.abi": abi,
             "ro.product.cpu.abilist": ABI_LISTS.get(abi, abi),
             "ro.build.version.release": "14",
+            "ro.soc.model": "Loopback SoC",
+            "ro.build.id": "LOOP.1",
             "ro.product.name": "loopback",
             "ro.product.device": "loopback",
             "ro.build.fingerprint": "loopback/loopback/loopback:14/LOOP.1/1:user/release-keys",

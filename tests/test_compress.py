@@ -4,6 +4,7 @@ iterative stages; --enforce-measured when the target runs slower than its table 
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -306,3 +307,50 @@ def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_proce
         load_checkpoint(out / f"attempt-{result['attempts']}" / "finetuned.pt").metrics["top1_test"]
         == result["top1_test_finetuned"]
     )
+
+
+def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_file_still_meets_the_budget(
+    tmp_path, capsys, cifar10, table
+):
+    """Every entry doubled (a table from a slower machine or a hot phone): the check finds one factor explains it,
+    scales the run's predictions by it, and the file lands close under the budget instead of at half of it."""
+    from toolchain.cli import main
+
+    drifted = json.loads(table.read_text())
+    for entry in drifted["entries"].values():
+        for key in ("median_ms", "p10_ms", "p90_ms"):
+            entry[key] *= 2
+    (tmp_path / "drifted.json").write_text(json.dumps(drifted))
+    unpruned = LiteRTHostRunner().time_model(to_model_file(load_model("resnet20").model, 32, "tflite")).median_ms
+    budget = 0.6 * unpruned
+    out = tmp_path / "run"
+    argv = [
+        "compress",
+        "--model",
+        "resnet20",
+        "--data",
+        cifar10,
+        "--table",
+        str(tmp_path / "drifted.json"),
+        "--latency-ms",
+        f"{budget:.4f}",
+        "--strategy",
+        "uniform",
+        "--reward-images",
+        "100",
+        "--calibration-images",
+        "100",
+        "--finalists",
+        "1",
+        "--limit",
+        "100",
+        "--out",
+        str(out),
+        "--json",
+    ]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = (out / "report.md").read_text()
+    factor = float(re.search(r"scaled by ([0-9.]+)", report).group(1))
+    assert "off by one factor" in report and 0.45 <= factor <= 0.55
+    assert 0.8 * budget <= result["measured_ms"] <= 1.1 * budget, (result["measured_ms"], budget)

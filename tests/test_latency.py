@@ -16,7 +16,7 @@ from toolchain.latency.profiler import channel_grid, profile, shapes_to_profile
 from toolchain.latency.runners import LiteRTHostRunner, Target, Timing, best_of_each
 from toolchain.latency.signature import OpSignature
 from toolchain.latency.table import LatencyTable
-from toolchain.latency.tflite import read_signatures
+from toolchain.latency.tflite import read_signatures, single_op_model
 from toolchain.models import create_model
 from toolchain.policy import PruningPolicy
 
@@ -174,8 +174,28 @@ def test_corrupt_and_foreign_tables_are_refused_without_losing_entries(tmp_path)
     foreign = LatencyTable.open(other, Target("host", "litert", "2.3.0", fingerprint="zzz"))
     foreign.add(OpSignature("RELU", 4, 4, 8, 8), Timing(0.01, 0.01, 0.01, 5))
     foreign.save()
-    with pytest.raises(ToolchainError, match="was measured on host"):
+    with pytest.raises(ToolchainError, match=r"was measured on another target \(device host there, test here"):
         LatencyTable.open(other, TARGET)
+
+
+def test_a_table_from_another_cpu_of_the_same_name_is_refused_naming_what_differs(tmp_path):
+    """Under a hypervisor two CPU generations both say "AMD EPYC": the vector extensions tell them apart."""
+    from toolchain.latency.runners import host_machine, machine_fingerprint
+
+    here = host_machine()
+    there = {**here, "isa": here["isa"].replace("avx512_bf16", "").strip() or "avx2", "family_model": "25/1"}
+    targets = [
+        Target("host", "litert", "2.3.0", fingerprint=machine_fingerprint(m), machine=tuple(sorted(m.items())))
+        for m in (there, here)
+    ]
+    table = LatencyTable.open(tmp_path / "t.json", targets[0])
+    table.add(OpSignature("RELU", 4, 4, 8, 8), Timing(0.01, 0.01, 0.01, 5))
+    table.save()
+    with pytest.raises(ToolchainError) as refused:
+        LatencyTable.open(tmp_path / "t.json", targets[1])
+    message = str(refused.value)
+    assert "family_model '25/1' there" in message and "isa" in message and "\n" not in message
+    assert targets[0].fingerprint != targets[1].fingerprint
 
 
 def test_journal_replays_after_a_kill_and_drops_a_torn_line(tmp_path):
@@ -320,3 +340,36 @@ def test_host_ort_profile_and_fidelity(tmp_path, capsys):
     assert out["target"]["runtime"] == "onnxruntime" and out["measured"] == out["shapes"]
     assert out["fidelity"]["mape"] < 0.15
     assert (tmp_path / "fidelity-resnet20.png").stat().st_size > 10_000
+
+
+def test_the_host_runner_waits_for_quiet_then_refuses_and_records_the_load(monkeypatch):
+    import subprocess
+
+    from toolchain.latency.runners import HostLoad
+
+    monkeypatch.delenv("TOOLCHAIN_ALLOW_BUSY", raising=False)
+    model = single_op_model(OpSignature("CONV_2D", 8, 8, 8, 8, 3, 1, "SAME", "RELU"))
+    quiet = LiteRTHostRunner(warmup=1, runs=3, min_runs=3, budget_s=0.0)
+    quiet.busy_cores = 10.0  # nothing counts as busy: the timing records what it saw
+    (timing,) = quiet.time_models([model])
+    assert set(timing.load) == {"load_1min", "others_cores"} and timing.as_record()["load"] == timing.load
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert HostLoad.sample().others_cores > 0.7
+        busy = LiteRTHostRunner(warmup=1, runs=3, min_runs=3, budget_s=0.0)
+        busy.wait_s, waits = 0.0, []
+        with pytest.raises(ToolchainError, match="this machine is busy .* pass --allow-busy"):
+            busy.time_models([model])
+        allowed = LiteRTHostRunner(warmup=1, runs=3, min_runs=3, budget_s=0.0, allow_busy=True)
+        (measured,) = allowed.time_models([model])
+        assert measured.load["others_cores"] > 0.7  # measured anyway, and the table will say how busy it was
+        patient = LiteRTHostRunner(
+            warmup=1, runs=3, min_runs=3, budget_s=0.0, on_wait=lambda load, left: waits.append(left)
+        )
+        patient.wait_s = 1.0
+        with pytest.raises(ToolchainError):
+            patient.time_models([model])
+        assert waits  # it waited before refusing
+    finally:
+        burner.kill()

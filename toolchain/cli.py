@@ -82,8 +82,12 @@ def target_config(args: argparse.Namespace):
         tuple(args.serial or ()),
         args.benchmark_binary,
         Path(args.table) if getattr(args, "table", None) else None,
+        allow_busy=args.allow_busy,
         on_cooldown=lambda hot, limit, left: console.info(
             f"phone at {hot:.1f} C, above {limit:.1f} C: waiting, at most {left:.0f} s more"
+        ),
+        on_busy=lambda load, left: console.info(
+            f"other processes keep {load.others_cores:.1f} cores busy: waiting for quiet, at most {left:.0f} s more"
         ),
     )
 
@@ -190,6 +194,7 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     config = ProfileConfig(
         args.channel_step,
         Validation(args.samples, args.seed, Path(args.plot) if args.plot else None) if args.validate else None,
+        args.trust_table,
     )
     source, target = model_source(args), target_config(args)
     with console.progress_bar() as progress:
@@ -247,7 +252,7 @@ def cmd_import_logs(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from .profiling import predict_latency
 
-    p = predict_latency(model_source(args), target_config(args), args.policy)
+    p = predict_latency(model_source(args), target_config(args), args.policy, args.trust_table, console.info)
     if not args.json:
         print(
             f"{args.model}{' with ' + args.policy if args.policy else ''}: {p.latency_ms:.3f} ms predicted on "
@@ -305,6 +310,7 @@ def pipeline_config(args: argparse.Namespace):
         seed=args.seed,
         env=EnvConfig(protocol=args.protocol, lbound=args.lbound, rbound=args.rbound, multiple=args.channel_multiple),
         agent=DDPGConfig(warmup_episodes=args.warmup_episodes, sigma=args.sigma, sigma_decay=args.sigma_decay),
+        trust_table=args.trust_table,
         reward_images=args.reward_images,
         calibration_images=args.calibration_images,
         finalists=args.finalists,
@@ -581,6 +587,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="benchmark_model for the phone's ABI (default: $TOOLCHAIN_BENCHMARK_MODEL, "
             "else the build android_bench/benchmark_model.toml pins, downloaded once into $TOOLCHAIN_CACHE and "
             "checked; a mirror: $TOOLCHAIN_BENCHMARK_MODEL_URL; your own pins: $TOOLCHAIN_BENCHMARK_MODEL_MANIFEST)",
+        )
+        p.add_argument(
+            "--trust-table",
+            action="store_true",
+            help="skip timing a few of the latency table's entries and the unpruned model on the target before "
+            "using the table (by default a table off by more than 10%% is rescaled or measured again)",
+        )
+        p.add_argument(
+            "--allow-busy",
+            action="store_true",
+            help="time on the host even while other processes keep its cores busy (default: wait for quiet, then "
+            "refuse; $TOOLCHAIN_ALLOW_BUSY=1 does the same)",
         )
         if table:
             p.add_argument("--table", help="latency table JSON (default: latency_tables/<target>.json)")

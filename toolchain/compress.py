@@ -24,8 +24,8 @@ from .evaluate import evaluate
 from .export import PRECISIONS, calibration_inputs, check_format, export, to_model_file
 from .files import atomic_path, check_resumable, locked
 from .graph import ModelGraph, analyze
+from .latency.check import checked_predictor
 from .latency.predictor import LatencyPredictor
-from .latency.profiler import profile
 from .latency.runners import Runner, Target, best_of_each
 from .latency.table import LatencyTable
 from .latency.targets import TargetConfig, open_runner
@@ -87,6 +87,7 @@ class SearchConfig:
     reward_images: int = 1000  # val images each episode's accuracy is measured on
     calibration_images: int = 2000  # train images whose features the least-squares reconstruction uses
     finalists: int = 5  # best episodes re-scored on the whole val split before one is chosen
+    trust_table: bool = False  # skip checking the latency table against the target before the search
 
     def __post_init__(self):
         require(self.strategy in STRATEGIES, f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
@@ -153,18 +154,22 @@ def search_and_prune(
     table = LatencyTable.open(table_path, runner.target if runner is not None else None)
     if runner is None:
         hooks.on_message(f"latency table {table_path}: used as it is ({table.target.describe()} is not measured)")
+    check = None
+    if runner is None:
+        predictor = LatencyPredictor(base, table)
     else:
         hooks.on_message(f"latency table {table_path}: profiling the shapes it lacks")
         model_format = runner.model_format
-        profile(
+        predictor, check = checked_predictor(
             base,
             runner,
             table,
             lambda keep: to_model_file(pruned_copy(dense, base, keep), spec.input_size, model_format),
             config.env.multiple,
-            on_progress=hooks.on_profile,
+            not config.trust_table,
+            hooks.on_profile,
+            hooks.on_message,
         )
-    predictor = LatencyPredictor(base, table)
     start_ms = predictor.predict(graph.channels)
     budget_ms = budget.resolve(predictor.predict(base.channels))
     smallest_ms = predictor.predict(lower_bounds(graph.channels, config.env))
@@ -227,7 +232,7 @@ def search_and_prune(
             "strategy": config.strategy,
         },
     )
-    return SearchOutcome(layout, budget_ms, start_ms, accuracy(env.channels), best, policy, baselines)
+    return SearchOutcome(layout, budget_ms, start_ms, accuracy(env.channels), best, policy, baselines, check)
 
 
 def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -263,7 +268,7 @@ def _check_settings(layout: RunLayout, resume: bool, settings: dict[str, Any]) -
             saved,
             settings,
             "pass another --out to start over",
-            ("episodes", "finalists", "table", "budget_ms", "start_ms", "budget.ms", "budget.ratio"),
+            ("episodes", "finalists", "table", "trust_table", "budget_ms", "start_ms", "budget.ms", "budget.ratio"),
         )
         if abs(saved["budget_ms"] - settings["budget_ms"]) > 0.1 * saved["budget_ms"]:
             raise ToolchainError(

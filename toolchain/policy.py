@@ -33,7 +33,10 @@ def graph_fingerprint(graph: ModelGraph) -> str:
 
 
 def round_channels(ratio: float, channels: int, multiple: int = 8, floor: int = 8) -> int:
-    """Kept channel count for a keep ratio: rounded to `multiple`, never below `floor` (or the layer's width)."""
+    """Kept channel count for a keep ratio: rounded to `multiple`, never below `floor` (or the layer's width). A
+    ratio of 1 keeps the whole layer, also when its width is not a multiple (16 channels on a grid of 64)."""
+    if ratio >= 1:
+        return channels
     kept = int(round(ratio * channels / multiple)) * multiple
     return max(min(floor, channels), min(channels, kept))
 

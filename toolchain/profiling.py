@@ -13,9 +13,10 @@ from typing import Any
 from .errors import ToolchainError, require
 from .export import to_model_file
 from .graph import analyze
+from .latency.check import check_table, checked_predictor
 from .latency.fidelity import measure_fidelity, plot_fidelity
 from .latency.predictor import LatencyPredictor
-from .latency.profiler import profile
+from .latency.profiler import SINGLE_OP_BUILDERS, profile
 from .latency.runners import Target
 from .latency.table import LatencyTable, default_table_path, file_safe
 from .latency.targets import TargetConfig, open_runner
@@ -47,6 +48,7 @@ class Validation:
 class ProfileConfig:
     channel_step: int = 8  # kept-channel grid spacing of the pruned variants whose op shapes are measured
     validation: Validation | None = None
+    trust_table: bool = False  # skip checking the entries a table already has against the target
 
     def __post_init__(self):
         require(self.channel_step >= 1, f"--channel-step {self.channel_step} must be at least 1")
@@ -61,6 +63,7 @@ class ProfileReport:
     entries: int
     target: Target
     fidelity: dict[str, Any] | None = None
+    table_check: str | None = None  # what checking the table's existing entries found, when it had some
 
 
 def profile_model(
@@ -92,6 +95,17 @@ def profile_model(
         if serial and len(serials) > 1:
             path = path.with_name(f"{path.stem}-{file_safe(serial)}{path.suffix}")
         table = LatencyTable.open(path, runner.target)
+        checked, stale = None, False
+        if not config.trust_table and any(s in table for s in graph.signatures(model_format=runner.model_format)):
+            check = check_table(
+                graph,
+                runner,
+                table,
+                build(runner.model_format)(graph.channels),
+                SINGLE_OP_BUILDERS[runner.model_format],
+            )
+            checked, stale = check.describe(), check.action != "trusted"  # a profile rewrites even one-factor drift
+            on_message(checked)
         result = profile(
             graph,
             runner,
@@ -99,6 +113,7 @@ def profile_model(
             build(runner.model_format),
             channel_step,
             on_progress=progress(f"profile {serial or runner.target.device}"),
+            remeasure=stale,
         )
         fidelity = None
         if validation:
@@ -115,7 +130,7 @@ def profile_model(
             plot = validation.plot or path.with_name(f"fidelity-{source.name}.png")
             plot_fidelity(report, f"{source.ref} on {runner.target.device}", plot)
             fidelity = {**report.summary(), "plot": str(plot)}
-        return ProfileReport(path, serial, result.wanted, result.measured, len(table), runner.target, fidelity)
+        return ProfileReport(path, serial, result.wanted, result.measured, len(table), runner.target, fidelity, checked)
 
     if len(serials) <= 1:
         return [one(serials[0] if serials else None)]
@@ -137,22 +152,38 @@ class Prediction:
     calibrated: bool  # the table has whole-model measurements of this architecture (else the target's pooled line)
 
 
-def predict_latency(source: ModelSource, target: TargetConfig, policy: str | None = None) -> Prediction:
-    """The predicted latency of `source` (pruned by `policy`, if given) from a table alone. With `target.table`
-    the file names its own target, so a phone need not be attached."""
+def predict_latency(
+    source: ModelSource,
+    target: TargetConfig,
+    policy: str | None = None,
+    trust_table: bool = False,
+    on_message: Callable[[str], None] = lambda message: None,
+) -> Prediction:
+    """The predicted latency of `source` (pruned by `policy`, if given). With `target.table` the file names its own
+    target, which need not be at hand (a phone not attached); otherwise the target's table is first checked on the
+    target (and completed, rescaled or measured again as the check finds)."""
     loaded = load(source)
     graph = analyze(loaded.model, loaded.spec.input_size)
+    keep = list(load_policy(policy, graph, loaded.spec.arch).keep) if policy else None
     if target.table is not None:
         table = LatencyTable.open(target.table, None)
+        predictor = LatencyPredictor(graph, table)
     else:
-        runner_target = open_runner(target).target
-        path = default_table_path(runner_target)
+        runner = open_runner(target)
+        path = default_table_path(runner.target)
         if not path.exists():
             raise ToolchainError(
                 f"no latency table at {path}: run `toolchain profile --device {target.device} "
                 f"--model {source.ref}` first"
             )
-        table = LatencyTable.open(path, runner_target)
-    keep = list(load_policy(policy, graph, loaded.spec.arch).keep) if policy else None
-    predictor = LatencyPredictor(graph, table)
+        table = LatencyTable.open(path, runner.target)
+        size, fmt = loaded.spec.input_size, runner.model_format
+        predictor, _ = checked_predictor(
+            graph,
+            runner,
+            table,
+            lambda k: to_model_file(pruned_copy(loaded.model, graph, k), size, fmt),
+            check=not trust_table,
+            on_message=on_message,
+        )
     return Prediction(predictor.predict(keep), Path(table.path or ""), table.target, predictor.calibrated)

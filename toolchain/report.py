@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .files import atomic_path
+from .latency.check import TOLERANCE, likely_cause
 from .results import CompressResult
 from .search.run import read_log
 
@@ -50,7 +51,17 @@ def render_markdown(r: CompressResult) -> str:
             f"{r.target}, which was not at hand. Time the file there with `toolchain bench` before shipping it.",
             "",
         ]
-    elif not r.within_budget:
+    check = search.table_check
+    if check is not None:
+        lines += [f"Before the search, {check.describe()}.", ""]
+    if r.measured is not None and abs(r.measured.median_ms / search.best.latency_ms - 1) > TOLERANCE:
+        lines += [
+            f'<p style="color:red"><b>Predicted {search.best.latency_ms:.3f} ms and measured '
+            f"{r.measured.median_ms:.3f} ms disagree by more than {TOLERANCE:.0%}</b>: "
+            f"{likely_cause(search.best.latency_ms, r.measured.median_ms)}.</p>",
+            "",
+        ]
+    if r.measured is not None and not r.within_budget:
         lines += [
             f'<p style="color:red"><b>The measured latency {r.measured.median_ms:.3f} ms exceeds the budget '
             f"{r.budget_ms:.3f} ms</b> (predicted {search.best.latency_ms:.3f} ms). Rerun with "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .export import ExportResult
+from .latency.check import TableCheck
 from .latency.runners import Timing
 from .layout import RunLayout
 from .policy import PruningPolicy
@@ -23,6 +24,7 @@ class SearchOutcome:
     best: Episode  # the chosen policy's episode; its accuracy is top-1 on the whole val split
     policy: PruningPolicy  # relative to the unpruned architecture, including any earlier stage's pruning
     baselines: dict[str, Episode]  # rule-based policies under the same budget, scored like the search's episodes
+    table_check: TableCheck | None = None  # the latency table checked against the target (None: not checked)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ class TargetRecord(_Record):
     threads: Count = 1
     delegate: str = "xnnpack"
     fingerprint: str = ""
+    machine: dict[str, str] = {}
 
 
 class TimingRecord(_Record):
@@ -39,6 +40,7 @@ class TimingRecord(_Record):
     p90_ms: Milliseconds
     runs: Count
     temperatures_c: dict[str, float] | None = None
+    load: dict[str, float] | None = None
 
 
 class CalibrationRecord(_Record):

@@ -27,7 +27,7 @@ from android_bench.runner import (
 )
 
 from ..errors import ToolchainError
-from .runners import Target, Timing
+from .runners import Target, Timing, machine_fingerprint
 
 BINARY_ENV = "TOOLCHAIN_BENCHMARK_MODEL"
 MIRROR_ENV = "TOOLCHAIN_BENCHMARK_MODEL_URL"
@@ -79,6 +79,7 @@ class AndroidRunner:
         except DeviceError as e:
             raise ToolchainError(str(e)) from None
         version = hashlib.sha1(self.bench.binary.path.read_bytes()).hexdigest()[:10]
+        machine = {"model": info.model, "soc": info.soc, "abi": info.abi, "android": info.android, "build": info.build}
         self.target = Target(
             profile.name,
             "benchmark_model",
@@ -86,7 +87,8 @@ class AndroidRunner:
             "fp32",
             self.bench.threads,
             "xnnpack",
-            f"{info.model}|{info.abi}|android {info.android}",
+            machine_fingerprint(machine),
+            tuple(sorted(machine.items())),
         )
         self.serial = serial
 

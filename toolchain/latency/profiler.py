@@ -78,17 +78,19 @@ def profile(
     channel_step: int = 8,
     max_points: int = 16,
     on_progress: Callable[[int, int], None] | None = None,
+    remeasure: bool = False,
 ) -> ProfileResult:
-    """Measure every shape of `graph` the table lacks, journaling each entry as it lands.
+    """Measure every shape of `graph` the table lacks (with `remeasure`, every one it has too: the table went
+    stale), journaling each entry as it lands.
 
     `build_variant(keep)` returns the model pruned to `keep` channels per group as a model file; once per
-    architecture, the full model and a uniformly thinned one (CALIBRATION_RATIOS) are measured end to end to
-    calibrate the sum of ops.
+    architecture (again with `remeasure`), the full model and a uniformly thinned one (CALIBRATION_RATIOS) are
+    measured end to end to calibrate the sum of ops.
     """
     wanted = shapes_to_profile(graph, runner.model_format, channel_step, max_points)
-    todo = [s for s in wanted if s not in table]
+    todo = wanted if remeasure else [s for s in wanted if s not in table]
     key = graph_fingerprint(graph)
-    calibrate = build_variant is not None and key not in table.models
+    calibrate = build_variant is not None and (remeasure or key not in table.models)
     total = len(todo) + (len(CALIBRATION_RATIOS) if calibrate else 0)
     done = 0
     if on_progress:

@@ -4,11 +4,15 @@ the Android runner lives in android_bench and plugs in the same way."""
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -19,7 +23,11 @@ from ..errors import ToolchainError
 
 @dataclass(frozen=True)
 class Target:
-    """What a latency was measured on. Tables for different targets are never mixed."""
+    """What a latency was measured on. Tables for different targets are never mixed.
+
+    `machine` describes the hardware and software the timings depend on (for the host: the CPU's vector
+    extensions that XNNPACK picks kernels by, its family and model, caches and cores; for a phone: model, SoC and
+    Android build); `fingerprint` is its short hash, part of the table's file name."""
 
     device: str
     runtime: str
@@ -27,10 +35,15 @@ class Target:
     precision: str = "fp32"
     threads: int = 1
     delegate: str = "xnnpack"
-    fingerprint: str = ""  # identifies the physical machine or phone model
+    fingerprint: str = ""
+    machine: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "machine": dict(self.machine)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Target:
+        return cls(**{**d, "machine": tuple(sorted((d.get("machine") or {}).items()))})
 
     @property
     def model_format(self) -> str:
@@ -43,6 +56,91 @@ class Target:
             f"{self.threads} thread{'s' if self.threads > 1 else ''} {self.delegate}"
         )
 
+    def differences(self, other: Target) -> str:
+        """What tells `other`'s measurements apart from this target's, as one readable phrase."""
+        fields = [
+            f"{f} {getattr(other, f)} there, {getattr(self, f)} here"
+            for f in ("device", "runtime", "runtime_version", "precision", "threads", "delegate")
+            if getattr(self, f) != getattr(other, f)
+        ]
+        mine, theirs = dict(self.machine), dict(other.machine)
+        fields += [
+            f"{k} {theirs.get(k, '-')!r} there, {mine.get(k, '-')!r} here"
+            for k in sorted(set(mine) | set(theirs))
+            if mine.get(k) != theirs.get(k)
+        ]
+        if not fields and self.fingerprint != other.fingerprint:
+            fields.append(f"machine {other.fingerprint} there, {self.fingerprint} here")
+        return "; ".join(fields)
+
+
+def machine_fingerprint(machine: dict[str, str]) -> str:
+    return hashlib.sha1(json.dumps(machine, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# The x86 extensions XNNPACK chooses kernels by (fp32: AVX / AVX2+FMA / AVX-512F; int8: VNNI; bf16 and fp16;
+# AMX tiles): two CPUs that differ in any of them run different code.
+XNNPACK_ISA = (
+    "sse4_1",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "fphp",
+    "asimdhp",
+    "i8mm",
+    "sve",
+    "sve2",
+    "sme",
+)
+
+
+def host_machine() -> dict[str, str]:
+    """This computer as its latency depends on it: architecture, CPU name, family/model (the microarchitecture,
+    which a hypervisor's "AMD EPYC" does not name), the vector extensions XNNPACK dispatches on, caches, cores."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", info.get("Features", "")).split())
+    return {
+        "arch": platform.machine(),
+        "cpu": info.get("model name") or info.get("Hardware") or platform.processor() or "unknown",
+        "family_model": f"{info.get('cpu family', '-')}/{info.get('model', '-')}",
+        "isa": " ".join(f for f in XNNPACK_ISA if f in flags),
+        "caches": _caches(),
+        "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+    }
+
+
+def _caches() -> str:
+    """e.g. 'L1d 48K L1i 32K L2 1024K L3 32768K', from sysfs (cpu0)."""
+    out = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        out.append(f"L{level}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''} {size}")
+    return " ".join(out)
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -51,6 +149,7 @@ class Timing:
     p90_ms: float
     runs: int
     temperatures_c: dict[str, float] | None = None  # phones: thermal zones just before the run
+    load: dict[str, float] | None = None  # the host: what else ran (see HostLoad)
 
     def as_record(self) -> dict:
         """The JSON form: fields that are not known (no temperatures on the host) are left out."""
@@ -58,7 +157,7 @@ class Timing:
 
     @classmethod
     def from_record(cls, r: dict) -> Timing:
-        return cls(r["median_ms"], r["p10_ms"], r["p90_ms"], r["runs"], r.get("temperatures_c"))
+        return cls(r["median_ms"], r["p10_ms"], r["p90_ms"], r["runs"], r.get("temperatures_c"), r.get("load"))
 
     @property
     def spread(self) -> float:
@@ -93,18 +192,48 @@ def best_of_each(runner: Runner, models: Sequence[bytes], repeats: int = 3) -> l
     return [min(timings[i :: len(models)], key=lambda t: t.median_ms) for i in range(len(models))]
 
 
-def host_fingerprint() -> str:
-    """CPU model, core count and architecture, hashed: tables measured on another machine are refused."""
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    import os
+def host_target(runtime: str, threads: int, delegate: str, precision: str = "fp32") -> Target:
+    machine = host_machine()
+    return Target(
+        "host",
+        runtime,
+        version("ai-edge-litert" if runtime == "litert" else runtime),
+        precision,
+        threads,
+        delegate,
+        machine_fingerprint(machine),
+        tuple(sorted(machine.items())),
+    )
 
-    raw = f"{platform.machine()}|{cpu}|{os.cpu_count()}"
-    return hashlib.sha1(raw.encode()).hexdigest()[:10]
+
+@dataclass(frozen=True)
+class HostLoad:
+    """How busy the rest of the machine is: the 1-minute load average, and the cores that other processes kept
+    busy over a short window (from /proc/stat, less this process's own time)."""
+
+    load_1min: float
+    others_cores: float
+
+    @classmethod
+    def sample(cls, window_s: float = 0.25) -> HostLoad:
+        def busy_and_own() -> tuple[float, float]:
+            fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+            busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+            own = sum(os.times()[:2]) * os.sysconf("SC_CLK_TCK")  # this process's user + system ticks
+            return busy, own
+
+        try:
+            busy0, own0 = busy_and_own()
+            time.sleep(window_s)
+            busy1, own1 = busy_and_own()
+            load = float(Path("/proc/loadavg").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return cls(0.0, 0.0)  # no /proc (not Linux): nothing known, nothing refused
+        ticks = window_s * os.sysconf("SC_CLK_TCK")
+        return cls(load, max(0.0, (busy1 - busy0 - (own1 - own0)) / ticks))
+
+    def as_record(self) -> dict[str, float]:
+        return {"load_1min": round(self.load_1min, 2), "others_cores": round(self.others_cores, 2)}
 
 
 class _HostRunner:
@@ -114,7 +243,15 @@ class _HostRunner:
     least 3), then timed invokes until `runs` samples or `budget_s` seconds (whichever comes first, at least
     `min_runs`). A measurement whose p10..p90 spread exceeds `max_spread` of the median is repeated (up to
     `retries` times) and the tightest one kept: on a shared machine a background burst shows up as a wide spread.
+
+    Timings are only as true as the quiet they were taken in: before timing, the runner looks at what else runs
+    (`HostLoad`, at most every `load_every_s` seconds); while other processes keep more than `busy_cores` cores
+    busy it waits (at most `wait_s`), then refuses, unless `allow_busy`. Each timing records the load it saw.
     """
+
+    busy_cores = 0.5
+    wait_s = 60.0
+    load_every_s = 10.0
 
     def __init__(
         self,
@@ -126,13 +263,42 @@ class _HostRunner:
         budget_s: float = 0.3,
         max_spread: float = 0.25,
         retries: int = 2,
+        allow_busy: bool = False,
+        on_wait: Callable[[HostLoad, float], None] | None = None,
     ):
         self.threads, self.warmup, self.warmup_s = threads, warmup, warmup_s
         self.runs, self.min_runs, self.budget_s = runs, min_runs, budget_s
         self.max_spread, self.retries = max_spread, retries
+        self.allow_busy = allow_busy or os.environ.get("TOOLCHAIN_ALLOW_BUSY") == "1"
+        self.on_wait = on_wait
+        self._load: HostLoad | None = None
+        self._load_at = -math.inf
 
     def time_models(self, models: Sequence[bytes]) -> list[Timing]:
-        return [self.time_model(m) for m in models]
+        load = self.quiet_enough()
+        return [replace(self.time_model(m), load=load.as_record()) for m in models]
+
+    def quiet_enough(self) -> HostLoad:
+        """The machine's load, once it is quiet enough to time (waiting for that, or refusing)."""
+        if time.monotonic() - self._load_at < self.load_every_s and self._load is not None:
+            return self._load
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            load = HostLoad.sample()
+            if load.others_cores <= self.busy_cores or self.allow_busy:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ToolchainError(
+                    f"this machine is busy (other processes keep {load.others_cores:.1f} of {os.cpu_count()} cores "
+                    f"busy, load {load.load_1min:.1f}): timings now would be slow and wrong; stop them, or pass "
+                    "--allow-busy to measure anyway"
+                )
+            if self.on_wait:
+                self.on_wait(load, left)
+            time.sleep(min(5.0, left))
+        self._load, self._load_at = load, time.monotonic()
+        return load
 
     def time_model(self, model: bytes) -> Timing:
         best = self._measure(model)
@@ -177,9 +343,7 @@ class LiteRTHostRunner(_HostRunner):
 
     def __init__(self, threads: int = 1, **timing):
         super().__init__(threads, **timing)
-        self.target = Target(
-            "host", "litert", version("ai-edge-litert"), "fp32", threads, "xnnpack", host_fingerprint()
-        )
+        self.target = host_target("litert", threads, "xnnpack")
 
     def _session(self, model: bytes) -> Callable[[], object]:
         from ai_edge_litert.interpreter import Interpreter
@@ -200,7 +364,7 @@ class OnnxRuntimeHostRunner(_HostRunner):
 
     def __init__(self, threads: int = 1, **timing):
         super().__init__(threads, **timing)
-        self.target = Target("host", "onnxruntime", version("onnxruntime"), "fp32", threads, "cpu", host_fingerprint())
+        self.target = host_target("onnxruntime", threads, "cpu")
 
     def _session(self, model: bytes) -> Callable[[], object]:
         import onnxruntime as ort

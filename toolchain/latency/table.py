@@ -92,8 +92,9 @@ class LatencyTable:
         table = cls.load(path) if path.exists() or target is None else cls(target, path)
         if target is not None and table.target != target:
             raise ToolchainError(
-                f"latency table {path} was measured on {table.target.describe()}, not on this target "
-                f"({target.describe()}): pass --table with another file to keep both"
+                f"latency table {path} was measured on another target ({target.differences(table.target)}): its "
+                "timings do not hold here; profile this target into its own table (the default file name has its "
+                "fingerprint), or pass --table with another file"
             )
         table._changed = table._replay_journal() > 0  # a killed run's measurements: saved with the next save
         return table
@@ -129,7 +130,7 @@ class LatencyTable:
             )
         fix = "fix or delete that entry and rerun `toolchain profile` to re-measure it"
         record = parse(TableFile, blob, source, fix)
-        table = cls(Target(**record.target.model_dump()), path)
+        table = cls(Target.from_dict(record.target.model_dump()), path)
         for key, timing in record.entries.items():
             table.entries[_signature(key, source, fix)] = Timing.from_record(timing.model_dump())
         for key, m in record.models.items():

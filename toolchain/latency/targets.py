@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ToolchainError, require
-from .runners import LiteRTHostRunner, OnnxRuntimeHostRunner, Runner, Target, Timing
+from .runners import HostLoad, LiteRTHostRunner, OnnxRuntimeHostRunner, Runner, Target, Timing
 from .table import default_table_path
 
 HOST_DEVICES = ("host", "host-ort")
@@ -21,7 +21,9 @@ class TargetConfig:
     serials: tuple[str, ...] = ()  # phones; several only for profiling in parallel
     benchmark_binary: str | None = None
     table: Path | None = None  # default: latency_tables/<target>.json
+    allow_busy: bool = False  # the host: time even while other processes keep its cores busy
     on_cooldown: Callable[[float, float, float], None] | None = field(default=None, compare=False)
+    on_busy: Callable[[HostLoad, float], None] | None = field(default=None, compare=False)
 
     def __post_init__(self):
         require(self.threads is None or self.threads >= 1, f"--threads {self.threads} must be at least 1")
@@ -41,6 +43,7 @@ class TargetConfig:
 def open_runner(target: TargetConfig, runs: int | None = None) -> Runner:
     """The runner for a target. `runs` fixes the number of timed runs per model (default: each runner's choice)."""
     host_timing = {"runs": runs, "min_runs": runs, "budget_s": 0.0} if runs else {}
+    host_timing |= {"allow_busy": target.allow_busy, "on_wait": target.on_busy}
     if target.device == "host":
         return LiteRTHostRunner(threads=target.threads or 1, **host_timing)
     if target.device == "host-ort":

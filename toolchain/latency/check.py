@@ -1,0 +1,129 @@
+"""Checking a latency table against its target before trusting it.
+
+A table can go stale on its own target (a phone's thermal state, an Android or runtime update) or be copied from
+another machine whose fingerprint collides. Whenever the target is at hand, a few of the table's own entries are
+timed again next to the unpruned model end to end, and compared with the table:
+
+  * all within ±10%: the table is trusted;
+  * off together (every ratio within ±10% of one factor): one factor explains it, and the predictions of this run
+    are scaled by it (the run says so; the table file is left as measured);
+  * off unevenly: the table no longer describes this target, and what the run needs is measured again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..graph import ModelGraph
+from .predictor import LatencyPredictor
+from .profiler import SINGLE_OP_BUILDERS, profile
+from .runners import Runner, best_of
+from .table import LatencyTable
+
+TOLERANCE = 0.10
+RESOLUTION_MS = 0.002  # phones report whole microseconds: a difference this small is not drift
+SAMPLE = 8  # entries timed again: a few seconds on a phone, well under a second each on the host
+
+Action = Literal["trusted", "rescaled", "remeasured"]
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    entries: int  # of the table's entries timed again
+    entry_ratios: tuple[float, ...]  # measured now / table, per entry
+    model_ratio: float  # the unpruned model measured end to end / predicted
+    action: Action
+    factor: float  # applied to this run's predictions (1.0 unless rescaled)
+    seconds: float
+
+    def describe(self) -> str:
+        ratios = [*self.entry_ratios, self.model_ratio]
+        seen = (
+            f"{self.entries} table entries and the unpruned model timed again: {min(ratios):.2f}x to "
+            f"{max(ratios):.2f}x the table ({self.seconds:.1f} s)"
+        )
+        return {
+            "trusted": f"latency table checked: {seen}, within ±{TOLERANCE:.0%}",
+            "rescaled": f"latency table off by one factor: {seen}; this run's predictions are scaled by "
+            f"{self.factor:.3f} (profile again to rewrite the table)",
+            "remeasured": f"latency table off unevenly: {seen}; measuring this model's shapes again",
+        }[self.action]
+
+
+def check_table(
+    graph: ModelGraph, runner: Runner, table: LatencyTable, unpruned_model: bytes, build_single_op, sample: int = SAMPLE
+) -> TableCheck:
+    """Time `sample` of the table's entries for `graph` (spread over their latencies) and `unpruned_model`, and
+    decide what the table is still good for (see the module docstring)."""
+    started = time.perf_counter()
+    predictor = LatencyPredictor(graph, table)
+    # entries long enough to time well (phones report whole microseconds), spread over their latencies
+    entries = sorted(
+        {
+            s
+            for s in graph.signatures(model_format=runner.model_format)
+            if s in table and table.entries[s].median_ms >= 10 * RESOLUTION_MS
+        },
+        key=lambda s: table.entries[s].median_ms,
+    )
+    picks = [entries[round(i * (len(entries) - 1) / max(1, sample - 1))] for i in range(min(sample, len(entries)))]
+    picks = list(dict.fromkeys(picks))
+    timings = runner.time_models([build_single_op(s) for s in picks]) if picks else []
+    pairs = [(t.median_ms, table.entries[s].median_ms) for s, t in zip(picks, timings)]
+    pairs.append((best_of(runner, unpruned_model).median_ms, predictor.predict()))
+    measured, expected = np.array(pairs).T
+    ratios = measured / expected
+    if np.all(np.abs(measured - expected) <= np.maximum(TOLERANCE * expected, RESOLUTION_MS)):
+        action, factor = "trusted", 1.0
+    elif np.all(np.abs(ratios / np.median(ratios) - 1) <= TOLERANCE):
+        action, factor = "rescaled", float(ratios[-1])
+    else:
+        action, factor = "remeasured", 1.0
+    return TableCheck(
+        len(picks),
+        tuple(float(r) for r in ratios[:-1]),
+        float(ratios[-1]),
+        action,
+        factor,
+        time.perf_counter() - started,
+    )
+
+
+def likely_cause(predicted_ms: float, measured_ms: float) -> str:
+    """Why a final measurement and its prediction disagree by more than the tolerance, in a sentence."""
+    ratio = measured_ms / predicted_ms
+    if ratio > 1:
+        return (
+            f"the target ran {ratio:.2f}x slower than predicted: it may have been busy or hot while the file was "
+            "timed, or the table is stale; check with `toolchain profile --validate`"
+        )
+    return (
+        f"the target ran {1 / ratio:.2f}x faster than predicted: the table may come from a slower state of the "
+        "target (a hot phone, a busy host); profile it again"
+    )
+
+
+def checked_predictor(
+    graph: ModelGraph,
+    runner: Runner,
+    table: LatencyTable,
+    build_variant,
+    channel_step: int = 8,
+    check: bool = True,
+    on_progress=None,
+    on_message=lambda message: None,
+) -> tuple[LatencyPredictor, TableCheck | None]:
+    """Profile what `table` lacks for `graph`, check the table against the target (unless `check` is False), act
+    on what the check found, and return the predictor to use with the check's result."""
+    profile(graph, runner, table, build_variant, channel_step, on_progress=on_progress)
+    if not check:
+        return LatencyPredictor(graph, table), None
+    result = check_table(graph, runner, table, build_variant(graph.channels), SINGLE_OP_BUILDERS[runner.model_format])
+    on_message(result.describe())
+    if result.action == "remeasured":
+        profile(graph, runner, table, build_variant, channel_step, on_progress=on_progress, remeasure=True)
+    return LatencyPredictor(graph, table, result.factor), result
