@@ -95,8 +95,11 @@ def profile_model(
         if serial and len(serials) > 1:
             path = path.with_name(f"{path.stem}-{file_safe(serial)}{path.suffix}")
         table = LatencyTable.open(path, runner.target)
-        checked, stale = None, False
-        if not config.trust_table and any(s in table for s in graph.signatures(model_format=runner.model_format)):
+        had_entries = any(s in table for s in graph.signatures(model_format=runner.model_format))
+        progress_of = progress(f"profile {serial or runner.target.device}")
+        result = profile(graph, runner, table, build(runner.model_format), channel_step, on_progress=progress_of)
+        checked = None
+        if had_entries and not config.trust_table:  # entries measured before: do they still hold here?
             check = check_table(
                 graph,
                 runner,
@@ -104,17 +107,18 @@ def profile_model(
                 build(runner.model_format)(graph.channels),
                 SINGLE_OP_BUILDERS[runner.model_format],
             )
-            checked, stale = check.describe(), check.action != "trusted"  # a profile rewrites even one-factor drift
+            checked = check.describe()
             on_message(checked)
-        result = profile(
-            graph,
-            runner,
-            table,
-            build(runner.model_format),
-            channel_step,
-            on_progress=progress(f"profile {serial or runner.target.device}"),
-            remeasure=stale,
-        )
+            if check.action != "trusted":  # a profile rewrites the table, even when one factor explains the drift
+                result = profile(
+                    graph,
+                    runner,
+                    table,
+                    build(runner.model_format),
+                    channel_step,
+                    on_progress=progress_of,
+                    remeasure=True,
+                )
         fidelity = None
         if validation:
             predictor = LatencyPredictor(graph, LatencyTable.open(path, runner.target))
