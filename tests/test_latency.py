@@ -373,3 +373,26 @@ def test_the_host_runner_waits_for_quiet_then_refuses_and_records_the_load(monke
         assert waits  # it waited before refusing
     finally:
         burner.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_tables_per_precision_predict_whole_models_at_that_precision(tmp_path, precision):
+    from toolchain.export import latency_file
+    from toolchain.latency.fidelity import measure_fidelity
+    from toolchain.surgery import pruned_copy
+
+    model = create_model("resnet20")
+    graph = analyze(model, 32)
+    runner = LiteRTHostRunner(precision=precision)
+    assert runner.target.precision == precision
+    table = LatencyTable.open(tmp_path / f"{precision}.json", runner.target)
+
+    def build(keep):
+        return latency_file(pruned_copy(model, graph, keep), 32, "tflite", precision)
+
+    profile(graph, runner, table, build, channel_step=32)
+    some = next(iter(table.entries))
+    assert read_signatures(single_op_model(some, precision=precision)) == [some]
+    report = measure_fidelity(graph, LatencyPredictor(graph, table), runner, build, samples=4)
+    assert report.mape < 0.15, report.variants

@@ -21,7 +21,7 @@ from . import distributed
 from .data import ImageSet, load_split, normalize
 from .errors import ToolchainError, require
 from .evaluate import evaluate
-from .export import PRECISIONS, calibration_inputs, check_format, export, to_model_file
+from .export import PRECISIONS, calibration_inputs, check_format, export, latency_file, to_model_file
 from .files import atomic_path, check_resumable, locked
 from .graph import ModelGraph, analyze
 from .latency.check import checked_predictor
@@ -159,12 +159,14 @@ def search_and_prune(
         predictor = LatencyPredictor(base, table)
     else:
         hooks.on_message(f"latency table {table_path}: profiling the shapes it lacks")
-        model_format = runner.model_format
+        target = runner.target
         predictor, check = checked_predictor(
             base,
             runner,
             table,
-            lambda keep: to_model_file(pruned_copy(dense, base, keep), spec.input_size, model_format),
+            lambda keep: latency_file(
+                pruned_copy(dense, base, keep), spec.input_size, target.model_format, target.precision
+            ),
             config.env.multiple,
             not config.trust_table,
             hooks.on_profile,
@@ -356,7 +358,13 @@ def compress(
     The run folder is rank 0's alone while this runs: a second process on the same --out (say a --resume started
     while the first still runs) is refused instead of writing the same files. Without a `runner`, the table's
     target is neither profiled nor measured: the result says so."""
-    check_format(_target(runner, table_path).model_format, config.precision)
+    target = _target(runner, table_path)
+    check_format(target.model_format, config.precision)
+    if target.precision != config.precision:
+        raise ToolchainError(
+            f"the latency table is for {target.precision} models but the file is exported "
+            f"{config.precision}: time the target at {config.precision} (--precision picks both)"
+        )
     if not distributed.is_main():
         return _compress(loaded, runner, table_path, config, out, resume, hooks)
     out.mkdir(parents=True, exist_ok=True)

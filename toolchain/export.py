@@ -143,6 +143,15 @@ def to_model_file(
     return blob
 
 
+def latency_file(model: nn.Module, input_size: int, model_format: str, precision: str = "fp32") -> bytes:
+    """The model as a target runs it, for timing only: its format and precision. An int8 model's ranges come from
+    random inputs here: they change what it computes, not how fast."""
+    calibration = None
+    if precision == "int8":
+        calibration = np.random.default_rng(0).standard_normal((8, input_size, input_size, 3)).astype(np.float32)
+    return to_model_file(model, input_size, model_format, precision, calibration)
+
+
 def calibration_inputs(images: ImageSet, spec: ModelSpec) -> np.ndarray:
     """Normalised NHWC float32 inputs, as the exported .tflite takes them."""
     return normalize(images.materialize()[0], spec.mean, spec.std).permute(0, 2, 3, 1).numpy()

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ToolchainError, require
-from .export import to_model_file
+from .export import latency_file
 from .graph import analyze
 from .latency.check import check_table, checked_predictor
 from .latency.fidelity import measure_fidelity, plot_fidelity
 from .latency.predictor import LatencyPredictor
-from .latency.profiler import SINGLE_OP_BUILDERS, profile
+from .latency.profiler import profile
 from .latency.runners import Target
 from .latency.table import LatencyTable, default_table_path, file_safe
 from .latency.targets import TargetConfig, open_runner
@@ -87,7 +87,9 @@ def profile_model(
     )
 
     def build(model_format: str):
-        return lambda keep: to_model_file(pruned_copy(loaded.model, graph, keep), loaded.spec.input_size, model_format)
+        return lambda keep: latency_file(
+            pruned_copy(loaded.model, graph, keep), loaded.spec.input_size, model_format, target.precision
+        )
 
     def one(serial: str | None) -> ProfileReport:
         runner = open_runner(replace(target, serials=(serial,)) if serial else target)
@@ -100,13 +102,7 @@ def profile_model(
         result = profile(graph, runner, table, build(runner.model_format), channel_step, on_progress=progress_of)
         checked = None
         if had_entries and not config.trust_table:  # entries measured before: do they still hold here?
-            check = check_table(
-                graph,
-                runner,
-                table,
-                build(runner.model_format)(graph.channels),
-                SINGLE_OP_BUILDERS[runner.model_format],
-            )
+            check = check_table(graph, runner, table, build(runner.model_format)(graph.channels))
             checked = check.describe()
             on_message(checked)
             if check.action != "trusted":  # a profile rewrites the table, even when one factor explains the drift
@@ -186,7 +182,7 @@ def predict_latency(
             graph,
             runner,
             table,
-            lambda k: to_model_file(pruned_copy(loaded.model, graph, k), size, fmt),
+            lambda k: latency_file(pruned_copy(loaded.model, graph, k), size, fmt, target.precision),
             check=not trust_table,
             on_message=on_message,
         )

@@ -69,13 +69,6 @@ def render_markdown(r: CompressResult) -> str:
             "which tightens the budget by the measured/predicted ratio and searches again.</p>",
             "",
         ]
-    if exported.precision != "fp32":
-        lines += [
-            f"The latency table, and with it every prediction and the budget, is fp32; the file is "
-            f"{exported.precision}, which the target may run faster than predicted. Both measured models are "
-            f"{exported.precision}.",
-            "",
-        ]
     if r.attempts > 1:
         lines += [
             f"Searched {r.attempts} times (`--enforce-measured`): the first result measured over the budget, so "

@@ -66,6 +66,7 @@ class AndroidRunner:
         benchmark_binary: str | None = None,
         on_cooldown: Callable[[float, float, float], None] | None = None,
         key_path: Path | None = None,
+        precision: str = "fp32",
         **timing,
     ):
         try:
@@ -84,7 +85,7 @@ class AndroidRunner:
             profile.name,
             "benchmark_model",
             f"sha1:{version}",
-            "fp32",
+            precision,
             self.bench.threads,
             "xnnpack",
             machine_fingerprint(machine),

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..graph import ModelGraph
 from .predictor import LatencyPredictor
-from .profiler import SINGLE_OP_BUILDERS, profile
+from .profiler import profile, single_op_file
 from .runners import Runner, best_of
 from .table import LatencyTable
 
@@ -55,7 +55,7 @@ class TableCheck:
 
 
 def check_table(
-    graph: ModelGraph, runner: Runner, table: LatencyTable, unpruned_model: bytes, build_single_op, sample: int = SAMPLE
+    graph: ModelGraph, runner: Runner, table: LatencyTable, unpruned_model: bytes, sample: int = SAMPLE
 ) -> TableCheck:
     """Time `sample` of the table's entries for `graph` (spread over their latencies) and `unpruned_model`, and
     decide what the table is still good for (see the module docstring)."""
@@ -72,7 +72,7 @@ def check_table(
     )
     picks = [entries[round(i * (len(entries) - 1) / max(1, sample - 1))] for i in range(min(sample, len(entries)))]
     picks = list(dict.fromkeys(picks))
-    timings = runner.time_models([build_single_op(s) for s in picks]) if picks else []
+    timings = runner.time_models([single_op_file(s, runner.target) for s in picks]) if picks else []
     pairs = [(t.median_ms, table.entries[s].median_ms) for s, t in zip(picks, timings)]
     pairs.append((best_of(runner, unpruned_model).median_ms, predictor.predict()))
     measured, expected = np.array(pairs).T
@@ -122,7 +122,7 @@ def checked_predictor(
     profile(graph, runner, table, build_variant, channel_step, on_progress=on_progress)
     if not check:
         return LatencyPredictor(graph, table), None
-    result = check_table(graph, runner, table, build_variant(graph.channels), SINGLE_OP_BUILDERS[runner.model_format])
+    result = check_table(graph, runner, table, build_variant(graph.channels))
     on_message(result.describe())
     if result.action == "remeasured":
         profile(graph, runner, table, build_variant, channel_step, on_progress=on_progress, remeasure=True)

@@ -16,14 +16,20 @@ from ..graph import ModelGraph
 from ..lowering import GraphOp
 from ..policy import graph_fingerprint, round_channels
 from .onnx_ops import single_op_onnx
-from .runners import Runner, best_of
+from .runners import Runner, Target, best_of
 from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration
 from .tflite import single_op_model
 
 BATCH = 8  # models handed to the runner at once (phones push a batch, then time it)
 CALIBRATION_RATIOS = (1.0, 0.25)  # whole-model variants measured per architecture: both ends of the search range
-SINGLE_OP_BUILDERS = {"tflite": single_op_model, "onnx": single_op_onnx}  # by Runner.model_format
+
+
+def single_op_file(sig: OpSignature, target: Target) -> bytes:
+    """`sig` alone, as `target` runs it: its model format and precision."""
+    if target.model_format == "onnx":
+        return single_op_onnx(sig)
+    return single_op_model(sig, precision=target.precision)
 
 
 def channel_grid(channels: int, step: int = 8, max_points: int = 16) -> list[int]:
@@ -98,8 +104,7 @@ def profile(
     try:
         for start in range(0, len(todo), BATCH):
             batch = todo[start : start + BATCH]
-            build = SINGLE_OP_BUILDERS[runner.model_format]
-            for sig, timing in zip(batch, runner.time_models([build(s) for s in batch])):
+            for sig, timing in zip(batch, runner.time_models([single_op_file(s, runner.target) for s in batch])):
                 table.add(sig, timing)
             done += len(batch)
             if on_progress:

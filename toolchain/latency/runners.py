@@ -341,9 +341,9 @@ class LiteRTHostRunner(_HostRunner):
 
     model_format = "tflite"
 
-    def __init__(self, threads: int = 1, **timing):
+    def __init__(self, threads: int = 1, precision: str = "fp32", **timing):
         super().__init__(threads, **timing)
-        self.target = host_target("litert", threads, "xnnpack")
+        self.target = host_target("litert", threads, "xnnpack", precision)
 
     def _session(self, model: bytes) -> Callable[[], object]:
         from ai_edge_litert.interpreter import Interpreter

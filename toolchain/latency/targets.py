@@ -21,12 +21,17 @@ class TargetConfig:
     serials: tuple[str, ...] = ()  # phones; several only for profiling in parallel
     benchmark_binary: str | None = None
     table: Path | None = None  # default: latency_tables/<target>.json
+    precision: str = "fp32"  # of the models timed (a table per precision: int8 kernels run 3-4x faster)
     allow_busy: bool = False  # the host: time even while other processes keep its cores busy
     on_cooldown: Callable[[float, float, float], None] | None = field(default=None, compare=False)
     on_busy: Callable[[HostLoad, float], None] | None = field(default=None, compare=False)
 
     def __post_init__(self):
         require(self.threads is None or self.threads >= 1, f"--threads {self.threads} must be at least 1")
+        require(
+            self.precision in ("fp32", "fp16", "int8"), f"unknown precision {self.precision!r}: use fp32, fp16 or int8"
+        )
+        require(self.device != "host-ort" or self.precision == "fp32", "ONNX Runtime tables are fp32 only")
         require(
             not (self.device in HOST_DEVICES and self.serials),
             f"--serial picks phones: drop it for --device {self.device}, or use a phone profile such as --device pixel",
@@ -45,7 +50,7 @@ def open_runner(target: TargetConfig, runs: int | None = None) -> Runner:
     host_timing = {"runs": runs, "min_runs": runs, "budget_s": 0.0} if runs else {}
     host_timing |= {"allow_busy": target.allow_busy, "on_wait": target.on_busy}
     if target.device == "host":
-        return LiteRTHostRunner(threads=target.threads or 1, **host_timing)
+        return LiteRTHostRunner(threads=target.threads or 1, precision=target.precision, **host_timing)
     if target.device == "host-ort":
         return OnnxRuntimeHostRunner(threads=target.threads or 1, **host_timing)
     from android_bench.adb import DeviceError
@@ -65,7 +70,15 @@ def open_runner(target: TargetConfig, runs: int | None = None) -> Runner:
             ) from None
     timing = {"num_runs": runs} if runs else {}
     cooldown = {"on_cooldown": target.on_cooldown} if target.on_cooldown else {}
-    return AndroidRunner(target.device, target.serials, target.threads, target.benchmark_binary, **cooldown, **timing)
+    return AndroidRunner(
+        target.device,
+        target.serials,
+        target.threads,
+        target.benchmark_binary,
+        **cooldown,
+        precision=target.precision,
+        **timing,
+    )
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,8 @@ class _Activation(OpKind):
     """An activation: fused into the op before it when TFLite can (RELU, RELU6 after a conv, FC, ADD or MUL that
     nothing else reads), otherwise an op of its own."""
 
+    unit_interval = False  # its output lies in [0, 1] (int8 kernels need a fixed scale for that)
+
     def lower(self, lw, node):
         source = node.args[0]
         if not lw.fuse_activation(node, source, self.name):
@@ -151,7 +153,7 @@ class _Activation(OpKind):
 
     def tflite(self, b, sig, rng):
         x = b.input([1, sig.h, sig.w, sig.c_in])
-        y = b.activation([1, sig.h, sig.w, sig.c_in])
+        y = b.activation([1, sig.h, sig.w, sig.c_in], self.unit_interval)
         b.op(self.builtin, [x], [y], 0, None)
         return y
 
@@ -186,7 +188,7 @@ class HardSwish(_Activation):
 class Logistic(_Activation):
     """The sigmoid; SiLU (x * sigmoid(x), EfficientNet's activation) lowers to LOGISTIC then MUL."""
 
-    name = "LOGISTIC"
+    name, unit_interval = "LOGISTIC", True
     lowers = (nn.Sigmoid, torch.sigmoid, torch.nn.functional.sigmoid, "sigmoid", nn.SiLU, torch.nn.functional.silu)
 
     def lower(self, lw, node):
@@ -208,7 +210,7 @@ class Softmax(OpKind):
 
     def tflite(self, b, sig, rng):
         x = b.input([1, sig.h, sig.w, sig.c_in])
-        y = b.activation([1, sig.h, sig.w, sig.c_in])
+        y = b.activation([1, sig.h, sig.w, sig.c_in], unit_interval=True)
         opts = schema.SoftmaxOptionsT()
         opts.beta = 1.0
         b.op(self.builtin, [x], [y], schema.BuiltinOptions.SoftmaxOptions, opts)
