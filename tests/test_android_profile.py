@@ -149,9 +149,9 @@ def test_make_profile_out_of_the_box_fetches_the_pinned_binary_for_the_phone(tmp
         assert "benchmark_model 9.9.9 (litert, verified)" in capsys.readouterr().out
         runs = [s for s in phone.services if "--graph=" in s]
         assert runs and not any("--use_xnnpack" in s for s in runs)  # LiteRT's tool has no such flag
-        # offline now: the checked copy in the cache is enough
+        # offline now (the server is stopped): the checked copy in the cache is enough to check the table on the phone
         assert main([*argv, "--serial", phone.serial]) == 0, capsys.readouterr().err
-        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["measured"] == 0
+        assert len([s for s in phone.services if "--graph=" in s]) > len(runs)
 
 
 def toolchain_env(tmp_path, key, binary, **extra) -> dict:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,6 +12,7 @@ from torch import nn
 from toolchain.errors import ToolchainError
 from toolchain.export import to_tflite
 from toolchain.graph import analyze
+from toolchain.latency.check import verdict
 from toolchain.latency.predictor import LatencyPredictor
 from toolchain.latency.profiler import channel_grid, profile, shapes_to_profile
 from toolchain.latency.runners import LiteRTHostRunner, Target, Timing, best_of_each
@@ -396,3 +398,20 @@ def test_tables_per_precision_predict_whole_models_at_that_precision(tmp_path, p
     assert read_signatures(single_op_model(some, precision=precision)) == [some]
     report = measure_fidelity(graph, LatencyPredictor(graph, table), runner, build, samples=4)
     assert report.mape < 0.15, report.variants
+
+
+@pytest.mark.parametrize(
+    "entry_ratios, model_ratio, action, factor",
+    [
+        ([1.02, 0.97, 1.05, 0.99], 1.01, "trusted", 1.0),
+        ([1.02, 0.87, 1.05, 0.99], 1.01, "trusted", 1.0),  # one stray entry is where its buffers fell, not drift
+        ([2.02, 1.97, 2.05, 1.99], 2.01, "rescaled", 2.01),  # a hot phone, a slower CPU: one factor
+        ([2.02, 1.70, 2.05, 1.99], 2.01, "rescaled", 2.01),
+        ([1.02, 0.60, 0.55, 0.99], 1.01, "remeasured", 1.0),  # some kernels changed: two entries off
+        ([1.02, 0.97, 1.05, 0.99], 1.30, "remeasured", 1.0),  # the ops agree, the whole model does not
+    ],
+)
+def test_table_check_verdict(entry_ratios, model_ratio, action, factor):
+    expected = np.array([0.05, 0.1, 0.2, 0.4, 1.0])
+    measured = expected * np.array([*entry_ratios, model_ratio])
+    assert verdict(measured, expected) == (action, pytest.approx(factor))
