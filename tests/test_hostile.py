@@ -5,6 +5,7 @@ and the input files untouched."""
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from conftest import make_image_folder
 from test_latency import SyntheticRunnerFor
 
 from toolchain.cli import main
+from toolchain.files import write_atomic
 from toolchain.graph import analyze
 from toolchain.latency.profiler import profile
 from toolchain.latency.runners import Target
@@ -410,3 +412,19 @@ def test_a_damaged_journal_loses_only_its_damaged_lines(journal, files, tmp_path
     loaded = LatencyTable.open(table, TARGET)
     assert len(loaded) == len(LatencyTable.load(files["table"])) + 1  # the good line is kept, the damaged ones dropped
     assert main(["predict", "--model", "resnet20", "--table", str(table), "--json"]) == 0
+
+
+def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
+    """A table or report written through a temporary file is readable by others like any file the user writes,
+    and a rewrite keeps the mode the file had."""
+    fresh, kept = tmp_path / "fresh.json", tmp_path / "kept.json"
+    previous = os.umask(0o022)
+    try:
+        write_atomic(fresh, "{}")
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        write_atomic(kept, "{}\n")
+    finally:
+        os.umask(previous)
+    assert fresh.stat().st_mode & 0o777 == 0o644
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "{}\n"
