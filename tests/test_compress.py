@@ -83,6 +83,8 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
         "1",
         "--distill",
         "0.5",
+        "--reward",
+        "select",  # L1 selection alone leaves the pruned model far below what fine-tuning restores
         "--limit",
         "300",
         "--out",

@@ -173,6 +173,27 @@ def test_reconstruction_raises_one_shot_accuracy(resnet20_with_features, cifar10
     assert rebuilt > plain + 0.1, (plain, rebuilt)
 
 
+def test_reconstruction_fits_when_sampled_rows_determine_it_and_keeps_the_selection_when_not():
+    from toolchain.prune import reconstruct
+
+    torch.manual_seed(0)
+    layer = nn.Linear(12, 3)
+    x = torch.randn(40, 12)
+    x[:, 5] = x[:, 0] + 0.01 * torch.randn(40)  # input 5 is nearly input 0: a refit can recover what dropping it lost
+
+    def refit(rows):
+        design = torch.cat([x[:rows], torch.ones(rows, 1)], 1)
+        return reconstruct(layer.weight.detach(), layer.bias.detach(), design.T @ design, {5})
+
+    weight, bias = refit(40)  # 40 rows, 12 unknowns: a real fit
+    error = (x @ weight.T + bias - layer(x)).pow(2).mean()
+    plain = (x[:, [i for i in range(12) if i != 5]] @ layer.weight[:, [i for i in range(12) if i != 5]].T).detach()
+    assert error < 0.01 * (plain + layer.bias.detach() - layer(x)).pow(2).mean()
+    weight, bias = refit(8)  # 8 rows for 12 unknowns would interpolate them: the selected weights stay as they are
+    assert torch.equal(weight[:, 5], torch.zeros(3)) and torch.equal(weight[:, :5], layer.weight[:, :5].detach())
+    assert torch.equal(bias, layer.bias.detach())
+
+
 def test_prune_cli_writes_a_loadable_smaller_checkpoint(tmp_path, capsys, cifar10):
     from toolchain.cli import main
 
@@ -271,7 +292,6 @@ def test_sampled_patches_reproduce_the_conv_at_every_sampled_position(conv):
         ys = torch.randint(0, out.shape[2], (3, 7), generator=g)
         xs = torch.randint(0, out.shape[3], (3, 7), generator=g)
         expected = out.permute(0, 2, 3, 1)[torch.arange(3)[:, None], ys, xs].reshape(21, 6)
-        w = layer.weight.reshape(6, -1)
-        if layer.bias is not None:
-            w = torch.cat([w, layer.bias[:, None]], 1)
+        bias = layer.bias if layer.bias is not None else torch.zeros(6)  # rows end with the constant 1 either way
+        w = torch.cat([layer.weight.reshape(6, -1), bias[:, None]], 1)
         torch.testing.assert_close(rows @ w.T, expected, atol=1e-5, rtol=1e-5)

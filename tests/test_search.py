@@ -9,7 +9,7 @@ from toolchain.errors import ToolchainError
 from toolchain.graph import analyze
 from toolchain.models import create_model
 from toolchain.search.ddpg import DDPGConfig
-from toolchain.search.env import EnvConfig, PruningEnv
+from toolchain.search.env import STATE_SIZE, EnvConfig, PruningEnv
 from toolchain.search.run import run_search
 from toolchain.search.strategies import AMC, Ramp, RandomSearch, Uniform, make_strategy
 
@@ -67,11 +67,15 @@ def test_state_features_are_normalised_and_defined():
     env = make_env()
     episode = env.rollout(lambda state, t: 0.5)
     states = np.array(episode.states)
-    assert states.shape == (len(GRAPH.groups), 11)
+    assert states.shape == (len(GRAPH.groups), STATE_SIZE)
     assert states.min() >= 0 and states.max() <= 1
-    assert states[0, 8] == 0  # nothing removed before the first decision
-    assert states[-1, 9] == 0  # nothing left after the last group
-    assert np.all(np.diff(states[:, 9]) <= 0)  # latency still to come only shrinks
+    assert states[0, 11] == 0  # nothing removed before the first decision
+    assert states[-1, 12] == 0  # nothing left after the last group
+    assert np.all(np.diff(states[:, 12]) <= 0)  # latency still to come only shrinks
+    # the wall is in the state: the largest ratio allowed is what the applied action was clipped to, at most
+    assert np.all(np.array(episode.actions) <= states[:, 14] + 1e-6)
+    # resnet20's first group is a whole residual stream: many layers read it, an add sums it; the stem leads it
+    assert states[0, 10] == 1 and states[0, 8] > states[1, 8]
 
 
 def test_budget_errors_are_one_line_and_state_the_bound():

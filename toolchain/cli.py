@@ -12,7 +12,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ from . import console
 from .errors import ToolchainError
 
 MODEL_HELP = (
-    "zoo name (e.g. resnet20), torchvision:NAME (e.g. torchvision:mobilenet_v2), or a toolchain checkpoint file"
+    "zoo name (e.g. resnet20), torchvision:NAME (e.g. torchvision:mobilenet_v2), timm:NAME (e.g. "
+    "timm:mobilenetv3_large_100), package.module:factory (your own nn.Module class or function), or a checkpoint "
+    "file toolchain wrote"
 )
 DATA_HELP = (
     "cifar10 (from $TOOLCHAIN_CIFAR10, else downloaded), an ImageFolder folder with train/ and test/ (or val/), "
@@ -299,7 +301,7 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
 
 def pipeline_config(args: argparse.Namespace):
     from .compress import Budget, PipelineConfig, SearchConfig
-    from .search.ddpg import DDPGConfig
+    from .search.ddpg import PRESETS
     from .search.env import EnvConfig
     from .train import TrainConfig
 
@@ -310,7 +312,21 @@ def pipeline_config(args: argparse.Namespace):
         episodes=args.episodes,
         seed=args.seed,
         env=EnvConfig(protocol=args.protocol, lbound=args.lbound, rbound=args.rbound, multiple=args.channel_multiple),
-        agent=DDPGConfig(warmup_episodes=args.warmup_episodes, sigma=args.sigma, sigma_decay=args.sigma_decay),
+        agent=replace(
+            PRESETS[args.agent],
+            **{
+                k: v
+                for k, v in (
+                    ("warmup_episodes", args.warmup_episodes),
+                    ("sigma", args.sigma),
+                    ("sigma_decay", args.sigma_decay),
+                    ("sigma_min", args.sigma_min),
+                )
+                if v is not None
+            },
+        ),
+        reward=args.reward,
+        bn_images=args.bn_images,
         trust_table=args.trust_table,
         reward_images=args.reward_images,
         calibration_images=args.calibration_images,
@@ -702,11 +718,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--strategy", choices=STRATEGIES, default="amc")
     p.add_argument("--episodes", type=int, default=400)
-    p.add_argument("--warmup-episodes", type=int, default=100, help="random-action episodes before DDPG learns")
     p.add_argument(
-        "--sigma", type=float, default=0.5, help="DDPG exploration noise (std of the truncated normal) after warm-up"
+        "--agent",
+        choices=["default", "paper"],
+        default="default",
+        help="DDPG settings: the AMC paper's (noise decayed x0.95 from episode 100, one update per step, "
+        "100-episode memory) or the default, which keeps exploring (x0.99, never below 0.1) and learns "
+        "8x more per episode",
     )
-    p.add_argument("--sigma-decay", type=float, default=0.95, help="factor applied to --sigma after every DDPG episode")
+    p.add_argument("--warmup-episodes", type=int, help="random-action episodes before DDPG learns (preset: 100)")
+    p.add_argument("--sigma-min", type=float, help="exploration noise never decays below this (default preset: 0.1)")
+    p.add_argument(
+        "--reward",
+        choices=["select", "reconstruct", "bn", "reconstruct+bn"],
+        default="reconstruct+bn",
+        help="how a policy is pruned before its accuracy is measured: L1 selection alone, with "
+        "least-squares reconstruction, with BatchNorm statistics re-estimated, or both",
+    )
+    p.add_argument("--bn-images", type=int, default=500, help="train images BatchNorm statistics are re-estimated on")
+    p.add_argument(
+        "--sigma", type=float, help="DDPG exploration noise (std of the truncated normal) after warm-up (preset: 0.5)"
+    )
+    p.add_argument(
+        "--sigma-decay", type=float, help="factor applied to --sigma after every DDPG episode (0.99; paper 0.95)"
+    )
     p.add_argument("--lbound", type=float, default=0.2, help="smallest keep ratio per group")
     p.add_argument("--rbound", type=float, default=1.0, help="largest keep ratio per group")
     p.add_argument("--channel-multiple", type=int, default=8)

@@ -43,7 +43,10 @@ from .search.strategies import STRATEGIES, make_strategy
 from .surgery import pruned_copy
 from .train import EpochResult, Splits, TrainConfig, train_checkpoint
 
-BASELINES = ("uniform", "shallow", "deep")  # one cheap episode each, for the report's accuracy-vs-latency plot
+BASELINES = ("uniform", "shallow", "deep")  # rules, one cheap episode each: finalists, and the report's plot
+# How a policy's accuracy is measured during the search: L1 selection alone; with least-squares reconstruction
+# (intercepts folded into the BatchNorm after); with BatchNorm statistics re-estimated after the cut; or both.
+REWARDS = ("select", "reconstruct", "bn", "reconstruct+bn")
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,14 @@ class SearchConfig:
     agent: DDPGConfig = DDPGConfig()
     reward_images: int = 1000  # val images each episode's accuracy is measured on
     calibration_images: int = 2000  # train images whose features the least-squares reconstruction uses
-    finalists: int = 5  # best episodes re-scored on the whole val split before one is chosen
+    finalists: int = 5  # best episodes re-scored on the whole val split before one is chosen (with the rules)
+    reward: str = "reconstruct+bn"  # how each policy is pruned before its accuracy is measured (see REWARDS)
+    bn_images: int = 500  # train images BatchNorm statistics are re-estimated on, with a "bn" reward
     trust_table: bool = False  # skip checking the latency table against the target before the search
 
     def __post_init__(self):
         require(self.strategy in STRATEGIES, f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
+        require(self.reward in REWARDS, f"unknown reward {self.reward!r}: use one of {', '.join(REWARDS)}")
         require(
             min(self.episodes, self.reward_images, self.calibration_images, self.finalists) >= 1,
             "episodes, reward images, calibration images and finalists must each be at least 1",
@@ -110,17 +116,29 @@ class Hooks:
     on_epoch: Callable[[EpochResult], None] | None = None
 
 
+FEATURES_VERSION = 2  # every layer's Gram matrix has the constant-1 column (for intercepts)
+
+
 def features_for(loaded: LoadedModel, graph: ModelGraph, data: str, images: int, cache: Path) -> FeatureCache:
     """Sample the original model's features once per output folder (a resumed search reuses them)."""
     if cache.exists():
         blob = torch.load(cache, weights_only=True)
-        return FeatureCache(blob["gram"], int(blob["rows"]))
+        if blob.get("version") == FEATURES_VERSION:
+            return FeatureCache(blob["gram"], int(blob["rows"]))
     train = load_split(data, "train", loaded.spec.input_size, images)
     spec = loaded.spec
     features = collect_features(loaded.model, graph, (normalize(x, spec.mean, spec.std) for x, _ in train.batches(250)))
     with atomic_path(cache) as tmp:
-        torch.save({"gram": features.gram, "rows": features.rows}, tmp)
+        torch.save({"version": FEATURES_VERSION, "gram": features.gram, "rows": features.rows}, tmp)
     return features
+
+
+def bn_batches(loaded: LoadedModel, data: str, images: int) -> list[torch.Tensor]:
+    """Normalised training images to re-estimate a pruned model's BatchNorm statistics on."""
+    spec = loaded.spec
+    return [
+        normalize(x, spec.mean, spec.std) for x, _ in load_split(data, "train", spec.input_size, images).batches(250)
+    ]
 
 
 def search_and_prune(
@@ -152,10 +170,9 @@ def search_and_prune(
     out.mkdir(parents=True, exist_ok=True)
 
     table = LatencyTable.open(table_path, runner.target if runner is not None else None)
-    if runner is None:
-        hooks.on_message(f"latency table {table_path}: used as it is ({table.target.describe()} is not measured)")
     check = None
     if runner is None:
+        hooks.on_message(f"latency table {table_path}: used as it is ({table.target.describe()} is not measured)")
         predictor = LatencyPredictor(base, table)
     else:
         hooks.on_message(f"latency table {table_path}: profiling the shapes it lacks")
@@ -194,15 +211,22 @@ def search_and_prune(
         },
     )
 
-    hooks.on_message("sampling features for least-squares reconstruction")
-    features = features_for(loaded, graph, config.data, config.calibration_images, layout.features)
+    features, norms = None, None
+    if "reconstruct" in config.reward:
+        hooks.on_message("sampling features for least-squares reconstruction")
+        features = features_for(loaded, graph, config.data, config.calibration_images, layout.features)
+    if "bn" in config.reward:
+        norms = bn_batches(loaded, config.data, config.bn_images)
     reward_set = load_split(config.data, "val", spec.input_size, config.reward_images)
     memo: dict[tuple[int, ...], float] = {}
+
+    def prune(keep) -> torch.nn.Module:
+        return apply_policy(model, graph, keep, features, norms)
 
     def accuracy(keep) -> float:
         keep = tuple(keep)
         if keep not in memo:
-            memo[keep] = evaluate(apply_policy(model, graph, keep, features), spec, reward_set)
+            memo[keep] = evaluate(prune(keep), spec, reward_set)
         return memo[keep]
 
     env = PruningEnv(graph, budget_ms, predictor.predict, accuracy, config.env, predictor.group_latencies)
@@ -211,17 +235,21 @@ def search_and_prune(
     run_search(env, strategy, config.episodes, out, resume, on_episode=hooks.on_episode)
 
     # The search's best reward is the maximum of many noisy estimates (a few thousand images at most), so it
-    # favours lucky policies; re-scoring the leaders on all of val picks on a sharper estimate. Test stays unseen.
-    finalists = top_policies(out, len(env.channels), config.finalists)
-    val = load_split(config.data, "val", spec.input_size)
-    hooks.on_message(f"re-scoring the {len(finalists)} best policies on all {len(val)} val images")
-    scored = [(k, evaluate(apply_policy(model, graph, k, features), spec, val)) for k in finalists]
-    best = max((env.finish_scored(k, accuracy) for k, accuracy in scored), key=lambda e: e.reward)
+    # favours lucky policies; re-scoring the leaders on all of val picks on a sharper estimate. The rule-based
+    # policies under the same budget compete with a search's, so a search never returns less than a rule. Test
+    # stays unseen.
     baselines = {name: make_strategy(name, env, model, config.seed).episode(env) for name in BASELINES}
+    finalists = {k: config.strategy for k in top_policies(out, len(env.channels), config.finalists)}
+    if not strategy.deterministic:
+        finalists.update({e.keep: name for name, e in baselines.items() if e.keep not in finalists})
+    val = load_split(config.data, "val", spec.input_size)
+    hooks.on_message(f"re-scoring the {len(finalists)} best policies and rules on all {len(val)} val images")
+    scored = [(env.finish_scored(k, evaluate(prune(k), spec, val)), source) for k, source in finalists.items()]
+    best, chosen_from = max(scored, key=lambda scored_by: scored_by[0].reward)
 
     policy = PruningPolicy.from_keep(base, spec.arch, best.keep, [k / c for k, c in zip(best.keep, base.channels)])
     policy.save(layout.best_policy)
-    pruned = apply_policy(model, graph, policy, features)
+    pruned = prune(policy.keep)
     save_checkpoint(
         layout.pruned,
         pruned,
@@ -232,9 +260,12 @@ def search_and_prune(
             "budget_ms": budget_ms,
             "start_predicted_ms": start_ms,
             "strategy": config.strategy,
+            "chosen_from": chosen_from,
         },
     )
-    return SearchOutcome(layout, budget_ms, start_ms, accuracy(env.channels), best, policy, baselines, check)
+    return SearchOutcome(
+        layout, budget_ms, start_ms, accuracy(env.channels), best, policy, baselines, check, chosen_from
+    )
 
 
 def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -49,6 +49,7 @@ class ModelGraph:
     input_size: int
     op_lists: dict[str, tuple[GraphOp, ...] | str] = field(default_factory=dict)  # per model format: ops, or why none
     warnings: tuple[str, ...] = ()  # channels left unpruned, and why
+    norm_after: dict[str, str] = field(default_factory=dict)  # conv/linear -> the BatchNorm that alone reads it
 
     def ops(self, model_format: str = "tflite") -> tuple[GraphOp, ...]:
         listed = self.op_lists.get(model_format, f"no op list for {model_format} models")
@@ -82,7 +83,7 @@ def analyze(model: nn.Module, input_size: int) -> ModelGraph:
             op_lists[model_format] = tuple(list_ops(traced, produced_group, model_format))
         except ToolchainError as e:  # pruning still works; only latency prediction needs the op list
             op_lists[model_format] = str(e)
-    return ModelGraph(groups, input_size, op_lists, warnings)
+    return ModelGraph(groups, input_size, op_lists, warnings, _norm_after(traced))
 
 
 def _check_family(model: nn.Module) -> None:
@@ -127,6 +128,28 @@ def _trace(model: nn.Module) -> fx.GraphModule:
             f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]}): "
             "data-dependent control flow in forward() is not supported"
         ) from None
+
+
+def _norm_after(traced: fx.GraphModule) -> dict[str, str]:
+    """Each conv or linear layer whose output goes to a BatchNorm alone, with that BatchNorm's module name (timm's
+    BatchNormAct2d is traced into F.batch_norm, whose running statistics name the module)."""
+    out = {}
+    for node in traced.graph.nodes:
+        if node.op != "call_module" or not isinstance(traced.get_submodule(node.target), (nn.Conv2d, nn.Linear)):
+            continue
+        users = [u for u in node.users if "tensor_meta" in u.meta]
+        if len(users) != 1:
+            continue
+        user = users[0]
+        if user.op == "call_module" and isinstance(traced.get_submodule(user.target), nn.modules.batchnorm._BatchNorm):
+            out[str(node.target)] = str(user.target)
+        elif (
+            user.target is torch.nn.functional.batch_norm
+            and isinstance(user.args[1], fx.Node)
+            and user.args[1].op == "get_attr"
+        ):
+            out[str(node.target)] = str(user.args[1].target).rsplit(".", 1)[0]
+    return out
 
 
 def _classifier_name(traced: fx.GraphModule) -> str:

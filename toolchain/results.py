@@ -25,6 +25,7 @@ class SearchOutcome:
     policy: PruningPolicy  # relative to the unpruned architecture, including any earlier stage's pruning
     baselines: dict[str, Episode]  # rule-based policies under the same budget, scored like the search's episodes
     table_check: TableCheck | None = None  # the latency table checked against the target (None: not checked)
+    chosen_from: str = ""  # the strategy, or the rule, whose policy won on the whole val split
 
 
 @dataclass(frozen=True)

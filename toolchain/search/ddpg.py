@@ -1,5 +1,12 @@
 """DDPG as AMC uses it: actor and critic MLPs (300-300), soft target updates, every transition of an episode given
-the episode's final reward minus a moving-average baseline, truncated-normal exploration with decaying sigma."""
+the episode's final reward, truncated-normal exploration with decaying sigma.
+
+Two settings: `PAPER` is the AMC paper's (sigma 0.5 decayed x0.95 per episode after 100 warm-up episodes, one
+update per transition, a 100-episode replay memory). The default keeps exploring and learns more from each
+episode: sigma decays x0.99 and never below 0.1, eight updates per transition, and a memory as long as the search.
+An evaluation costs a fraction of a second to seconds, an update a millisecond: with the paper's schedule the noise
+is below 0.1 by episode 132 and most groups stop changing. As in the AMC reference code, rewards are stored raw and
+a moving average of the sampled batches' means is subtracted when they are learned from."""
 
 from __future__ import annotations
 
@@ -22,11 +29,13 @@ class DDPGConfig:
     tau: float = 0.01
     discount: float = 1.0
     batch_size: int = 64
-    buffer_episodes: int = 100
+    buffer_episodes: int = 1000
     warmup_episodes: int = 100
     sigma: float = 0.5
-    sigma_decay: float = 0.95
-    baseline_alpha: float = 0.5  # moving average: baseline += (1 - alpha) * (reward - baseline)
+    sigma_decay: float = 0.99
+    sigma_min: float = 0.1  # exploration never drops below this
+    updates_per_step: int = 8  # critic and actor updates per stored transition, after warm-up
+    baseline_beta: float = 0.95  # moving average of sampled batch rewards: ma = beta * ma + (1 - beta) * mean
 
     def __post_init__(self):
         require(
@@ -35,7 +44,15 @@ class DDPGConfig:
         )
         require(0 < self.sigma_decay <= 1, f"--sigma-decay {self.sigma_decay} must be in (0, 1], e.g. 0.95")
         require(self.warmup_episodes >= 0, f"--warmup-episodes {self.warmup_episodes} must be 0 or more")
-        require(min(self.hidden, self.batch_size, self.buffer_episodes) >= 1, "DDPG sizes must be at least 1")
+        require(
+            min(self.hidden, self.batch_size, self.buffer_episodes, self.updates_per_step) >= 1,
+            "DDPG sizes must be at least 1",
+        )
+        require(0 <= self.sigma_min <= max(self.sigma, 0), f"--sigma-min {self.sigma_min} must be in [0, --sigma]")
+
+
+PAPER = DDPGConfig(buffer_episodes=100, sigma_decay=0.95, sigma_min=0.0, updates_per_step=1)
+PRESETS = {"default": DDPGConfig(), "paper": PAPER}
 
 
 def mlp(n_in: int, hidden: int, out_act: nn.Module | None) -> nn.Sequential:
@@ -127,25 +144,25 @@ class DDPGAgent:
         return float(np.clip(mean, self.lbound, self.rbound))
 
     def observe(self, states: list[np.ndarray], actions: list[float], reward: float) -> None:
-        """Store an episode: every transition gets the final reward minus the moving-average baseline; then train
-        (after warm-up) one update per transition and decay the exploration noise."""
-        if self.baseline is None:
-            self.baseline = reward
-        else:
-            self.baseline += (1 - self.config.baseline_alpha) * (reward - self.baseline)
-        advantage = reward - self.baseline
+        """Store an episode (every transition with its final reward); after warm-up, learn `updates_per_step` times
+        per transition and decay the exploration noise towards `sigma_min`."""
         for t, (s, a) in enumerate(zip(states, actions)):
             last = t == len(states) - 1
-            self.buffer.add(s, a, advantage, states[t] if last else states[t + 1], float(last))
+            self.buffer.add(s, a, reward, states[t] if last else states[t + 1], float(last))
         self.episodes += 1
         if self.episodes > self.config.warmup_episodes:
-            for _ in range(len(states)):
+            for _ in range(len(states) * self.config.updates_per_step):
                 self._update()
-            self.sigma *= self.config.sigma_decay
+            self.sigma = max(self.config.sigma_min, self.sigma * self.config.sigma_decay)
 
     def _update(self) -> None:
         c = self.config
         s, a, r, s2, done = self.buffer.sample(c.batch_size, self.rng)
+        mean = float(r.mean())  # the baseline follows what is learned from, not what was just stored
+        self.baseline = (
+            mean if self.baseline is None else c.baseline_beta * self.baseline + (1 - c.baseline_beta) * mean
+        )
+        r = r - self.baseline
         with torch.no_grad():
             target = r + c.discount * (1 - done) * self.critic_target(s2, self.actor_target(s2))
         critic_loss = nn.functional.mse_loss(self.critic(s, a), target)

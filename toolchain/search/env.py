@@ -4,10 +4,11 @@ It knows only the groups, a cost function (kept channels -> predicted latency in
 channels -> top-1 accuracy of the pruned model) and the budget; it owns the state features, the action wall and
 the reward.
 
-State of group t (11 features, each normalised to [0, 1] over the network): t, n (out channels), c (in channels),
-h, w, stride, k, the group's latency at full width, latency already removed by earlier decisions, latency of the
-groups still to come, and the previous action. "Group latency" is the predicted latency of every op that reads or
-writes the group's channels.
+State of group t (16 features, each in [0, 1]): t, n (out channels), c (the lead layer's in channels), h, w,
+stride, k, the group's latency at full width, how many layers read and hold its channels, whether a residual add
+sums them; then latency already removed by earlier decisions, latency of the groups still to come, the previous
+action, the largest keep ratio the wall allows now, and the budget left with every later group at its lower
+bound. "Group latency" is the predicted latency of every op that reads or writes the group's channels.
 
 Resource-constrained protocol: the wall clips each action to the largest channel count whose predicted total
 stays within budget when every later group is at its lower bound, so every episode ends within budget.
@@ -29,7 +30,7 @@ from ..policy import round_channels
 
 Protocol = Literal["resource", "accuracy"]
 PROTOCOLS = ("resource", "accuracy")
-STATE_SIZE = 11
+STATE_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -119,22 +120,44 @@ class PruningEnv:
         return np.asarray(group_cost(self.channels), dtype=np.float64)
 
     def _static_features(self) -> np.ndarray:
+        """Per group: position, width, the lead layer's input channels, map size, stride, kernel, latency at full
+        width, how many layers read the channels and hold them, and whether a residual add sums them (a group
+        of a whole residual stream is nothing like the stem that leads it)."""
         groups = self.graph.groups
+        summed = _summed_groups(self.graph)
         raw = np.array(
             [
-                [t, g.channels, g.in_channels, g.h, g.w, g.stride, g.kernel, self.group_ms[t]]
+                [
+                    t,
+                    g.channels,
+                    g.in_channels,
+                    g.h,
+                    g.w,
+                    g.stride,
+                    g.kernel,
+                    self.group_ms[t],
+                    len(g.consumers),
+                    len(g.members),
+                    float(t in summed),
+                ]
                 for t, g in enumerate(groups)
             ],
             dtype=np.float64,
         )
         return raw / np.maximum(raw.max(0), 1e-12)
 
-    def state(self, t: int, keep: Sequence[int], prev_action: float) -> np.ndarray:
+    def state(self, t: int, keep: Sequence[int], prev_action: float, limit: int) -> np.ndarray:
+        """Group t's facts, then what the decisions so far did: latency removed, latency still to come, the last
+        action, the largest keep ratio the budget allows this group now (`limit` channels), and the budget left
+        when every later group shrinks to its lower bound: the agent sees the wall it will meet."""
         current = tuple(keep[:t]) + self.channels[t:]
         reduced = self.full_ms - self.cost(current)  # only decisions already taken; later groups at full width
         rest = float(self.group_ms[t + 1 :].sum())
         total = float(self.group_ms.sum())
-        return np.concatenate([self._static[t], [reduced / self.full_ms, rest / total, prev_action]]).astype(np.float32)
+        floor_ms = self.cost(tuple(keep[:t]) + self.lower[t:])
+        slack = max(0.0, (self.budget_ms - floor_ms) / self.budget_ms) if self.config.protocol == "resource" else 1.0
+        dynamic = [reduced / self.full_ms, rest / total, prev_action, limit / self.channels[t], min(1.0, slack)]
+        return np.concatenate([self._static[t], dynamic]).astype(np.float32)
 
     def wall(self, t: int, keep: Sequence[int]) -> int:
         """Largest channel count for group t keeping the budget, with later groups at their lower bound."""
@@ -149,13 +172,12 @@ class PruningEnv:
                 return c
         return self.lower[t]
 
-    def step_keep(self, t: int, action: float, keep: Sequence[int]) -> int:
-        """Turn a keep ratio into a channel count on the grid (clipped by the wall under the resource protocol)."""
+    def step_keep(self, t: int, action: float, limit: int) -> int:
+        """Turn a keep ratio into a channel count on the grid, at most `limit` (the wall, under the resource
+        protocol)."""
         action = float(np.clip(action, self.config.lbound, self.config.rbound))
         kept = max(self.lower[t], round_channels(action, self.channels[t], self.config.multiple, self.config.floor))
-        if self.config.protocol == "resource":
-            kept = min(kept, self.wall(t, keep))
-        return kept
+        return min(kept, limit)
 
     def rollout(self, act: Callable[[np.ndarray, int], float]) -> Episode:
         """Run one episode; `act(state, t)` returns a keep ratio for group t."""
@@ -163,8 +185,9 @@ class PruningEnv:
         states, actions = [], []
         prev = 1.0
         for t in range(len(self.channels)):
-            s = self.state(t, keep, prev)
-            kept = self.step_keep(t, act(s, t), keep)
+            limit = self.wall(t, keep) if self.config.protocol == "resource" else self.channels[t]
+            s = self.state(t, keep, prev, limit)
+            kept = self.step_keep(t, act(s, t), limit)
             keep.append(kept)
             prev = kept / self.channels[t]
             states.append(tuple(float(x) for x in s))
@@ -187,3 +210,12 @@ class PruningEnv:
         if self.config.protocol == "resource":
             return -error
         return -error * math.log(latency_ms * 1e3)  # in microseconds, so the log stays positive for any real model
+
+
+def _summed_groups(graph: ModelGraph) -> set[int]:
+    """The groups whose channels a residual add sums (so several layers' outputs share them)."""
+    try:
+        ops = graph.ops()
+    except ToolchainError:  # no op list (a layer without a latency rule): no residual facts either
+        return set()
+    return {g for op in ops if op.kind == "ADD" for g in op.groups_read}
