@@ -47,6 +47,8 @@ class TrainConfig:
     distill: float = 0.0  # weight of the distillation loss (needs a teacher); 0 trains on labels only
     temperature: float = 4.0  # softening of both models' outputs for distillation
     seed: int = 0
+    bf16: bool = False  # forward passes in bfloat16 autocast (CPUs with AVX-512 BF16, GPUs); weights stay fp32
+    compile: bool = False  # torch.compile the network
 
     def __post_init__(self):
         def number(x: float) -> bool:
@@ -154,6 +156,8 @@ def train(
     if teacher is not None:
         teacher.to(device, memory_format=torch.channels_last).eval()
     net = DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile:
+        net = torch.compile(net)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BN and bias terms are not decayed
     optimizer = torch.optim.SGD(
@@ -189,11 +193,13 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup_steps, cfg.lr)
             x = normalize(images, spec.mean, spec.std).to(device).contiguous(memory_format=torch.channels_last)
-            logits = net(x)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = net(x).float()
+                if cfg.distill:
+                    with torch.no_grad():
+                        target = teacher(x).float()  # type: ignore[misc]
             loss = loss_fn(logits, labels)
             if cfg.distill:
-                with torch.no_grad():
-                    target = teacher(x)  # type: ignore[misc]
                 loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(logits, target, cfg.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
