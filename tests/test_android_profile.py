@@ -21,7 +21,7 @@ from toolchain.cli import main
 from toolchain.errors import ToolchainError
 from toolchain.graph import analyze
 from toolchain.latency.android import AndroidRunner
-from toolchain.latency.profiler import CALIBRATION_RATIOS, profile, shapes_to_profile
+from toolchain.latency.profiler import CALIBRATION_RATIOS, CALIBRATION_REPEATS, profile, shapes_to_profile
 from toolchain.latency.table import LatencyTable
 from toolchain.models import create_model
 
@@ -217,7 +217,7 @@ def test_make_profile_on_a_phone_resumes_after_a_kill_and_loses_nothing_to_a_dis
         saved = LatencyTable.load(table)
         assert wanted <= {s.key() for s in saved.entries}
         remaining = len(wanted - kept)
-        calibration_runs = len(CALIBRATION_RATIOS) * 3  # whole models, fastest of three runs each
+        calibration_runs = len(CALIBRATION_RATIOS) * CALIBRATION_REPEATS  # whole models, the fastest run of each
         # every missing shape once, the calibration models, and the one run the drop cut short
         assert phone.runs - runs_before == remaining + calibration_runs + 1
 

@@ -16,13 +16,14 @@ from ..graph import ModelGraph
 from ..lowering import GraphOp
 from ..policy import graph_fingerprint, round_channels
 from .onnx_ops import single_op_onnx
-from .runners import Runner, Target, best_of
+from .runners import Runner, Target, best_of_each
 from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration
 from .tflite import single_op_model
 
 BATCH = 8  # models handed to the runner at once (phones push a batch, then time it)
 CALIBRATION_RATIOS = (1.0, 0.25)  # whole-model variants measured per architecture: both ends of the search range
+CALIBRATION_REPEATS = 5  # the fastest of this many interleaved measurements of each calibration variant
 
 
 def single_op_file(sig: OpSignature, target: Target) -> bytes:
@@ -113,15 +114,14 @@ def profile(
             from .predictor import LatencyPredictor
 
             uncalibrated = LatencyPredictor(graph, table)
-            sums, measured = [], []
-            for ratio in CALIBRATION_RATIOS:
-                keep = [round_channels(ratio, g.channels, channel_step) for g in graph.groups]
-                measured.append(best_of(runner, build_variant(keep)).median_ms)
-                sums.append(sum(uncalibrated.op_latencies(keep)))
-                done += 1
-                if on_progress:
-                    on_progress(done, total)
-            table.add_model(key, ModelCalibration(tuple(sums), tuple(measured)))
+            keeps = [[round_channels(r, g.channels, channel_step) for g in graph.groups] for r in CALIBRATION_RATIOS]
+            # interleaved, so that load which comes and goes cannot bend the line between the two ends
+            timings = best_of_each(runner, [build_variant(keep) for keep in keeps], CALIBRATION_REPEATS)
+            sums = tuple(sum(uncalibrated.op_latencies(keep)) for keep in keeps)
+            table.add_model(key, ModelCalibration(sums, tuple(t.median_ms for t in timings)))
+            done += len(keeps)
+            if on_progress:
+                on_progress(done, total)
     finally:
         table.save()
     return ProfileResult(len(wanted), len(todo), calibrate)
