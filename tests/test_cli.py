@@ -52,6 +52,23 @@ def test_train_then_eval_round_trip_on_a_tiny_folder(tmp_path, capsys):
     assert evaluated["n"] == 12 and evaluated["top1"] == pytest.approx(out["top1_test"])
 
 
+def test_bf16_training_runs_the_network_in_bfloat16_and_keeps_fp32_weights(tmp_path):
+    import torch
+
+    from toolchain.data import load_split
+    from toolchain.models import load_model
+    from toolchain.train import TrainConfig, train
+
+    images = load_split(str(make_image_folder(tmp_path / "d", per_class=(8, 2), size=(32, 32))), "train", 32)
+    loaded = load_model("resnet20", num_classes=3, pretrained=False)
+    before = loaded.model.fc.weight.detach().clone()
+    seen = []
+    loaded.model.fc.register_forward_hook(lambda m, i, out: seen.append(out.dtype) if m.training else None)
+    train(loaded.model, loaded.spec, images, TrainConfig(epochs=1, batch_size=8, bf16=True))
+    assert seen and set(seen) == {torch.bfloat16}
+    assert loaded.model.fc.weight.dtype == torch.float32 and not torch.equal(loaded.model.fc.weight, before)
+
+
 def test_killed_training_resumes_to_the_same_weights_and_refuses_other_settings(tmp_path):
     from dataclasses import replace
 

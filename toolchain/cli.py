@@ -155,6 +155,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any] | None:
         weight_decay=args.weight_decay,
         distill=args.distill,
         seed=args.seed,
+        bf16=args.bf16,
     )
     teacher = model_source(args, args.teacher) if args.teacher else None
     with console.progress_bar() as progress:
@@ -565,6 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="model to distill from (e.g. the unpruned model of a pruned checkpoint)")
     p.add_argument(
         "--distill", type=float, default=0.0, help="weight of the distillation loss against --teacher (0: none)"
+    )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="forward passes in bfloat16 autocast: 1.6x faster for resnet20 on CPUs with AVX-512 BF16 (see "
+        "BENCHMARKS.md); weights stay fp32",
     )
     p.add_argument("--limit", type=int, help="use only a fixed N images of each split (quick runs)")
     p.add_argument(
