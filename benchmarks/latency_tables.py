@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import table, write_section  # noqa: E402
 
-from toolchain.export import to_tflite  # noqa: E402
+from toolchain.export import latency_file, to_tflite  # noqa: E402
 from toolchain.graph import analyze  # noqa: E402
 from toolchain.latency.fidelity import measure_fidelity, plot_fidelity  # noqa: E402
 from toolchain.latency.predictor import LatencyPredictor  # noqa: E402
@@ -95,9 +95,9 @@ def _single_layer(sig) -> torch.nn.Module:
     return torch.nn.Sequential(conv, torch.nn.ReLU()) if sig.act == "RELU" else conv
 
 
-def fidelity(models, samples: int, plots: Path) -> str:
+def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads: int = 1) -> str:
     rows = []
-    runner = LiteRTHostRunner()
+    runner = LiteRTHostRunner(threads=threads, precision=precision)
     with tempfile.TemporaryDirectory() as tmp:
         tbl = LatencyTable.open(Path(tmp) / "host.json", runner.target)
         for name, size in models:
@@ -106,14 +106,19 @@ def fidelity(models, samples: int, plots: Path) -> str:
             graph = analyze(loaded.model, size)
 
             def build(keep, model=loaded.model, graph=graph, size=size):
-                return to_tflite(pruned_copy(model, graph, keep), size)
+                return latency_file(pruned_copy(model, graph, keep), size, "tflite", precision)
 
             t = time.perf_counter()
             result = profile(graph, runner, tbl, build)
             profile_s = time.perf_counter() - t
             predictor = LatencyPredictor(graph, tbl)
             report = measure_fidelity(graph, predictor, runner, build, samples, seed=1)
-            plot_fidelity(report, f"{name} {size}x{size}, host", plots / f"fidelity-{name.replace(':', '-')}.png")
+            suffix = "" if (precision, threads) == ("fp32", 1) else f"-{precision}-t{threads}"
+            plot_fidelity(
+                report,
+                f"{name} {size}x{size}, host {precision} {threads} thread(s)",
+                plots / f"fidelity-{name.replace(':', '-')}{suffix}.png",
+            )
             s = report.summary()
             rows.append(
                 [
@@ -133,8 +138,9 @@ def fidelity(models, samples: int, plots: Path) -> str:
         [
             "Random pruned variants (half uniform, half per-group keep ratios in 0.2..1.0, channels on multiples of",
             "8),",
-            "each converted whole with litert-torch and timed end to end (LiteRT + XNNPACK, 1 thread, median), against",
-            "the table's prediction. Shapes profiled by earlier models in the list are reused, as in real use.",
+            f"each converted whole with litert-torch ({precision}) and timed end to end (LiteRT + XNNPACK, {threads}",
+            "thread(s), median), against the table's prediction. Shapes profiled by earlier models in the list are",
+            "reused, as in real use.",
             "",
             table(
                 [
@@ -160,15 +166,35 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--models", nargs="+", help="NAME or NAME@SIZE (default: the list in this file)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    models = MODELS[:1] if args.quick else MODELS
+    models = (
+        [(m.split("@")[0], int(m.split("@")[1]) if "@" in m else None) for m in args.models]
+        if args.models
+        else MODELS[:1]
+        if args.quick
+        else MODELS
+    )
     samples = 6 if args.quick else args.samples
     plots = Path(__file__).resolve().parent / "plots"
+    command = (
+        "python benchmarks/latency_tables.py"
+        + (" --quick" if args.quick else "")
+        + (f" --models {' '.join(args.models)}" if args.models else "")
+    )
+    if (args.precision, args.threads) != ("fp32", 1) or args.models:
+        command += f" --precision {args.precision} --threads {args.threads}"
+        fid = fidelity(models, samples, plots, args.precision, args.threads)
+        print(fid)
+        names = ", ".join(f"{n}" + (f" {s}px" if s else "") for n, s in models)
+        write_section(f"Latency table fidelity ({names}; {args.precision}, {args.threads} thread(s))", command, fid)
+        return
     speed = profiling_speed(repeats=1 if args.quick else 3)
     print(speed, flush=True)
     fid = fidelity(models, samples, plots)
     print(fid)
-    command = "python benchmarks/latency_tables.py" + (" --quick" if args.quick else "")
     write_section(
         "Latency tables (host)", command, "### Profiling speed\n\n" + speed + "\n\n### Prediction fidelity\n\n" + fid
     )

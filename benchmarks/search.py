@@ -1,17 +1,20 @@
-"""AMC against the baselines on CIFAR-10 under a host latency budget (50% of the unpruned model's), no fine-tuning.
+"""AMC against random search, the rules and Torch-Pruning on CIFAR-10 under a host latency budget (50% of the unpruned
+model's), no fine-tuning, over several seeds.
 
-    .venv/bin/python benchmarks/search.py                          # resnet20 and plain20 (+ resnet56 if trained)
-    .venv/bin/python benchmarks/search.py --models resnet20 --episodes 400
+    .venv/bin/python benchmarks/search.py                                     # resnet20 and plain20, 3 seeds
+    .venv/bin/python benchmarks/search.py --models mobilenet_v2_cifar --seeds 0 1 2
 
-Every strategy runs in the same harness (same table, budget, reward set of 1,000 `val` images, features).
-The best policy of each is then scored on the full `test` split and its whole `.tflite` timed on the host.
-Writes the section "Search under a latency budget" of BENCHMARKS.md.
+Every strategy runs in the same harness (same table, budget, reward on 1,000 `val` images with the default
+reward, finalists re-scored on all of `val` together with the rules). The chosen policy of each run is scored on
+the full `test` split. Writes the section "Search under a latency budget (MODELS)" of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,27 +25,35 @@ from _report import table, write_section  # noqa: E402
 from toolchain.compress import Budget, SearchConfig, search_and_prune  # noqa: E402
 from toolchain.data import load_split  # noqa: E402
 from toolchain.evaluate import evaluate  # noqa: E402
-from toolchain.export import to_tflite  # noqa: E402
-from toolchain.latency.runners import LiteRTHostRunner, best_of  # noqa: E402
+from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
 from toolchain.latency.table import default_table_path  # noqa: E402
 from toolchain.layout import RunLayout  # noqa: E402
 from toolchain.models import load_checkpoint, load_model, zoo_checkpoint  # noqa: E402
-from toolchain.search.ddpg import DDPGConfig  # noqa: E402
-from toolchain.search.strategies import STRATEGIES  # noqa: E402
+from toolchain.search.ddpg import PRESETS  # noqa: E402
+
+# (label, strategy, agent preset); rules are deterministic, so they run once whatever the seed
+RUNS = [
+    ("amc", "amc", "default"),
+    ("amc (paper's DDPG)", "amc", "paper"),
+    ("random", "random", "default"),
+    ("uniform", "uniform", "default"),
+    ("shallow", "shallow", "default"),
+    ("torch-pruning", "torch-pruning", "default"),
+]
+
+
+def mean_std(values: list[float], percent: bool = True) -> str:
+    scale = 100 if percent else 1
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{scale * statistics.mean(values):.2f} ± {scale * std:.2f}" if percent else f"{statistics.mean(values):.0f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", nargs="+", default=["resnet20", "plain20", "resnet56"])
+    parser.add_argument("--models", nargs="+", default=["resnet20", "plain20"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--ratio", type=float, default=0.5)
-    parser.add_argument(
-        "--amc-sigma-decays",
-        type=float,
-        nargs="+",
-        default=[0.95],
-        help="AMC runs, one per exploration decay (0.95 is the paper's; slower decays explore longer)",
-    )
     parser.add_argument("--out", default="runs/bench-search")
     args = parser.parse_args()
     runner = LiteRTHostRunner()
@@ -54,65 +65,66 @@ def main() -> None:
             continue
         loaded = load_model(name)
         test = load_split("cifar10", "test", loaded.spec.input_size)
-        dense_test = evaluate(loaded.model, loaded.spec, test)
-        runs = [(s, 0.95) for s in STRATEGIES if s != "amc"] + [("amc", d) for d in args.amc_sigma_decays]
-        for strategy, decay in runs:
-            label = strategy if decay == 0.95 else f"{strategy} (sigma decay {decay})"
-            out = Path(args.out) / (f"{name}-{strategy}" + ("" if decay == 0.95 else f"-decay{decay}"))
-            shutil.rmtree(out, ignore_errors=True)
-            config = SearchConfig(
-                "cifar10", strategy=strategy, episodes=args.episodes, agent=DDPGConfig(sigma_decay=decay)
-            )
-            t = time.perf_counter()
-            outcome = search_and_prune(loaded, runner, table_path, config, Budget(ratio=args.ratio), RunLayout(out))
-            seconds = time.perf_counter() - t
-            pruned = load_checkpoint(outcome.layout.pruned)
-            measured = best_of(runner, to_tflite(pruned.model, pruned.spec.input_size)).median_ms
-            best = outcome.best
+        unpruned = evaluate(loaded.model, loaded.spec, test)
+        for label, strategy, agent in RUNS:
+            seeds = args.seeds if strategy in ("amc", "random") else args.seeds[:1]
+            tests, vals, distinct, minutes, chosen = [], [], [], [], set()
+            for seed in seeds:
+                out = Path(args.out) / f"{name}-{strategy}-{agent}-seed{seed}"
+                shutil.rmtree(out, ignore_errors=True)
+                config = SearchConfig(
+                    "cifar10",
+                    strategy=strategy,
+                    episodes=args.episodes,
+                    seed=seed,
+                    agent=PRESETS[agent],
+                    trust_table=True,
+                )
+                t = time.perf_counter()
+                outcome = search_and_prune(loaded, runner, table_path, config, Budget(ratio=args.ratio), RunLayout(out))
+                minutes.append((time.perf_counter() - t) / 60)
+                pruned = load_checkpoint(outcome.layout.pruned)
+                tests.append(evaluate(pruned.model, pruned.spec, test))
+                vals.append(outcome.best.accuracy)
+                with open(outcome.layout.search_log) as f:
+                    distinct.append(
+                        len({tuple(v for k, v in r.items() if k.startswith("keep_")) for r in csv.DictReader(f)})
+                    )
+                chosen.add(outcome.chosen_from)
+                print(name, label, seed, f"{tests[-1]:.4f}", outcome.chosen_from, flush=True)
             rows.append(
                 [
                     name,
                     label,
-                    f"{100 * dense_test:.2f}%",
-                    f"{100 * best.accuracy:.2f}%",
-                    f"{100 * evaluate(pruned.model, pruned.spec, test):.2f}%",
-                    f"{outcome.budget_ms:.3f}",
-                    f"{best.latency_ms:.3f} ({100 * best.latency_ms / outcome.budget_ms:.1f}%)",
-                    f"{measured:.3f} ({100 * (measured / best.latency_ms - 1):+.1f}%)",
-                    1 if strategy in ("uniform", "shallow", "deep", "torch-pruning") else args.episodes,
-                    f"{seconds / 60:.1f}",
+                    f"{100 * unpruned:.2f}%",
+                    len(seeds),
+                    mean_std(tests),
+                    mean_std(vals),
+                    mean_std(distinct, percent=False),
+                    ", ".join(sorted(chosen)),
+                    f"{statistics.mean(minutes):.1f}",
                 ]
             )
-            print(rows[-1], flush=True)
     body = "\n".join(
         [
-            f"Budget: {int(100 * args.ratio)}% of each unpruned model's predicted host latency (LiteRT + XNNPACK, 1 "
-            "thread).",
-            "Top-1 without fine-tuning, after L1 selection and least-squares reconstruction. The reward is top-1 on "
-            "1,000",
-            "`val` images (held out from train); the 5 best policies of a search are re-scored on all 5,000 `val` "
-            "images",
-            "and the best of those is chosen; `test` is scored once, on the chosen policy. Measured latency: the whole",
-            "pruned model converted with litert-torch and timed end to end (fastest of three medians), next to the "
-            "prediction.",
-            "`amc` uses the paper's DDPG settings: 100 random warm-up episodes, then exploration noise sigma 0.5 "
-            "decayed",
-            "x0.95 per episode: 0.003 by episode 200 and 1e-7 by episode 400, so the agent barely explores after. The "
-            "`sigma decay",
-            "0.99` rows keep exploring (sigma 0.025 at episode 400). Both are chosen on `val` only, like every other "
-            "row.",
+            f"Budget: {int(100 * args.ratio)}% of each unpruned model's predicted host latency (LiteRT + XNNPACK,",
+            f"1 thread). {args.episodes} episodes for `amc` and `random`, one for the rules and Torch-Pruning",
+            "(deterministic). Top-1 without fine-tuning, after L1 selection, least-squares reconstruction and",
+            "BatchNorm re-estimation (the default reward). The 5 best policies of a search and the three rules are",
+            "re-scored on all of `val` and the best is chosen (`chosen from` says whose it was); `test` is scored",
+            "once, on the chosen policy. Mean ± standard deviation over the seeds; `distinct` counts the different",
+            "policies a search evaluated.",
             "",
             table(
                 [
                     "model",
                     "strategy",
                     "unpruned test",
-                    "chosen policy, val",
-                    "test",
-                    "budget ms",
-                    "predicted ms (of budget)",
-                    "measured ms (vs predicted)",
-                    "episodes",
+                    "seeds",
+                    "test top-1 (%)",
+                    "val top-1 (%)",
+                    "distinct",
+                    "chosen from",
                     "minutes",
                 ],
                 rows,
@@ -121,14 +133,14 @@ def main() -> None:
     )
     print(body)
     write_section(
-        "Search under a latency budget",
+        f"Search under a latency budget ({', '.join(args.models)})",
         "python benchmarks/search.py "
         + " ".join(
             [
                 f"--models {' '.join(args.models)}",
+                f"--seeds {' '.join(map(str, args.seeds))}",
                 f"--episodes {args.episodes}",
                 f"--ratio {args.ratio}",
-                f"--amc-sigma-decays {' '.join(map(str, args.amc_sigma_decays))}",
             ]
         ),
         body,

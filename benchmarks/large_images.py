@@ -1,0 +1,193 @@
+"""`compress` on 224-px photos: minutes per phase and peak memory, for two dataset sizes.
+
+    .venv/bin/python benchmarks/large_images.py                              # 10,000 and 40,000 train images
+    .venv/bin/python benchmarks/large_images.py --sizes 2000 --episodes 10   # a quick look
+
+The ImageFolder is CIFAR-10 upscaled to 256 px JPEGs (written once under --work; 1,000 test images), so the
+pipeline reads, decodes, resizes and crops files the size of a phone app's training photos. The model is torchvision's
+mobilenet_v2 at 224 px, untrained (nothing can be downloaded here): accuracies mean nothing, time and memory do.
+Budget: `--latency-ms` at 60% of the unpruned model's measured host latency (LiteRT, 1 thread); the search uses
+1,000 reward images and the default reward; one fine-tuning epoch streams the whole train split.
+
+Each run is `toolchain compress` in a child process. A phase lasts from one of its progress messages to the next.
+Memory: resident set of the process and its DataLoader workers together, sampled every 0.2 s (peak), and the main
+process's own high-water mark. Writes the section "Large images" of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import table, write_section  # noqa: E402
+
+from toolchain.export import latency_file  # noqa: E402
+from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
+from toolchain.models import load_model  # noqa: E402
+
+MODEL = "torchvision:mobilenet_v2"
+SIDE = 256
+TEST_IMAGES = 1000
+# compress's progress messages -> the phase each starts
+PHASES = {
+    "latency table": "table",
+    "sampling features": "features",
+    "searching": "search",
+    "re-scoring": "finalists",
+    "fine-tuning": "fine-tune",
+    "exporting": "export",
+    "measuring": "measure",
+}
+
+
+def write_folder(archive: Path, root: Path, train_images: int) -> None:
+    """The first `train_images` train images (and TEST_IMAGES test images) of the archive, upscaled, as JPEGs."""
+    done = root / ".complete"
+    if done.exists():
+        return
+    wanted = {"train": train_images, "test": TEST_IMAGES}
+    written = dict.fromkeys(wanted, 0)
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            split = next((p for p in parts if p in wanted), None)
+            if not member.isfile() or split is None or written[split] >= wanted[split]:
+                continue
+            out = root / split / parts[-2] / (Path(parts[-1]).stem + ".jpg")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(tar.extractfile(member)) as image:
+                image.convert("RGB").resize((SIDE, SIDE), Image.BILINEAR).save(out, quality=90)
+            written[split] += 1
+            if written == wanted:
+                break
+    done.touch()
+
+
+def tree_rss_mb(pid: int) -> tuple[float, float]:
+    """Resident MB of `pid` and every descendant, and `pid`'s own high-water mark."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, stack, own_peak = 0.0, [pid], 0.0
+    while stack:
+        p = stack.pop()
+        stack += children.get(p, [])
+        try:
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines())
+        except OSError:
+            continue
+        total += int(status.get("VmRSS", "0 kB").split()[0]) / 1024
+        if p == pid:
+            own_peak = int(status.get("VmHWM", "0 kB").split()[0]) / 1024
+    return total, own_peak
+
+
+def run_compress(args: list[str]) -> tuple[dict[str, float], float, float, int]:
+    """Run compress; return seconds per phase, peak RSS of the process tree and of the main process (MB), and the
+    exit code."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolchain.cli", "compress", *args], stderr=subprocess.PIPE, text=True, bufsize=1
+    )
+    peaks = [0.0, 0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            tree, own = tree_rss_mb(proc.pid)
+            peaks[0], peaks[1] = max(peaks[0], tree), max(peaks[1], own)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    marks = [("load", time.perf_counter())]
+    for line in proc.stderr:
+        print(line, end="", flush=True)
+        label = next((label for prefix, label in PHASES.items() if line.startswith(prefix)), None)
+        if label is not None:
+            marks.append((label, time.perf_counter()))
+    code = proc.wait()
+    sampler.join()
+    marks.append(("end", time.perf_counter()))
+    phases: dict[str, float] = {}
+    for (label, start), (_, end) in zip(marks, marks[1:]):
+        phases[label] = phases.get(label, 0.0) + end - start
+    return phases, peaks[0], peaks[1], code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 40_000])
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--work", default="runs/bench-large-images")
+    args = parser.parse_args()
+    work = Path(args.work)
+    archive = Path(os.environ["TOOLCHAIN_CIFAR10"])
+
+    runner = LiteRTHostRunner()
+    unpruned_ms = runner.time_model(latency_file(load_model(MODEL).model, 224, "tflite")).median_ms
+    budget_ms = round(0.6 * unpruned_ms, 3)
+    print(f"{MODEL} at 224 px: {unpruned_ms:.2f} ms measured, budget {budget_ms} ms", flush=True)
+
+    rows = []
+    for size in args.sizes:
+        folder = work / f"photos-{size}"
+        t = time.perf_counter()
+        write_folder(archive, folder, size)
+        print(f"{folder}: ready in {time.perf_counter() - t:.0f} s", flush=True)
+        out = work / f"run-{size}"
+        shutil.rmtree(out, ignore_errors=True)
+        phases, tree_mb, own_mb, code = run_compress(
+            f"--model {MODEL} --data {folder} --device host --latency-ms {budget_ms} --episodes {args.episodes} "
+            f"--reward-images 1000 --finetune-epochs 1 --seed 0 --out {out}".split()
+        )
+        if code != 0:
+            raise SystemExit(f"compress on {size} images failed with exit status {code}")
+        rows.append(
+            [
+                f"{size:,}",
+                ", ".join(f"{label} {s / 60:.1f}" for label, s in phases.items()),
+                f"{sum(phases.values()) / 60:.1f}",
+                f"{tree_mb / 1024:.2f}",
+                f"{own_mb / 1024:.2f}",
+            ]
+        )
+        print(rows[-1], flush=True)
+
+    body = "\n".join(
+        [
+            f"torchvision mobilenet_v2 at 224 px (untrained), budget {budget_ms} ms = 60% of its measured "
+            f"{unpruned_ms:.2f} ms (LiteRT + XNNPACK, 1 thread); {args.episodes} AMC episodes on 1,000 reward",
+            "images, 1 fine-tuning epoch. The folder is CIFAR-10 upscaled to 256-px JPEGs (1,000 test images). A",
+            "phase runs from one progress message of `compress` to the next (minutes); memory is the resident set of",
+            "the process and its DataLoader workers (peak of 0.2 s samples), and the main process's high-water mark.",
+            "",
+            table(
+                ["train images", "minutes per phase", "minutes in all", "peak RSS, all (GB)", "peak RSS, main (GB)"],
+                rows,
+            ),
+        ]
+    )
+    print(body)
+    command = (
+        "python benchmarks/large_images.py"
+        + (f" --sizes {' '.join(map(str, args.sizes))}" if args.sizes != [10_000, 40_000] else "")
+        + (f" --episodes {args.episodes}" if args.episodes != 200 else "")
+    )
+    write_section("Large images", command, body)
+
+
+if __name__ == "__main__":
+    main()
