@@ -5,7 +5,6 @@ and the input files untouched."""
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from conftest import make_image_folder
 from test_latency import SyntheticRunnerFor
 
 from toolchain.cli import main
-from toolchain.files import write_atomic
+from toolchain.files import UMASK, write_atomic
 from toolchain.graph import analyze
 from toolchain.latency.profiler import profile
 from toolchain.latency.runners import Target
@@ -418,13 +417,10 @@ def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
     """A table or report written through a temporary file is readable by others like any file the user writes,
     and a rewrite keeps the mode the file had."""
     fresh, kept = tmp_path / "fresh.json", tmp_path / "kept.json"
-    previous = os.umask(0o022)
-    try:
-        write_atomic(fresh, "{}")
-        kept.write_text("{}")
-        kept.chmod(0o640)
-        write_atomic(kept, "{}\n")
-    finally:
-        os.umask(previous)
-    assert fresh.stat().st_mode & 0o777 == 0o644
+    write_atomic(fresh, "{}")
+    kept.write_text("{}")
+    kept.chmod(0o640)
+    write_atomic(kept, "{}\n")
+    (plain := tmp_path / "plain.json").write_text("{}")  # as any other program writes a file here
+    assert fresh.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~UMASK
     assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "{}\n"

@@ -28,16 +28,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         # mkstemp's file is private (0600); the result gets the mode the file had, or a new file's usual mode
-        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
+        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import, before any thread writes
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
