@@ -697,6 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--serial", action="append", help="also try this serial or HOST:PORT")
 
+    from .compress import REWARDS
+    from .search.ddpg import PRESETS
     from .search.strategies import STRATEGIES
 
     p = add(
@@ -727,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument(
         "--agent",
-        choices=["default", "paper"],
+        choices=PRESETS,
         default="default",
         help="DDPG settings: the AMC paper's (noise decayed x0.95 from episode 100, one update per step, "
         "100-episode memory) or the default, which keeps exploring (x0.99, never below 0.1) and learns "
@@ -737,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-min", type=float, help="exploration noise never decays below this (default preset: 0.1)")
     p.add_argument(
         "--reward",
-        choices=["select", "reconstruct", "bn", "reconstruct+bn"],
+        choices=REWARDS,
         default="reconstruct+bn",
         help="how a policy is pruned before its accuracy is measured: L1 selection alone, with "
         "least-squares reconstruction, with BatchNorm statistics re-estimated, or both",
