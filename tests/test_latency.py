@@ -393,7 +393,7 @@ def test_tables_per_precision_predict_whole_models_at_that_precision(tmp_path, p
     def build(keep):
         return latency_file(pruned_copy(model, graph, keep), 32, "tflite", precision)
 
-    profile(graph, runner, table, build, channel_step=32)
+    profile(graph, runner, table, build)
     some = next(iter(table.entries))
     assert read_signatures(single_op_model(some, precision=precision)) == [some]
     report = measure_fidelity(graph, LatencyPredictor(graph, table), runner, build, samples=4)
