@@ -262,14 +262,20 @@ class AndroidBenchmark:
 
     # --- measuring ---------------------------------------------------------------------------------------------
 
-    def time_models(self, models: Sequence[bytes]) -> list[ModelTiming]:
-        """Each model's timing, in order. Identical models are pushed once; the batch is removed afterwards."""
+    def time_models(
+        self, models: Sequence[bytes], op_profiling: bool | None = None, passes: tuple[int, int] | None = None
+    ) -> list[ModelTiming]:
+        """Each model's timing, in order, with per-op rows when `op_profiling`, over `passes` (warm-up runs, timed
+        runs); both default to what the benchmark was constructed with. Identical models are pushed once; the batch
+        is removed afterwards."""
+        profiling = self.op_profiling if op_profiling is None else op_profiling
+        passes = passes or (self.warmup_runs, self.num_runs)
         if self.binary is None:
             raise DeviceError(f"no benchmark_model on {self.device.serial} yet: {GET_BINARY}")
         remote = {model: f"{WORKDIR}/android_bench_{hashlib.sha1(model).hexdigest()[:16]}.tflite" for model in models}
         try:
             self._retrying(partial(self._push_batch, remote))
-            return [self._retrying(partial(self._measure, remote[model])) for model in models]
+            return [self._retrying(partial(self._measure, remote[model], profiling, passes)) for model in models]
         finally:
             self._remove(list(remote.values()))
 
@@ -277,28 +283,28 @@ class AndroidBenchmark:
         for model, path in remote.items():
             self.device.push(model, path)
 
-    def _measure(self, remote_model: str) -> ModelTiming:
+    def _measure(self, remote_model: str, op_profiling: bool, passes: tuple[int, int]) -> ModelTiming:
         if not self._installed:
             self._install()
         temperatures = self._cool_down()
-        output = self.device.shell(self._command(remote_model), timeout_s=self.run_timeout_s)
+        output = self.device.shell(self._command(remote_model, op_profiling, passes), timeout_s=self.run_timeout_s)
         log = self._parse(output, remote_model)
         return ModelTiming(log.inference_avg_us, log.std_us, log.count, temperatures, tuple(log.ops))
 
-    def _command(self, remote_model: str) -> str:
+    def _command(self, remote_model: str, op_profiling: bool, passes: tuple[int, int]) -> str:
         args = [
             "taskset",
             self.profile.big_cores,
             BINARY,
             f"--graph={remote_model}",
             f"--num_threads={self.threads}",
-            f"--warmup_runs={self.warmup_runs}",
-            f"--num_runs={self.num_runs}",
+            f"--warmup_runs={passes[0]}",
+            f"--num_runs={passes[1]}",
             f"--warmup_min_secs={self.warmup_min_secs:g}",
             f"--min_secs={self.min_secs:g}",
             *self.dialect.cpu_flags,
         ]
-        if self.op_profiling:
+        if op_profiling:
             args.append(self.dialect.op_profiling_flag)
         return " ".join(shlex.quote(arg) for arg in args)
 

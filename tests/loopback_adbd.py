@@ -46,7 +46,9 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
@@ -694,9 +696,8 @@ class _BenchmarkModel:
     ai-edge-litert's Interpreter on the host (warm-up, then timed invokes, both honouring the run counts and minimum
     durations) and prints what the real tool prints, in its current format (StatWithPercentiles lines, the
     'Inference timings in us' line, and with --enable_op_profiling the profile summariser's tables). Per-op
-    times: with XNNPACK the whole graph is
-    one delegate node, as in the real tool; without it the loopback cannot time ops separately and splits the
-    invoke time evenly over the ops."""
+    times: with XNNPACK the whole graph is one delegate node, as builds before XNNPACK had its own profiler report
+    it; without it, each op's row is its share of every measured invoke (`_alone_shares`)."""
 
     FLAGS = {
         "num_runs": ("Min num runs", 50),
@@ -856,10 +857,14 @@ class _BenchmarkModel:
         if self.param("use_xnnpack"):
             outputs = ", ".join(names.get(i, "") for i in ops[-1]["outputs"])
             return [("TfLiteXNNPackDelegate", f"[{outputs}]:{len(ops)}", samples_us)]
-        share = [s // len(ops) for s in samples_us]
+        shares = _alone_shares(self.device.path(self.param("graph")), [op["index"] for op in ops], self.interpreter)
         return [
-            (op["op_name"], f"[{', '.join(names.get(i, '') for i in op['outputs'])}]:{op['index']}", share)
-            for op in ops
+            (
+                op["op_name"],
+                f"[{', '.join(names.get(i, '') for i in op['outputs'])}]:{op['index']}",
+                [int(s * share) for s in samples_us],
+            )
+            for op, share in zip(ops, shares)
         ]
 
 
@@ -877,8 +882,10 @@ class _LiteRtBenchmarkModel(_BenchmarkModel):
     --use_xnnpack, as the CPU always runs XNNPACK, and --use_profiler for op profiling), its --help (not a flag of
     its own: main() prints the NPU vendor flags, the shared flag parser the usage, and the tool exits 0), its
     BENCHMARK RESULTS block (LITERT_LOG lines, "[file:line]" after the level) and its profiler summariser's
-    space-padded tables. The real profiler sees each XNNPACK operator; the loopback splits every invoke evenly over
-    the ops, names them as XNNPACK does, and counts them over every run since start-up, warm-up included."""
+    space-padded tables. The real profiler sees each XNNPACK operator (constant fp16 weights are unpacked when the
+    model loads, so their DEQUANTIZE ops never run); the loopback gives each op its share of every invoke
+    (`_alone_shares`), names them as XNNPACK does, and counts them over every run since start-up, warm-up
+    included."""
 
     FLAGS = {
         "num_runs": ("Min num runs", 50),
@@ -933,15 +940,78 @@ class _LiteRtBenchmarkModel(_BenchmarkModel):
             log(192, "\n" + _litert_profile(self.op_rows(interpreter, warmup + inference)))
 
     def op_rows(self, interpreter, samples_us: list[int]) -> list[tuple[str, str, list[int]]]:
+        graph = self.device.path(self.param("graph"))
         ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]  # the graph's own ops
-        share = [s // len(ops) for s in samples_us]
+        ops = [op for op in ops if not (op["op_name"] == "DEQUANTIZE" and _reads_constant(graph, op["index"]))]
+        shares = _alone_shares(graph, [op["index"] for op in ops], self.interpreter)
         return [
-            (f"Delegate/{_XNNPACK_OPERATORS.get(op['op_name'], op['op_name'])}", f"[Delegate]:{op['index']}", share)
-            for op in ops
+            (
+                f"Delegate/{_XNNPACK_OPERATORS.get(op['op_name'], op['op_name'])}",
+                f"[Delegate]:{op['index']}",
+                [int(s * share) for s in samples_us],
+            )
+            for op, share in zip(ops, shares)
         ]
 
 
 _BENCHMARK_TOOLS = {"tflite": _BenchmarkModel, "litert": _LiteRtBenchmarkModel}
+
+
+def _is_constant(model, tensor_index: int) -> bool:
+    buffer = model.buffers[model.subgraphs[0].tensors[tensor_index].buffer]
+    return buffer.data is not None
+
+
+def _reads_constant(graph: Path, index: int) -> bool:
+    model = schema.ModelT.InitFromPackedBuf(graph.read_bytes(), 0)
+    return all(_is_constant(model, t) for t in model.subgraphs[0].operators[index].inputs if t >= 0)
+
+
+def _op_alone(graph: bytes, index: int) -> bytes:
+    """Op `index` of a model cut out as a model of its own: its non-constant inputs become the model's inputs,
+    and constant weights that a DEQUANTIZE turns float come along with it."""
+    model = schema.ModelT.InitFromPackedBuf(graph, 0)
+    subgraph = model.subgraphs[0]
+    op = subgraph.operators[index]
+    producer = {t: other for other in subgraph.operators for t in other.outputs}
+    weights = [
+        producer[t]
+        for t in op.inputs
+        if t in producer and all(_is_constant(model, w) for w in producer[t].inputs if w >= 0)
+    ]
+    produced = {t for w in weights for t in w.outputs}
+    subgraph.operators = [*weights, op]
+    subgraph.inputs = [t for t in op.inputs if t >= 0 and t not in produced and not _is_constant(model, t)]
+    subgraph.outputs = list(op.outputs)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _alone_shares(graph: Path, indices: list[int], interpreter_for: Callable[[Path], object]) -> list[float]:
+    """Each listed op's share of an invoke: its fastest time alone (cut out of the graph, on the same engine and
+    threads), over the sum of theirs. The loopback cannot see inside an invoke from Python, so this stands in for
+    the real profiler: the rows add up to each measured invoke and divide it as the ops' own times do."""
+    if len(indices) == 1:
+        return [1.0]
+    data, alone = graph.read_bytes(), []
+    for index in indices:
+        path = graph.with_name(f".alone-{index}-{graph.name}")
+        path.write_bytes(_op_alone(data, index))
+        try:
+            interpreter = interpreter_for(path)
+            for _ in range(10):
+                interpreter.invoke()
+            samples = []
+            for _ in range(30):
+                started = time.perf_counter_ns()
+                interpreter.invoke()
+                samples.append(time.perf_counter_ns() - started)
+            alone.append(float(min(samples)))  # other load only ever slows an invoke down
+        finally:
+            path.unlink()
+    total = sum(alone) or 1.0
+    return [t / total for t in alone]
 
 
 def _mean(samples: list[int]) -> float:

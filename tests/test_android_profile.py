@@ -3,6 +3,7 @@ the pinned benchmark_model comes from a loopback HTTP server standing in for Lit
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -218,8 +219,16 @@ def test_make_profile_on_a_phone_resumes_after_a_kill_and_loses_nothing_to_a_dis
         assert wanted <= {s.key() for s in saved.entries}
         remaining = len(wanted - kept)
         calibration_runs = len(CALIBRATION_RATIOS) * CALIBRATION_REPEATS  # whole models, the fastest run of each
-        # every missing shape once, the calibration models, and the one run the drop cut short
-        assert phone.runs - runs_before == remaining + calibration_runs + 1
+        # TFLite's tool here reports XNNPACK as one delegate node, so the first pack cannot be split into its ops
+        # and every shape is timed alone: at most one run more than the missing shapes
+        runs = int(
+            re.search(
+                rf"{remaining} new of {len(wanted)} shapes measured in (\d+) benchmark runs, 0 of them", done.stdout
+            )[1]
+        )
+        assert runs in (remaining, remaining + 1)
+        # those, the calibration models, and the one run the drop cut short
+        assert phone.runs - runs_before == runs + calibration_runs + 1
 
         # 3. a third run has nothing left to measure
         runs_before = phone.runs

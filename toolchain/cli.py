@@ -211,6 +211,8 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
             "shapes": r.shapes,
             "measured": r.measured,
             "entries": r.entries,
+            "runs": r.runs,
+            "packed": r.packed,
             "target": r.target.as_dict(),
             **({"fidelity": r.fidelity} if r.fidelity else {}),
         }
@@ -218,7 +220,7 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
         if not args.json:
             print(
                 f"{r.serial + ': ' if r.serial else ''}{r.table}: {r.measured} new of {r.shapes} shapes measured "
-                f"({r.entries} entries)"
+                f"in {r.runs} benchmark runs, {r.packed} of them in packs ({r.entries} entries)"
             )
             if r.fidelity:
                 f = r.fidelity

@@ -64,6 +64,8 @@ class ProfileReport:
     target: Target
     fidelity: dict[str, Any] | None = None
     table_check: str | None = None  # what checking the table's existing entries found, when it had some
+    runs: int = 0  # benchmark runs the new shapes took (a phone: process starts)
+    packed: int = 0  # new shapes timed many per run, by the target's op profiler
 
 
 def profile_model(
@@ -130,7 +132,18 @@ def profile_model(
             plot = validation.plot or path.with_name(f"fidelity-{source.name}.png")
             plot_fidelity(report, f"{source.ref} on {runner.target.device}", plot)
             fidelity = {**report.summary(), "plot": str(plot)}
-        return ProfileReport(path, serial, result.wanted, result.measured, len(table), runner.target, fidelity, checked)
+        return ProfileReport(
+            path,
+            serial,
+            result.wanted,
+            result.measured,
+            len(table),
+            runner.target,
+            fidelity,
+            checked,
+            result.runs,
+            result.packed,
+        )
 
     if len(serials) <= 1:
         return [one(serials[0] if serials else None)]

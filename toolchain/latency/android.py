@@ -33,6 +33,7 @@ BINARY_ENV = "TOOLCHAIN_BENCHMARK_MODEL"
 MIRROR_ENV = "TOOLCHAIN_BENCHMARK_MODEL_URL"
 MANIFEST_ENV = "TOOLCHAIN_BENCHMARK_MODEL_MANIFEST"
 Z_10_90 = 1.2816  # p10/p90 of a normal distribution in standard deviations
+PACK_PASSES = (2, 10)  # warm-up and timed runs over a pack of ops (a single op: the benchmark's own, 20 and 50)
 
 
 def timing_of(t: ModelTiming) -> Timing:
@@ -41,6 +42,19 @@ def timing_of(t: ModelTiming) -> Timing:
     return Timing(
         mean, max(0.0, mean - Z_10_90 * std), mean + Z_10_90 * std, t.count or 0, dict(t.temperatures) or None
     )
+
+
+def op_timings_of(t: ModelTiming, ops: int) -> list[Timing] | None:
+    """Each op's time per run from a pack's op profile, in run order, with the pack's relative spread; None when the
+    profile does not list exactly `ops` rows (a build whose XNNPACK reports one delegate node, or ops it fused)."""
+    if len(t.ops) != ops:
+        return None
+    relative = (t.std_us or 0.0) / t.avg_us if t.avg_us > 0 else 0.0
+    temperatures = dict(t.temperatures) or None
+    return [
+        Timing(ms, max(0.0, ms * (1 - Z_10_90 * relative)), ms * (1 + Z_10_90 * relative), t.count or 0, temperatures)
+        for ms in (op.ms_per_run for op in t.ops)
+    ]
 
 
 def pinned_binary(info: DeviceInfo) -> LocalBinary:
@@ -92,12 +106,23 @@ class AndroidRunner:
             tuple(sorted(machine.items())),
         )
         self.serial = serial
+        self.pack_passes = (min(PACK_PASSES[0], self.bench.warmup_runs), min(PACK_PASSES[1], self.bench.num_runs))
 
     def time_models(self, models: Sequence[bytes]) -> list[Timing]:
         try:
             return [timing_of(t) for t in self.bench.time_models(models)]
         except DeviceError as e:
             raise ToolchainError(str(e)) from None
+
+    def time_op_packs(self, packs: Sequence[tuple[bytes, int]]) -> list[list[Timing] | None]:
+        """Per (model, number of ops) pack, one benchmark_model run with op profiling: each op's timing, or None.
+        A pass over a pack lasts as long as all its ops, so fewer passes (PACK_PASSES) time it: the warm-up's
+        minimum duration still brings the clock up, and each op is still averaged over several calls."""
+        try:
+            timings = self.bench.time_models([model for model, _ in packs], op_profiling=True, passes=self.pack_passes)
+        except DeviceError as e:
+            raise ToolchainError(str(e)) from None
+        return [op_timings_of(t, ops) for t, (_, ops) in zip(timings, packs)]
 
 
 def list_devices(serials: Sequence[str] = ()) -> list[dict]:

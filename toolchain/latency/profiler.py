@@ -16,12 +16,12 @@ from ..graph import ModelGraph
 from ..lowering import GraphOp
 from ..policy import graph_fingerprint, round_channels
 from .onnx_ops import single_op_onnx
+from .packing import OpTimer
 from .runners import Runner, Target, best_of_each
 from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration
 from .tflite import single_op_model
 
-BATCH = 8  # models handed to the runner at once (phones push a batch, then time it)
 CALIBRATION_RATIOS = (1.0, 0.25)  # whole-model variants measured per architecture: both ends of the search range
 CALIBRATION_REPEATS = 5  # the fastest of this many interleaved measurements of each calibration variant
 
@@ -75,6 +75,8 @@ class ProfileResult:
     wanted: int
     measured: int
     calibrated: bool
+    runs: int = 0  # benchmark runs for the op shapes (the calibration's whole models not counted)
+    packed: int = 0  # shapes timed inside packs of many, by the target's op profiler
 
 
 def profile(
@@ -86,9 +88,11 @@ def profile(
     max_points: int = 16,
     on_progress: Callable[[int, int], None] | None = None,
     remeasure: bool = False,
+    pack: bool = True,
 ) -> ProfileResult:
     """Measure every shape of `graph` the table lacks (with `remeasure`, every one it has too: the table went
-    stale), journaling each entry as it lands.
+    stale), journaling each entry as it lands. Runners with an op profiler time many shapes per run (`packing`)
+    unless `pack` is False.
 
     `build_variant(keep)` returns the model pruned to `keep` channels per group as a model file; once per
     architecture (again with `remeasure`), the full model and a uniformly thinned one (CALIBRATION_RATIOS) are
@@ -102,12 +106,11 @@ def profile(
     done = 0
     if on_progress:
         on_progress(0, total)
+    timer = OpTimer(runner, lambda sig: single_op_file(sig, runner.target), pack)
     try:
-        for start in range(0, len(todo), BATCH):
-            batch = todo[start : start + BATCH]
-            for sig, timing in zip(batch, runner.time_models([single_op_file(s, runner.target) for s in batch])):
-                table.add(sig, timing)
-            done += len(batch)
+        for sig, timing in timer(todo):
+            table.add(sig, timing)
+            done += 1
             if on_progress:
                 on_progress(done, total)
         if calibrate:
@@ -124,4 +127,4 @@ def profile(
                 on_progress(done, total)
     finally:
         table.save()
-    return ProfileResult(len(wanted), len(todo), calibrate)
+    return ProfileResult(len(wanted), len(todo), calibrate, timer.runs, timer.packed)

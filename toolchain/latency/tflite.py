@@ -9,6 +9,8 @@ checks, op for op, that what this module writes matches what the converter emits
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
@@ -29,9 +31,16 @@ def single_op_model(sig: OpSignature, seed: int = 0, precision: str = "fp32") ->
     """A one-op model computing `sig` on NHWC inputs, with random constant weights, at `precision`: fp32; fp16
     (float16 weights dequantized to fp32, as ai-edge-quantizer's fp16 recipe stores them); or int8 (int8 weights
     per output channel and int8 activations, int32 biases: what its static int8 recipe emits)."""
+    return packed_model([sig], seed, precision)
+
+
+def packed_model(sigs: Sequence[OpSignature], seed: int = 0, precision: str = "fp32") -> bytes:
+    """Several single-op graphs side by side in one model: each op has its own inputs and its output is a model
+    output, so none waits for another and the runtime executes them in the order given. A phone's benchmark_model
+    times them all in one run, and its op profile gives each op's time."""
     b = ModelBuilder(precision)
-    y = ops.kind(sig.kind).tflite(b, sig, np.random.default_rng(seed))
-    return b.finish(outputs=[y])
+    rng = np.random.default_rng(seed)
+    return b.finish(outputs=[ops.kind(sig.kind).tflite(b, sig, rng) for sig in sigs])
 
 
 class ModelBuilder:
