@@ -22,6 +22,9 @@ ratios are measured side by side in one run.
 
 
 def machine() -> str:
+    """The CPU, its cores and the vector extensions XNNPACK picks kernels by: latency figures hold for these."""
+    from toolchain.latency.runners import host_machine
+
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -31,7 +34,8 @@ def machine() -> str:
         platform.processor(),
     )
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"{cpu}, {cores} cores, Python {platform.python_version()}"
+    isa = host_machine().get("isa") or "flags unknown"
+    return f"{cpu}, {cores} cores, {isa}, Python {platform.python_version()}"
 
 
 def write_section(name: str, command: str, body: str) -> None:
