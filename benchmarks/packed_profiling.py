@@ -124,13 +124,21 @@ def runs_per_table(name: str, runner: LiteRTHostRunner, phone_factor: float) -> 
     ]
 
 
-def through_loopback(name: str) -> list[list[str]]:
+def through_loopback(name: str, size: int, channel_step: int, max_points: int, samples: int) -> list[list[str]]:
+    """`name`'s table profiled on the loopback test device single-op and packed; with `samples`, how well each table
+    predicts whole pruned variants timed on the same device."""
     from loopback_adbd import LoopbackDevice, fake_elf
 
     from android_bench.adb import load_signer
+    from toolchain.export import latency_file
     from toolchain.latency.android import AndroidRunner
+    from toolchain.latency.fidelity import measure_fidelity
+    from toolchain.latency.predictor import LatencyPredictor
+    from toolchain.surgery import pruned_copy
 
-    graph = grid(name)
+    model = load_model(name, pretrained=False).model
+    graph = analyze(model, size)
+    build = (lambda keep: latency_file(pruned_copy(model, graph, keep), size, "tflite")) if samples else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "adbkey"
@@ -145,18 +153,24 @@ def through_loopback(name: str) -> list[list[str]]:
                 )
                 table_ = LatencyTable.open(Path(tmp) / f"t-{pack}.json", runner.target)
                 services, started = len(phone.services), time.perf_counter()
-                result = profile(graph, runner, table_, channel_step=64, max_points=4, pack=pack)
+                result = profile(graph, runner, table_, build, channel_step, max_points, pack=pack)
                 seconds = time.perf_counter() - started
                 opened = len(phone.services) - services
+                fidelity = (
+                    measure_fidelity(graph, LatencyPredictor(graph, table_), runner, build, samples)
+                    if samples
+                    else None
+                )
             rows.append(
                 [
+                    f"{name} {size} px",
                     "packed" if pack else "single-op",
                     str(result.measured),
                     str(result.runs),
                     str(result.packed),
-                    str(opened),
                     f"{opened / result.measured:.2f}",
                     f"{seconds:.0f}",
+                    f"{100 * fidelity.mape:.1f}% / {100 * fidelity.within(0.10):.0f}%" if fidelity else "-",
                 ]
             )
     return rows
@@ -173,7 +187,8 @@ def main() -> None:
     host_v1 = mobilenet_v1_host_ms(runner)
     factor = PIXEL1_MOBILENET_V1_MS / host_v1
     plans = [runs_per_table(name, runner, factor) for name in models]
-    loop = through_loopback(MODELS[0])
+    loop = through_loopback(MODELS[0], 224, 64, 4, samples=0)
+    loop += through_loopback("resnet20", 32, 8, 16, samples=6 if args.quick else 12)
     minutes = (time.perf_counter() - started) / 60
     body = f"""
 An op's time inside a pack against its time alone (LiteRT + XNNPACK, 1 thread, this host; inside = a pack of
@@ -214,11 +229,27 @@ thread) to the same network here ({host_v1:.1f} ms, timm mobilenetv1_100); "one 
         )
     }
 
-Through the loopback test device (LiteRT's benchmark_model dialect, the real ADB protocol, the host's interpreter
-behind it), {MODELS[0]} at 224 px on a coarse grid (channel step 64, at most 4 points per group), the phone runner's
-default warm-up and runs. ADB services: shell commands and file transfers opened on the device.
+Through the loopback test device (LiteRT's benchmark_model dialect over the real ADB protocol, the host's
+interpreter behind it; its op profile divides each measured invoke by the ops' own times): {MODELS[0]} on a coarse
+grid (channel step 64, at most 4 points per group), and resnet20 on its full grid, then asked to predict pruned
+variants of resnet20 (random keep ratios) timed whole on the same device. The phone runner's default warm-up and
+runs. ADB services: shell commands and file transfers opened on the device, per shape.
 
-{table(["mode", "shapes", "benchmark runs", "shapes in packs", "ADB services", "per shape", "wall s"], loop)}
+{
+        table(
+            [
+                "model",
+                "mode",
+                "shapes",
+                "benchmark runs",
+                "shapes in packs",
+                "ADB services per shape",
+                "wall s",
+                "MAPE / within 10%",
+            ],
+            loop,
+        )
+    }
 
 {minutes:.0f} minutes in all.
 """
