@@ -38,6 +38,7 @@ from toolchain.models import load_model  # noqa: E402
 MODEL = "torchvision:mobilenet_v2"
 SIDE = 256
 TEST_IMAGES = 1000
+CLASSES = 10  # CIFAR-10's
 # compress's progress messages -> the phase each starts
 PHASES = {
     "latency table": "table",
@@ -51,25 +52,24 @@ PHASES = {
 
 
 def write_folder(archive: Path, root: Path, train_images: int) -> None:
-    """The first `train_images` train images (and TEST_IMAGES test images) of the archive, upscaled, as JPEGs."""
+    """`train_images` train images (and TEST_IMAGES test images) of the archive, as many of each class (the archive
+    lists its images class by class), upscaled, as JPEGs."""
     done = root / ".complete"
     if done.exists():
         return
-    wanted = {"train": train_images, "test": TEST_IMAGES}
-    written = dict.fromkeys(wanted, 0)
+    per_class = {"train": -(-train_images // CLASSES), "test": -(-TEST_IMAGES // CLASSES)}
+    written: dict[tuple[str, str], int] = {}
     with tarfile.open(archive) as tar:
         for member in tar:
             parts = Path(member.name).parts
-            split = next((p for p in parts if p in wanted), None)
-            if not member.isfile() or split is None or written[split] >= wanted[split]:
+            split = next((p for p in parts if p in per_class), None)
+            if not member.isfile() or split is None or written.get((split, parts[-2]), 0) >= per_class[split]:
                 continue
             out = root / split / parts[-2] / (Path(parts[-1]).stem + ".jpg")
             out.parent.mkdir(parents=True, exist_ok=True)
             with Image.open(tar.extractfile(member)) as image:
                 image.convert("RGB").resize((SIDE, SIDE), Image.BILINEAR).save(out, quality=90)
-            written[split] += 1
-            if written == wanted:
-                break
+            written[split, parts[-2]] = written.get((split, parts[-2]), 0) + 1
     done.touch()
 
 
@@ -150,7 +150,8 @@ def main() -> None:
         out = work / f"run-{size}"
         shutil.rmtree(out, ignore_errors=True)
         phases, tree_mb, own_mb, code = run_compress(
-            f"--model {MODEL} --data {folder} --device host --latency-ms {budget_ms} --episodes {args.episodes} "
+            f"--model {MODEL} --num-classes {CLASSES} --data {folder} --device host --latency-ms {budget_ms} "
+            f"--episodes {args.episodes} "
             f"--reward-images 1000 --finetune-epochs 1 --seed 0 --out {out}".split()
         )
         if code != 0:

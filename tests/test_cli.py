@@ -69,6 +69,39 @@ def test_bf16_training_runs_the_network_in_bfloat16_and_keeps_fp32_weights(tmp_p
     assert loaded.model.fc.weight.dtype == torch.float32 and not torch.equal(loaded.model.fc.weight, before)
 
 
+def test_a_batch_larger_than_a_pass_accumulates_to_the_same_step(tmp_path, monkeypatch):
+    """At large inputs a training batch runs as several passes (memory stays flat); without BatchNorm, whose
+    statistics are per pass, the step is the one a single pass takes."""
+    import torch
+    from torch import nn
+
+    from toolchain import train as training
+    from toolchain.data import load_split
+    from toolchain.models import load_model
+
+    images = load_split(str(make_image_folder(tmp_path / "d", per_class=(6, 2), size=(32, 32))), "train", 32)
+    spec = load_model("resnet20", num_classes=3, pretrained=False).spec
+    cfg = training.TrainConfig(epochs=1, batch_size=len(images), lr=0.5, warmup_epochs=0, weight_decay=5e-4)
+
+    def one_step(images_per_pass_at_32px: int) -> tuple[nn.Module, int]:
+        monkeypatch.setattr(training, "TRAINING_AT_32PX", images_per_pass_at_32px)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        model.append(nn.Linear(8, 3))
+        passes = []
+        model[0].register_forward_hook(lambda m, i, out: passes.append(len(out)))
+        training.train(model, spec, images, cfg)
+        return model, len(passes)
+
+    whole, one = one_step(len(images))
+    split, several = one_step(4)
+    assert (one, several) == (1, -(-len(images) // 4))
+    for a, b in zip(whole.parameters(), split.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)  # summed in another order
+    torch.manual_seed(0)
+    assert not torch.allclose(nn.Conv2d(3, 8, 3, padding=1).weight, whole[0].weight, atol=1e-3)  # it did step
+
+
 def test_killed_training_resumes_to_the_same_weights_and_refuses_other_settings(tmp_path):
     from dataclasses import replace
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from . import distributed
-from .data import ImageSet, load_split, normalize
+from .data import FEATURES_AT_32PX, ImageSet, images_per_pass, load_split, normalize
 from .errors import ToolchainError, require
 from .evaluate import evaluate
 from .export import PRECISIONS, calibration_inputs, check_format, export, latency_file, to_model_file
@@ -127,7 +127,8 @@ def features_for(loaded: LoadedModel, graph: ModelGraph, data: str, images: int,
             return FeatureCache(blob["gram"], int(blob["rows"]))
     train = load_split(data, "train", loaded.spec.input_size, images)
     spec = loaded.spec
-    features = collect_features(loaded.model, graph, (normalize(x, spec.mean, spec.std) for x, _ in train.batches(250)))
+    batches = train.batches(images_per_pass(spec.input_size, FEATURES_AT_32PX))
+    features = collect_features(loaded.model, graph, (normalize(x, spec.mean, spec.std) for x, _ in batches))
     with atomic_path(cache) as tmp:
         torch.save({"version": FEATURES_VERSION, "gram": features.gram, "rows": features.rows}, tmp)
     return features
@@ -136,8 +137,10 @@ def features_for(loaded: LoadedModel, graph: ModelGraph, data: str, images: int,
 def bn_batches(loaded: LoadedModel, data: str, images: int) -> list[torch.Tensor]:
     """Normalised training images to re-estimate a pruned model's BatchNorm statistics on."""
     spec = loaded.spec
+    per_pass = images_per_pass(spec.input_size, FEATURES_AT_32PX)
     return [
-        normalize(x, spec.mean, spec.std) for x, _ in load_split(data, "train", spec.input_size, images).batches(250)
+        normalize(x, spec.mean, spec.std)
+        for x, _ in load_split(data, "train", spec.input_size, images).batches(per_pass)
     ]
 
 

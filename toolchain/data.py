@@ -51,9 +51,19 @@ MAX_VAL_SIZE = 5000
 SPLIT_SEED = 0
 MEMORY_BUDGET = 256 * 2**20  # bytes of decoded images a split may hold in memory before it is streamed
 SMALL_IMAGES = 64  # up to this input size, training augments the CIFAR way
+# Images per forward pass, given at 32 px: a pass's activations, and so its memory, grow with images x pixels.
+INFERENCE_AT_32PX = 500  # without gradients: 10 images at 224 px (mobilenet_v2: about 1 GB of activations)
+FEATURES_AT_32PX = 250  # sampling features and re-estimating BatchNorm (its average weighs every pass alike)
+TRAINING_AT_32PX = 784  # with them: 16 images at 224 px; a larger training batch accumulates over several passes
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def images_per_pass(image_size: int, at_32px: int) -> int:
+    """How many `image_size` images hold the pixels of `at_32px` CIFAR-sized ones: a batch size whose memory does
+    not grow with the resolution."""
+    return max(1, at_32px * 32 * 32 // (image_size * image_size))
 
 
 def cache_dir() -> Path:

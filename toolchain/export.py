@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from .console import quiet_native
-from .data import ImageSet, load_split, normalize
+from .data import INFERENCE_AT_32PX, ImageSet, images_per_pass, load_split, normalize
 from .errors import ToolchainError
 from .files import atomic_path, write_atomic
 from .models import ModelSource, ModelSpec, load
@@ -186,8 +187,9 @@ def quantize_int8(fp32: bytes, calibration: np.ndarray) -> bytes:
         return bytes(q.quantize(result).quantized_model)
 
 
-def tflite_logits(model: bytes, nhwc: np.ndarray) -> np.ndarray:
-    """Run a `.tflite` image by image on float NHWC inputs, quantizing and dequantizing where its I/O is integer."""
+def tflite_logits(model: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """A function running a `.tflite` image by image on float NHWC inputs, quantizing and dequantizing where its
+    I/O is integer; the interpreter is built once."""
     from ai_edge_litert.interpreter import Interpreter
 
     with quiet_native():  # the XNNPACK delegate announces itself on stderr when it is applied
@@ -196,25 +198,30 @@ def tflite_logits(model: bytes, nhwc: np.ndarray) -> np.ndarray:
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
-    logits = []
-    for x in nhwc:
-        x = x[None]
-        if inp["dtype"] != np.float32:
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / in_scale + in_zero), info.min, info.max).astype(inp["dtype"])
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])[0]
-        logits.append((y.astype(np.float32) - out_zero) * out_scale if out["dtype"] != np.float32 else y)
-    return np.stack(logits)
+
+    def run(nhwc: np.ndarray) -> np.ndarray:
+        logits = []
+        for x in nhwc:
+            x = x[None]
+            if inp["dtype"] != np.float32:
+                info = np.iinfo(inp["dtype"])
+                x = np.clip(np.round(x / in_scale + in_zero), info.min, info.max).astype(inp["dtype"])
+            interpreter.set_tensor(inp["index"], x)
+            interpreter.invoke()
+            y = interpreter.get_tensor(out["index"])[0]
+            logits.append((y.astype(np.float32) - out_zero) * out_scale if out["dtype"] != np.float32 else y)
+        return np.stack(logits)
+
+    return run
 
 
-def onnx_logits(model: bytes, nchw: np.ndarray) -> np.ndarray:
+def onnx_logits(model: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """A function running an ONNX model image by image on NCHW inputs; the session is built once."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[None]})[0] for x in nchw])
+    return lambda nchw: np.concatenate([session.run(None, {name: x[None]})[0] for x in nchw])
 
 
 def check_parity(exported: np.ndarray, reference: np.ndarray, labels: np.ndarray, precision: str) -> Parity:
@@ -259,10 +266,6 @@ def export(
         raise ToolchainError(
             f"--out {out.name} does not end in .{model_format}: name the file for its format, e.g. model.{model_format}"
         )
-    images, labels = check.materialize()
-    x = normalize(images, spec.mean, spec.std)  # (N, 3, H, W)
-    with torch.no_grad():
-        reference = model.eval()(x).numpy()
     blob = to_model_file(
         model,
         spec.input_size,
@@ -271,12 +274,18 @@ def export(
         calibration_inputs(calibration, spec) if calibration is not None else None,
     )
     info = app_info(out, spec, model_format, precision, blob)
-    if model_format == "onnx":
-        logits = onnx_logits(blob, x.numpy())
-    else:
+    if model_format == "tflite":
         blob = with_metadata(blob, info)  # before the parity check, so the file checked is the file written
-        logits = tflite_logits(blob, x.permute(0, 2, 3, 1).numpy())
-    parity = check_parity(logits, reference, labels.numpy(), precision)
+    file_logits = onnx_logits(blob) if model_format == "onnx" else tflite_logits(blob)
+    reference, logits, truth = [], [], []
+    model.eval()
+    for images, y in check.batches(images_per_pass(spec.input_size, INFERENCE_AT_32PX)):  # memory stays flat
+        x = normalize(images, spec.mean, spec.std)  # (B, 3, H, W)
+        with torch.no_grad():
+            reference.append(model(x).numpy())
+        logits.append(file_logits(x.numpy() if model_format == "onnx" else x.permute(0, 2, 3, 1).numpy()))
+        truth.append(y.numpy())
+    parity = check_parity(np.concatenate(logits), np.concatenate(reference), np.concatenate(truth), precision)
     _write(out, blob)
     labels = out.with_name(info["output"]["labels"])
     write_atomic(labels, "\n".join(spec.classes) + "\n")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import load_split, normalize
+from .data import FEATURES_AT_32PX, images_per_pass, load_split, normalize
 from .errors import ToolchainError
 from .graph import ModelGraph, analyze
 from .models import ModelSource, count_macs, count_params, load, save_checkpoint
@@ -245,7 +245,12 @@ def prune_model(
         loaded.spec.match_classes(images.classes, source.ref)
         on_message(f"sampling features of {len(images)} training images for least-squares reconstruction")
         features = collect_features(
-            loaded.model, graph, (normalize(x, loaded.spec.mean, loaded.spec.std) for x, _ in images.batches(250))
+            loaded.model,
+            graph,
+            (
+                normalize(x, loaded.spec.mean, loaded.spec.std)
+                for x, _ in images.batches(images_per_pass(loaded.spec.input_size, FEATURES_AT_32PX))
+            ),
         )
     pruned = apply_policy(loaded.model, graph, chosen, features)
     size = loaded.spec.input_size

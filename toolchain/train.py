@@ -8,6 +8,8 @@ the student also matches the teacher's softened outputs).
 Under `torchrun` the same function trains with DistributedDataParallel: a DistributedSampler gives each process
 its shard of every epoch, each process takes batch_size / world_size images per step (so the recipe, and the
 learning-rate schedule, do not depend on how many processes there are), and only rank 0 writes the resume file.
+A batch larger than one pass holds at the model's input size (`images_per_pass`: 16 images at 224 px) accumulates
+its gradients over several passes, so memory does not grow with the resolution; BatchNorm normalises each pass.
 
 `train` is the loop; `train_checkpoint` wraps it into what `toolchain train` and `compress`'s fine-tuning both do:
 train with a resume point beside the output, score on test, write a self-describing checkpoint.
@@ -27,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from . import distributed
-from .data import ImageSet, load_split, normalize
+from .data import TRAINING_AT_32PX, ImageSet, images_per_pass, load_split, normalize
 from .errors import ToolchainError, require
 from .evaluate import evaluate
 from .files import atomic_path, check_resumable
@@ -181,6 +183,7 @@ def train(
         history = [EpochResult(**h) for h in state["history"]]
         start_epoch = len(history)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    per_pass = images_per_pass(spec.input_size, TRAINING_AT_32PX)  # memory stays flat at any resolution
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         sampler.set_epoch(epoch)
@@ -193,19 +196,20 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup_steps, cfg.lr)
             x = normalize(images, spec.mean, spec.std).to(device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = net(x).float()
-                if cfg.distill:
-                    with torch.no_grad():
-                        target = teacher(x).float()  # type: ignore[misc]
-            loss = loss_fn(logits, labels)
-            if cfg.distill:
-                loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(logits, target, cfg.temperature)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for xs, ys in zip(x.split(per_pass), labels.split(per_pass)):  # one pass per batch below 224 px or so
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    logits = net(xs).float()
+                    if cfg.distill:
+                        with torch.no_grad():
+                            target = teacher(xs).float()  # type: ignore[misc]
+                loss = loss_fn(logits, ys)
+                if cfg.distill:
+                    loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(logits, target, cfg.temperature)
+                (loss * (len(ys) / len(labels))).backward()  # the batch's mean loss, pass by pass
+                loss_sum += loss.item() * len(ys)
+                correct += (logits.argmax(1) == ys).sum().item()
             optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
             if on_step:
                 on_step(step + 1, total_steps, loss_sum / seen)
