@@ -106,7 +106,6 @@ class AndroidRunner:
             tuple(sorted(machine.items())),
         )
         self.serial = serial
-        self.pack_passes = (min(PACK_PASSES[0], self.bench.warmup_runs), min(PACK_PASSES[1], self.bench.num_runs))
 
     def time_models(self, models: Sequence[bytes]) -> list[Timing]:
         try:
@@ -118,8 +117,9 @@ class AndroidRunner:
         """Per (model, number of ops) pack, one benchmark_model run with op profiling: each op's timing, or None.
         A pass over a pack lasts as long as all its ops, so fewer passes (PACK_PASSES) time it: the warm-up's
         minimum duration still brings the clock up, and each op is still averaged over several calls."""
+        passes = (min(PACK_PASSES[0], self.bench.warmup_runs), min(PACK_PASSES[1], self.bench.num_runs))
         try:
-            timings = self.bench.time_models([model for model, _ in packs], op_profiling=True, passes=self.pack_passes)
+            timings = self.bench.time_models([model for model, _ in packs], op_profiling=True, passes=passes)
         except DeviceError as e:
             raise ToolchainError(str(e)) from None
         return [op_timings_of(t, ops) for t, (_, ops) in zip(timings, packs)]

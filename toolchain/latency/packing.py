@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from itertools import groupby
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from .runners import Runner, Target, Timing
 from .signature import OpSignature
@@ -39,7 +39,7 @@ class PackingRunner(Runner, Protocol):
         ...
 
 
-def can_pack(runner: Runner) -> bool:
+def can_pack(runner: Runner) -> TypeGuard[PackingRunner]:
     return callable(getattr(runner, "time_op_packs", None))
 
 
@@ -80,7 +80,8 @@ class OpTimer:
 
     def __init__(self, runner: Runner, model_file: Callable[[OpSignature], bytes], pack: bool = True):
         self.runner, self.model_file = runner, model_file
-        self.pack = pack and can_pack(runner) and runner.model_format == "tflite"
+        self.packing_runner = runner if pack and can_pack(runner) and runner.model_format == "tflite" else None
+        self.pack = self.packing_runner is not None
         self.runs = self.packed = 0
 
     def __call__(self, sigs: Sequence[OpSignature]) -> Iterator[tuple[OpSignature, Timing]]:
@@ -120,7 +121,8 @@ class OpTimer:
     def time_packs(self, packs: list[list[OpSignature]]) -> list[list[Timing] | None]:
         self.runs += len(packs)
         precision = self.runner.target.precision
-        return self.runner.time_op_packs([(packed_model(p, precision=precision), len(p)) for p in packs])
+        assert self.packing_runner is not None  # only families are packed, and only with such a runner
+        return self.packing_runner.time_op_packs([(packed_model(p, precision=precision), len(p)) for p in packs])
 
     def landed(self, pack: list[OpSignature], timings: list[Timing]) -> Iterator[tuple[OpSignature, Timing]]:
         self.packed += len(pack)
