@@ -277,6 +277,10 @@ CASES = {
         "--plot",
     ),
     "an empty model name": (lambda f, tmp: ["eval", "--model", "", "--data", str(f["data"])], "--model is empty"),
+    "a batch of no images": (
+        lambda f, tmp: ["eval", "--model", "resnet20", "--data", str(f["data"]), "--batch-size", "0"],
+        "--batch-size 0 must be at least 1",
+    ),
     "a vision transformer": (
         lambda f, tmp: [
             "predict",

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .data import INFERENCE_AT_32PX, ImageSet, Split, images_per_pass, load_split, normalize
+from .errors import ToolchainError
 from .models import ModelSource, ModelSpec, load
 
 
@@ -36,6 +37,8 @@ def evaluate_model(
     source: ModelSource, data: str, split: Split = "test", limit: int | None = None, batch_size: int | None = None
 ) -> EvalOutcome:
     """Top-1 of a MODEL on a split of DATA (a fixed random `limit` of it, if given)."""
+    if batch_size is not None and batch_size < 1:
+        raise ToolchainError(f"--batch-size {batch_size} must be at least 1, or left out to fit the input size")
     loaded = load(source)
     images = load_split(data, split, loaded.spec.input_size, limit)
     spec = loaded.spec.match_classes(images.classes, source.ref)
