@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -134,14 +134,26 @@ def features_for(loaded: LoadedModel, graph: ModelGraph, data: str, images: int,
     return features
 
 
-def bn_batches(loaded: LoadedModel, data: str, images: int) -> list[torch.Tensor]:
-    """Normalised training images to re-estimate a pruned model's BatchNorm statistics on."""
+@dataclass(frozen=True)
+class NormalizedBatches:
+    """Training images held as uint8 and normalised pass by pass, each time they are read: a quarter of the memory
+    of holding them as floats (500 images at 224 px: 75 MB instead of 300 MB, for the whole search)."""
+
+    batches: tuple[torch.Tensor, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for x in self.batches:
+            yield normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+
+
+def bn_batches(loaded: LoadedModel, data: str, images: int) -> NormalizedBatches:
+    """Training images to re-estimate a pruned model's BatchNorm statistics on."""
     spec = loaded.spec
     per_pass = images_per_pass(spec.input_size, FEATURES_AT_32PX)
-    return [
-        normalize(x, spec.mean, spec.std)
-        for x, _ in load_split(data, "train", spec.input_size, images).batches(per_pass)
-    ]
+    split = load_split(data, "train", spec.input_size, images)
+    return NormalizedBatches(tuple(x for x, _ in split.batches(per_pass)), spec.mean, spec.std)
 
 
 def search_and_prune(

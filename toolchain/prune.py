@@ -184,7 +184,7 @@ def apply_policy(
     graph: ModelGraph,
     policy: PruningPolicy | Sequence[int],
     features: FeatureCache | None = None,
-    bn_batches: Sequence[torch.Tensor] | None = None,
+    bn_batches: Iterable[torch.Tensor] | None = None,
 ) -> nn.Module:
     """A new, physically smaller model: channels selected by L1 magnitude; with `features`, every layer that lost
     input channels refitted by least squares (an intercept included: into its bias, or the BatchNorm after it);
@@ -206,7 +206,7 @@ def apply_policy(
                 elif bias is not None:  # BN(Wx + c) with running mean m is BN(Wx) with running mean m - c
                     norm.running_mean.sub_(bias)
     pruned = surgery.apply()
-    return recalibrate_bn(pruned, bn_batches) if bn_batches else pruned
+    return recalibrate_bn(pruned, bn_batches) if bn_batches is not None else pruned
 
 
 @dataclass(frozen=True)
