@@ -206,7 +206,7 @@ def apply_policy(
                 elif bias is not None:  # BN(Wx + c) with running mean m is BN(Wx) with running mean m - c
                     norm.running_mean.sub_(bias)
     pruned = surgery.apply()
-    return recalibrate_bn(pruned, bn_batches) if bn_batches is not None else pruned
+    return recalibrate_bn(pruned, bn_batches) if bn_batches else pruned
 
 
 @dataclass(frozen=True)
