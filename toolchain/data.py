@@ -52,8 +52,7 @@ SPLIT_SEED = 0
 MEMORY_BUDGET = 256 * 2**20  # bytes of decoded images a split may hold in memory before it is streamed
 SMALL_IMAGES = 64  # up to this input size, training augments the CIFAR way
 # Images per forward pass, given at 32 px: a pass's activations, and so its memory, grow with images x pixels.
-# Small passes are also the fastest on a CPU: their activations stay in its caches. 1,000 CIFAR images through
-# mobilenet_v2_cifar took 0.9 s in passes of 32 against 3.7 s in passes of 500 (resnet20: 0.27 s against 0.56 s).
+# Small passes are also faster on a CPU: their activations stay in its caches.
 INFERENCE_AT_32PX = 32  # without gradients: 1 image at 224 px
 FEATURES_AT_32PX = 250  # sampling features and re-estimating BatchNorm (its average weighs every pass alike)
 TRAINING_AT_32PX = 784  # with them: 16 images at 224 px; a larger training batch accumulates over several passes
