@@ -1,4 +1,6 @@
+import gc
 import json
+import weakref
 
 import pytest
 import torch
@@ -300,9 +302,6 @@ def test_sampled_patches_reproduce_the_conv_at_every_sampled_position(conv):
 def test_a_pruned_model_is_freed_as_soon_as_it_is_dropped():
     """The surgery's dependency graph is cyclic and holds its tracing pass's activations: left so, every pruned
     model of a search stayed in memory until the cycle collector happened to run."""
-    import gc
-    import weakref
-
     model = create_model("resnet20").eval()
     graph = analyze(model, 32)
     gc.disable()
