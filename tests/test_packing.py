@@ -65,15 +65,21 @@ def test_a_profile_splits_into_per_op_timings_only_with_one_row_per_op():
 
 @dataclass
 class FakeProfilingRunner:
-    """Ops cost c_in * c_out microseconds alone; inside a pack, ops of the `slower` kinds take 1.5x that."""
+    """Ops cost c_in * c_out microseconds alone; inside a pack, ops of the `slower` kinds take 1.5x that. The first
+    `flukes` ops timed alone take twice their time, as on a target busy for a moment."""
 
     slower: tuple[str, ...] = ()
+    flukes: int = 0
     splits: bool = True  # whether the op profile lists one row per op
     target: Target = Target("phone", "benchmark_model", "1", fingerprint="fake")
     model_format: str = "tflite"
 
     def time_models(self, models):
-        return [self._timing(read_signatures(m)[0]) for m in models]
+        timings = []
+        for model in models:
+            timings.append(self._timing(read_signatures(model)[0], 2.0 if self.flukes else 1.0))
+            self.flukes = max(self.flukes - 1, 0)
+        return timings
 
     def time_op_packs(self, packs):
         out = []
@@ -104,7 +110,15 @@ def test_families_whose_packed_times_agree_are_packed_the_others_timed_alone():
     assert set(measured) == set(SHAPES)
     assert all(t.median_ms == pytest.approx(s.c_in * s.c_out / 1e3) for s, t in measured.items())  # ADDs alone
     assert timer.packed == 12  # the convolutions
-    assert timer.runs == 2 + 2 + 4  # per family a pack and its probe; the other four ADDs alone
+    assert timer.runs == 2 + 2 * 2 + 4  # per family a pack and its probe, twice for the ADDs; four ADDs alone
+
+
+def test_a_probe_that_disagrees_by_chance_is_retried_and_its_family_still_packed():
+    timer = timer_for(FakeProfilingRunner(flukes=1))
+    measured = dict(timer(SHAPES))
+    assert all(t.median_ms == pytest.approx(s.c_in * s.c_out / 1e3) for s, t in measured.items())
+    assert timer.packed == len(SHAPES)
+    assert timer.runs == 2 * 2 + 2  # the first family probed twice, the other once
 
 
 def test_without_a_per_op_profile_everything_is_timed_alone_after_one_try():

@@ -9,9 +9,9 @@ Inside a pack an op runs after its neighbours instead of after itself, so its ca
 compute-bound convolutions take within a few percent of their single-op time there, while ops that stream a large
 input (a max pool over 114x114x64) or convolutions whose weights outgrow the cache take longer (BENCHMARKS.md,
 "Packed profiling"). So each family is probed before it is packed: its largest shape is also timed alone, and a
-family whose packed time is off by more than PROBE_TOLERANCE, beyond the two measurements' own noise, is timed one
-op per run. So is everything after a pack whose profile does not list one row per op (a build whose XNNPACK
-reports one delegate node).
+family whose packed time is off by more than PROBE_TOLERANCE, beyond the two measurements' own noise, in
+PROBE_TRIES probes in a row is timed one op per run. So is everything after a pack whose profile does not list one
+row per op (a build whose XNNPACK reports one delegate node).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ MAX_OPS = 64
 MAX_BYTES = 48 * 2**20  # a pack's weights and activations: far below what a phone gives one process
 PROBE_TOLERANCE = 0.10
 PROBE_SLACK_MS = 0.002  # benchmark_model reports whole microseconds, and a run alone adds its invoke overhead
+PROBE_TRIES = 2  # a probe on a busy target can disagree by chance, and giving a family up costs a run per shape
 PACKS_PER_CALL = 4  # packs pushed and timed per runner call: each call's results are journaled before the next
 SINGLES_PER_CALL = 8
 
@@ -103,9 +104,12 @@ class OpTimer:
         target = self.runner.target
         packs = plan_packs(sigs, lambda s: footprint(s, target))
         probe = packs[0][0]
-        first = self.time_packs(packs[:1])[0]
-        (alone,) = self.runner.time_models([self.model_file(probe)])
-        self.runs += 1
+        for _ in range(PROBE_TRIES):
+            first = self.time_packs(packs[:1])[0]
+            (alone,) = self.runner.time_models([self.model_file(probe)])
+            self.runs += 1
+            if first is None or agrees(first[0], alone):
+                break
         if first is None:  # the profile does not tell ops apart, and will not for the next pack either
             self.pack = False
         if first is None or not agrees(first[0], alone):
