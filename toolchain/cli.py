@@ -591,7 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, help="evaluate only a fixed random N images of the split (the same N every time)"
     )
     p.add_argument(
-        "--batch-size", type=int, help="images per forward pass (default: 500 at 32 px, fewer for larger inputs)"
+        "--batch-size",
+        type=int,
+        help="images per forward pass (default: 32 at 32 px, fewer for larger inputs but at least 6)",
     )
 
     add("zoo", "list the model zoo with checkpoints, accuracy, parameters and MACs", cmd_zoo)

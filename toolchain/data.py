@@ -52,8 +52,10 @@ SPLIT_SEED = 0
 MEMORY_BUDGET = 256 * 2**20  # bytes of decoded images a split may hold in memory before it is streamed
 SMALL_IMAGES = 64  # up to this input size, training augments the CIFAR way
 # Images per forward pass, given at 32 px: a pass's activations, and so its memory, grow with images x pixels.
-# Small passes are also faster on a CPU: their activations stay in its caches.
-INFERENCE_AT_32PX = 32  # without gradients: 1 image at 224 px
+# Small passes are also faster on a CPU: their activations stay in its caches. Below a few images, though, a pass's
+# fixed costs outweigh that (BENCHMARKS.md, "Inference passes"), so inference never takes fewer than INFERENCE_AT_LEAST.
+INFERENCE_AT_32PX = 32  # without gradients
+INFERENCE_AT_LEAST = 6
 FEATURES_AT_32PX = 250  # sampling features and re-estimating BatchNorm (its average weighs every pass alike)
 TRAINING_AT_32PX = 784  # with them: 16 images at 224 px; a larger training batch accumulates over several passes
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -65,6 +67,10 @@ def images_per_pass(image_size: int, at_32px: int) -> int:
     """How many `image_size` images hold the pixels of `at_32px` CIFAR-sized ones: a batch size whose memory does
     not grow with the resolution."""
     return max(1, at_32px * 32 * 32 // (image_size * image_size))
+
+
+def inference_images_per_pass(image_size: int) -> int:
+    return max(INFERENCE_AT_LEAST, images_per_pass(image_size, INFERENCE_AT_32PX))
 
 
 def cache_dir() -> Path:

@@ -8,19 +8,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import INFERENCE_AT_32PX, ImageSet, Split, images_per_pass, load_split, normalize
+from .data import ImageSet, Split, inference_images_per_pass, load_split, normalize
 from .errors import ToolchainError
 from .models import ModelSource, ModelSpec, load
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, spec: ModelSpec, data: ImageSet, batch_size: int | None = None) -> float:
-    """Top-1 accuracy in [0, 1], `batch_size` images per pass (default: INFERENCE_AT_32PX, scaled to the model's
-    input size)."""
+    """Top-1 accuracy in [0, 1], `batch_size` images per pass (default: what suits the model's input size)."""
     model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for images, labels in data.batches(batch_size or images_per_pass(spec.input_size, INFERENCE_AT_32PX)):
+    for images, labels in data.batches(batch_size or inference_images_per_pass(spec.input_size)):
         x = normalize(images, spec.mean, spec.std).to(device).contiguous(memory_format=torch.channels_last)
         correct += (model(x).argmax(1).cpu() == labels).sum().item()
     return correct / max(1, len(data))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .console import quiet_native
-from .data import INFERENCE_AT_32PX, ImageSet, images_per_pass, load_split, normalize
+from .data import ImageSet, inference_images_per_pass, load_split, normalize
 from .errors import ToolchainError
 from .files import atomic_path, write_atomic
 from .models import ModelSource, ModelSpec, load
@@ -279,7 +279,7 @@ def export(
     file_logits = onnx_logits(blob) if model_format == "onnx" else tflite_logits(blob)
     reference, logits, truth = [], [], []
     model.eval()
-    for images, y in check.batches(images_per_pass(spec.input_size, INFERENCE_AT_32PX)):  # memory stays flat
+    for images, y in check.batches(inference_images_per_pass(spec.input_size)):  # memory stays flat
         x = normalize(images, spec.mean, spec.std)  # (B, 3, H, W)
         with torch.no_grad():
             reference.append(model(x).numpy())
