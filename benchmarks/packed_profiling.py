@@ -33,7 +33,7 @@ from _report import table, write_section  # noqa: E402
 
 from toolchain.graph import analyze  # noqa: E402
 from toolchain.latency.android import PACK_PASSES as PACK_PASSES_  # noqa: E402
-from toolchain.latency.packing import footprint, plan_packs  # noqa: E402
+from toolchain.latency.packing import PROBE_TRIES, footprint, plan_packs  # noqa: E402
 from toolchain.latency.profiler import profile, shapes_to_profile  # noqa: E402
 from toolchain.latency.runners import LiteRTHostRunner, best_of_each  # noqa: E402
 from toolchain.latency.table import LatencyTable  # noqa: E402
@@ -99,12 +99,12 @@ def runs_per_table(name: str, runner: LiteRTHostRunner, phone_factor: float) -> 
     packs = [p for f in families for p in plan_packs(f, lambda s: footprint(s, target))]
     probes = [plan_packs(f, lambda s: 0)[0][0] for f in families if len(f) > 1]
     packed_best = len(packs) + len(probes)
-    packed_worst = len(shapes) + len(probes)
+    packed_worst = len(shapes) + (2 * PROBE_TRIES - 1) * len(probes)  # the last try's single run is the probe's
     ops_s = pass_ms(runner, [packed_model(p) for p in packs]) / 1e3 * phone_factor  # one pass over every shape
     probes_s = pass_ms(runner, [single_op_model(s) for s in probes]) / 1e3 * phone_factor
     single_s = ops_s * SINGLE_PASSES
     best_s = ops_s * PACK_PASSES + probes_s * SINGLE_PASSES
-    worst_s = ops_s * SINGLE_PASSES + probes_s * (PACK_PASSES + SINGLE_PASSES)
+    worst_s = ops_s * SINGLE_PASSES + probes_s * (PROBE_TRIES * PACK_PASSES + (PROBE_TRIES - 1) * SINGLE_PASSES)
 
     def phone_min(runs: int, compute_s: float) -> str:
         return f"{(runs * SECONDS_PER_RUN + compute_s) / 60:.0f}"
@@ -202,7 +202,9 @@ alone the families that disagree by more than 10% beyond noise.
 
 Runs for each model's full default table (channel step 8, at most 16 points per group). Packed: one run per pack
 (at most 64 ops and 48 MiB of one op family) plus one probe per family, when every probe agrees ("best") and when
-none does ("worst": every shape alone, and the probes wasted). Phone minutes: {SECONDS_PER_RUN} s per run plus the
+none does in {PROBE_TRIES} tries ("worst": every shape alone, and the probes wasted). Phone minutes: {
+        SECONDS_PER_RUN
+    } s per run plus the
 ops' own time over the passes of each run: {SINGLE_PASSES} for one op (20 warm-up + 50 timed), {PACK_PASSES} for a pack
 ({PACK_PASSES_[0]} + {
         PACK_PASSES_[1]
