@@ -202,14 +202,11 @@ alone the families that disagree by more than 10% beyond noise.
 
 Runs for each model's full default table (channel step 8, at most 16 points per group). Packed: one run per pack
 (at most 64 ops and 48 MiB of one op family) plus one probe per family, when every probe agrees ("best") and when
-none does in {PROBE_TRIES} tries ("worst": every shape alone, and the probes wasted). Phone minutes: {
-        SECONDS_PER_RUN
-    } s per run plus the
-ops' own time over the passes of each run: {SINGLE_PASSES} for one op (20 warm-up + 50 timed), {PACK_PASSES} for a pack
-({PACK_PASSES_[0]} + {
-        PACK_PASSES_[1]
-    }: a pass over a pack is long). The ops' own time is one pass over every pack measured here,
-scaled by {factor:.1f}x, the ratio of MobileNetV1 1.0 on a Pixel 1 ({PIXEL1_MOBILENET_V1_MS:g} ms, 2018 TFLite, 1
+none does in {PROBE_TRIES} tries ("worst": every shape alone, and the probes wasted). Phone minutes:
+{SECONDS_PER_RUN} s per run plus the ops' own time over the passes of each run: {SINGLE_PASSES} for one op (20
+warm-up + 50 timed), {PACK_PASSES} for a pack ({PACK_PASSES_[0]} + {PACK_PASSES_[1]}: a pass over a pack is long).
+The ops' own time is one pass over every pack measured here, scaled by {factor:.1f}x, the ratio of MobileNetV1 1.0
+on a Pixel 1 ({PIXEL1_MOBILENET_V1_MS:g} ms, 2018 TFLite, 1
 thread) to the same network here ({host_v1:.1f} ms, timm mobilenetv1_100); "one pass, phone s" is that figure.
 
 {
