@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain.compress import Budget, PipelineConfig, SearchConfig, compress
+from toolchain.compress import Budget, NormalizedBatches, PipelineConfig, SearchConfig, compress
 from toolchain.data import load_split, normalize
 from toolchain.export import to_model_file
 from toolchain.graph import analyze
 from toolchain.latency.profiler import profile
 from toolchain.latency.runners import LiteRTHostRunner, Timing
 from toolchain.latency.table import LatencyTable
-from toolchain.models import load_checkpoint, load_model
+from toolchain.models import create_model, load_checkpoint, load_model
 from toolchain.search.ddpg import DDPGConfig
 from toolchain.search.env import EnvConfig
 from toolchain.surgery import pruned_copy
@@ -360,3 +360,28 @@ def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_file_still_meets_
     factor = float(re.search(r"scaled by ([0-9.]+)", report).group(1))
     assert "off by one factor" in report and 0.45 <= factor <= 0.55
     assert 0.8 * budget <= result["measured_ms"] <= 1.1 * budget, (result["measured_ms"], budget)
+
+
+def test_bn_images_are_normalised_as_read_and_none_leave_batchnorm_alone():
+    import torch
+
+    from toolchain.prune import apply_policy
+
+    images = torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    batches = NormalizedBatches(tuple(images), mean, std)
+    read = list(batches)
+    assert len(read) == 2 and all(torch.equal(x, normalize(i, mean, std)) for x, i in zip(read, images))
+    assert read[0].is_contiguous(memory_format=torch.channels_last)
+    model = create_model("resnet20").eval()
+    graph = analyze(model, 32)
+    keep = [max(8, c // 2) for c in graph.channels]
+    plain, empty = (
+        apply_policy(model, graph, keep),
+        apply_policy(model, graph, keep, bn_batches=NormalizedBatches((), mean, std)),
+    )
+    assert not NormalizedBatches((), mean, std)
+    for a, b in zip(plain.state_dict().values(), empty.state_dict().values()):
+        assert torch.equal(a, b)  # re-estimating on nothing would have reset the running statistics
+    recalibrated = apply_policy(model, graph, keep, bn_batches=batches).state_dict()
+    assert any(not torch.equal(a, recalibrated[k]) for k, a in plain.state_dict().items() if "running_mean" in k)
