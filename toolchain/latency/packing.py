@@ -108,11 +108,12 @@ class OpTimer:
             first = self.time_packs(packs[:1])[0]
             (alone,) = self.runner.time_models([self.model_file(probe)])
             self.runs += 1
-            if first is None or agrees(first[0], alone):
+            agreed = first is not None and agrees(first[0], alone)
+            if first is None or agreed:
                 break
         if first is None:  # the profile does not tell ops apart, and will not for the next pack either
             self.pack = False
-        if first is None or not agrees(first[0], alone):
+        if first is None or not agreed:
             yield probe, alone
             yield from self.single([s for s in sigs if s != probe])
             return
