@@ -1,5 +1,5 @@
-import os
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,14 +126,15 @@ def test_large_images_stream_with_random_resized_crops(tmp_path, monkeypatch):
 
 def _decoding_workers_mb() -> float:
     """Resident memory of this machine's DataLoader workers together."""
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    total_kb = 0
+    for proc in Path("/proc").iterdir():
         try:
-            if open(f"/proc/{pid}/comm").read().strip() == "pt_data_worker":
-                total += next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS"))
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "pt_data_worker":
+                status = (proc / "status").read_text().splitlines()
+                total_kb += next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
         except (OSError, StopIteration):
             pass  # a process that ended meanwhile
-    return total / 1024
+    return total_kb / 1024
 
 
 def test_decoding_workers_do_not_grow_batch_by_batch(tmp_path, monkeypatch):

@@ -200,8 +200,8 @@ def _collate(batch):
     if not kept:
         return torch.empty(0, 3, 0, 0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), len(batch)
     return (
-        # stacked straight into shared memory, as it is sent: stacked on the heap, then copied there to be sent, each
-        # batch left a heap copy behind in the worker (over 1 GB in a 224-px epoch)
+        # stacked straight into the shared memory it is sent in: stacked on the heap and copied there, every batch
+        # left its heap copy behind in the worker (over 1 GB in a 224-px epoch)
         torch.utils.data.default_collate([image for image, _ in kept]),
         torch.tensor([label for _, label in kept]),
         len(batch) - len(kept),
