@@ -242,6 +242,12 @@ CASES = {
         ],
         "--sigma nan",
     ),
+    "no BatchNorm images": (
+        lambda f, tmp: (
+            ["compress", "--model", "resnet20", "--data", "/nowhere", "--latency-ratio", "0.5"] + ["--bn-images", "0"]
+        ),
+        "BatchNorm images",
+    ),
     "inverted keep-ratio bounds": (
         lambda f, tmp: [
             "compress",

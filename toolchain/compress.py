@@ -98,8 +98,8 @@ class SearchConfig:
         require(self.strategy in STRATEGIES, f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
         require(self.reward in REWARDS, f"unknown reward {self.reward!r}: use one of {', '.join(REWARDS)}")
         require(
-            min(self.episodes, self.reward_images, self.calibration_images, self.finalists) >= 1,
-            "episodes, reward images, calibration images and finalists must each be at least 1",
+            min(self.episodes, self.reward_images, self.calibration_images, self.bn_images, self.finalists) >= 1,
+            "episodes, reward images, calibration images, BatchNorm images and finalists must each be at least 1",
         )
         require(0 <= self.seed < 2**63, f"--seed {self.seed} must be a whole number in [0, 2^63)")
 
