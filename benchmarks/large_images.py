@@ -10,8 +10,8 @@ Budget: `--latency-ms` at 60% of the unpruned model's measured host latency (Lit
 1,000 reward images and the default reward; one fine-tuning epoch streams the whole train split.
 
 Each run is `toolchain compress` in a child process. A phase lasts from one of its progress messages to the next.
-Memory: resident set of the process and its DataLoader workers together, sampled every 0.2 s (peak), and the main
-process's own high-water mark. Writes the section "Large images" of BENCHMARKS.md.
+Memory: the proportional set size of the process and its DataLoader workers together, sampled every 0.2 s (peak),
+and the main process's own resident high-water mark. Writes the section "Large images" of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -73,8 +73,11 @@ def write_folder(archive: Path, root: Path, train_images: int) -> None:
     done.touch()
 
 
-def tree_rss_mb(pid: int) -> tuple[float, float]:
-    """Resident MB of `pid` and every descendant, and `pid`'s own high-water mark."""
+def tree_memory_mb(pid: int) -> tuple[float, float]:
+    """Proportional set size (MB) of `pid` and every descendant, summed, and `pid`'s own resident high-water mark.
+
+    PSS, not RSS, for the tree: the DataLoader workers are forked and share torch's pages with the main process, and
+    summing their RSS would count those pages once per process."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -87,18 +90,25 @@ def tree_rss_mb(pid: int) -> tuple[float, float]:
         p = stack.pop()
         stack += children.get(p, [])
         try:
-            status = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines())
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            status = Path(f"/proc/{p}/status").read_text()
         except OSError:
             continue
-        total += int(status.get("VmRSS", "0 kB").split()[0]) / 1024
+        total += _kb(rollup, "Pss") / 1024
         if p == pid:
-            own_peak = int(status.get("VmHWM", "0 kB").split()[0]) / 1024
+            own_peak = _kb(status, "VmHWM") / 1024
     return total, own_peak
 
 
+def _kb(proc_file: str, key: str) -> int:
+    """The kB figure of `key` in a /proc file of "Key:   123 kB" lines (0 when absent)."""
+    line = next((line for line in proc_file.splitlines() if line.startswith(key + ":")), f"{key}: 0 kB")
+    return int(line.split()[1])
+
+
 def run_compress(args: list[str]) -> tuple[dict[str, float], float, float, int]:
-    """Run compress; return seconds per phase, peak RSS of the process tree and of the main process (MB), and the
-    exit code."""
+    """Run compress; return seconds per phase, peak PSS of the process tree and peak RSS of the main process (MB),
+    and the exit code."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "toolchain.cli", "compress", *args], stderr=subprocess.PIPE, text=True, bufsize=1
     )
@@ -106,7 +116,7 @@ def run_compress(args: list[str]) -> tuple[dict[str, float], float, float, int]:
 
     def sample() -> None:
         while proc.poll() is None:
-            tree, own = tree_rss_mb(proc.pid)
+            tree, own = tree_memory_mb(proc.pid)
             peaks[0], peaks[1] = max(peaks[0], tree), max(peaks[1], own)
             time.sleep(0.2)
 
@@ -172,11 +182,12 @@ def main() -> None:
             f"torchvision mobilenet_v2 at 224 px (untrained), budget {budget_ms} ms = 60% of its measured "
             f"{unpruned_ms:.2f} ms (LiteRT + XNNPACK, 1 thread); {args.episodes} AMC episodes on 1,000 reward",
             "images, 1 fine-tuning epoch. The folder is CIFAR-10 upscaled to 256-px JPEGs (1,000 test images). A",
-            "phase runs from one progress message of `compress` to the next (minutes); memory is the resident set of",
-            "the process and its DataLoader workers (peak of 0.2 s samples), and the main process's high-water mark.",
+            "phase runs from one progress message of `compress` to the next (minutes). Memory: the proportional set size",
+            "(PSS: shared pages split between the processes sharing them) of the process and its DataLoader workers",
+            "summed (peak of 0.2 s samples), and the main process's resident high-water mark.",
             "",
             table(
-                ["train images", "minutes per phase", "minutes in all", "peak RSS, all (GB)", "peak RSS, main (GB)"],
+                ["train images", "minutes per phase", "minutes in all", "peak PSS, all (GB)", "peak RSS, main (GB)"],
                 rows,
             ),
         ]
