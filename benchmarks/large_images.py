@@ -182,9 +182,9 @@ def main() -> None:
             f"torchvision mobilenet_v2 at 224 px (untrained), budget {budget_ms} ms = 60% of its measured "
             f"{unpruned_ms:.2f} ms (LiteRT + XNNPACK, 1 thread); {args.episodes} AMC episodes on 1,000 reward",
             "images, 1 fine-tuning epoch. The folder is CIFAR-10 upscaled to 256-px JPEGs (1,000 test images). A",
-            "phase runs from one progress message of `compress` to the next (minutes). Memory: the proportional set size",
-            "(PSS: shared pages split between the processes sharing them) of the process and its DataLoader workers",
-            "summed (peak of 0.2 s samples), and the main process's resident high-water mark.",
+            "phase runs from one progress message of `compress` to the next (minutes). Memory: the proportional set",
+            "size (PSS: shared pages split between the processes sharing them) of the process and its DataLoader",
+            "workers summed (peak of 0.2 s samples), and the main process's resident high-water mark.",
             "",
             table(
                 ["train images", "minutes per phase", "minutes in all", "peak PSS, all (GB)", "peak RSS, main (GB)"],
