@@ -24,7 +24,7 @@ from toolchain.export import latency_file, to_tflite  # noqa: E402
 from toolchain.graph import analyze  # noqa: E402
 from toolchain.latency.fidelity import measure_fidelity, plot_fidelity  # noqa: E402
 from toolchain.latency.predictor import LatencyPredictor  # noqa: E402
-from toolchain.latency.profiler import CALIBRATION_RATIOS, profile, shapes_to_profile  # noqa: E402
+from toolchain.latency.profiler import profile, shapes_to_profile  # noqa: E402
 from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
 from toolchain.latency.table import LatencyTable  # noqa: E402
 from toolchain.latency.tflite import single_op_model  # noqa: E402
@@ -69,8 +69,7 @@ def profiling_speed(repeats: int) -> str:
     converter_s = (time.perf_counter() - t) / max(1, len(converted))
     return "\n".join(
         [
-            f"resnet56, full channel grid (step 8): {len(shapes)} op shapes plus {len(CALIBRATION_RATIOS)} whole-model "
-            "calibration variants.",
+            f"resnet56, full channel grid (step 8): {len(shapes)} op shapes plus 2 whole-model calibration variants.",
             "",
             table(
                 ["what", "median", "runs"],

@@ -17,10 +17,10 @@ from toolchain.latency.predictor import LatencyPredictor
 from toolchain.latency.profiler import channel_grid, profile, shapes_to_profile
 from toolchain.latency.runners import LiteRTHostRunner, Target, Timing, best_of_each
 from toolchain.latency.signature import OpSignature
-from toolchain.latency.table import LatencyTable, ModelCalibration
+from toolchain.latency.table import LatencyTable
 from toolchain.latency.tflite import read_signatures, single_op_model
 from toolchain.models import create_model
-from toolchain.policy import PruningPolicy, graph_fingerprint
+from toolchain.policy import PruningPolicy
 
 TARGET = Target("test", "synthetic", "1", fingerprint="abc")
 
@@ -150,33 +150,6 @@ def test_predictor_is_the_exact_sum_and_interpolates_between_grid_points(tmp_pat
     # along one axis at a time, so the prediction matches the formula up to the cross term.
     between = predictor.predict([12, 16])
     assert cost(graph.signatures([8, 16])) < between < cost(graph.signatures([16, 16]))
-
-
-def test_calibration_is_a_curve_through_its_whole_models_and_pooled_calibration_a_line():
-    graph = analyze(Tiny(), 16)
-    table = LatencyTable(TARGET)
-    profile(graph, SyntheticRunner(), table, channel_step=8)
-    raw = LatencyPredictor(graph, table)
-    keeps = [[8, 8], [8, 16], [16, 16]]
-    sums = [raw.predict(k) for k in keeps]
-    # A bent relation, as single-op overheads give: a line through the two ends would miss the middle point.
-    measured = [0.2 * sums[0], 0.25 * sums[1], 0.5 * sums[2]]
-    table.add_model(graph_fingerprint(graph), ModelCalibration(tuple(sums), tuple(measured)))
-    curved = LatencyPredictor(graph, table)
-    assert [curved.predict(k) for k in keeps] == pytest.approx(measured, rel=1e-9)
-    between = curved.predict([12, 16])
-    assert measured[1] < between < measured[2]
-    # Through the ends only, the middle would be the line's, far from what was measured.
-    line_middle = measured[0] + (sums[1] - sums[0]) * (measured[2] - measured[0]) / (sums[2] - sums[0])
-    assert abs(line_middle - measured[1]) > 0.05 * measured[1]
-    # Another architecture's points pool with these into one least-squares line: a curve through points of
-    # several architectures would zigzag between them.
-    table.add_model("other", ModelCalibration((1.0, 3.0), (0.5, 1.5)))
-    pooled = table.pooled_calibration()
-    xs = [*sums, 1.0, 3.0]
-    scale, offset = np.polyfit(xs, [*measured, 0.5, 1.5], 1)
-    assert pooled.ops_sum_ms == (min(xs), max(xs))
-    assert pooled.measured_ms == pytest.approx([scale * x + offset for x in pooled.ops_sum_ms], rel=1e-9)
 
 
 def test_missing_op_kind_is_an_error_naming_it():

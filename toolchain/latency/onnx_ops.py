@@ -4,7 +4,7 @@ op registry (`toolchain.ops`).
 
 ONNX Runtime fuses Conv + activation and rewrites convolutions into its blocked NCHWc layout with reorders at
 the graph's edges, so a single op in isolation runs slower than inside a whole model; the per-architecture
-calibration curve of the predictor absorbs most of that, and `profile --validate` reports what remains.
+calibration line of the predictor absorbs most of that, and `profile --validate` reports what remains.
 """
 
 from __future__ import annotations

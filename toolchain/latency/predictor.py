@@ -3,9 +3,9 @@
 Each exported op is looked up by its signature. Channel counts between measured grid points are interpolated
 (bilinearly over input x output channels for convs and fully-connected layers, linearly otherwise) inside the
 op's family (same kind, spatial size, kernel, stride, padding, activation). The per-op sum then goes through the
-model's calibration curve (piecewise linear through whole-model variants the profiler measured end to end), which
-absorbs what single-op runs miss: cache reuse between consecutive ops and per-invoke overhead. A model the table
-has no calibration for (e.g. one priced from other models' imported phone logs) uses the line fitted to all the
+model's calibration line (fitted by the profiler to whole-model variants measured end to end), which absorbs
+what single-op runs miss: cache reuse between consecutive ops and per-invoke overhead. A model the table has
+no calibration for (e.g. one priced from other models' imported phone logs) uses the line fitted to all the
 target's calibration points.
 """
 
@@ -43,7 +43,7 @@ class _Family:
         return row0 + ti * (row1 - row0)
 
 
-def _bracket(grid: Sequence[float], x: float) -> tuple[int, int, float]:
+def _bracket(grid: list[int], x: float) -> tuple[int, int, float]:
     """Indices of the grid points around x and x's fraction between them (linear extrapolation at the ends)."""
     if len(grid) == 1:
         return 0, 0, 0.0
@@ -51,7 +51,7 @@ def _bracket(grid: Sequence[float], x: float) -> tuple[int, int, float]:
     return j - 1, j, (x - grid[j - 1]) / (grid[j] - grid[j - 1])
 
 
-def _interp1(grid: Sequence[float], values: np.ndarray, x: float) -> float:
+def _interp1(grid: list[int], values: np.ndarray, x: float) -> float:
     i0, i1, t = _bracket(grid, x)
     return float(values[i0] + t * (values[i1] - values[i0]))
 
@@ -72,7 +72,7 @@ class LatencyPredictor:
                 families[family] = self._family(family, op)
             self._ops.append((op, families[family]))
         calibration = table.models.get(graph_fingerprint(graph)) or table.pooled_calibration()
-        self._curve = calibration.points() if calibration else None
+        self.scale, self.offset = calibration.line() if calibration else (1.0, 0.0)
         self.calibrated = calibration is not None
 
     def _family(self, family: OpSignature, op: GraphOp) -> _Family:
@@ -114,10 +114,7 @@ class LatencyPredictor:
 
     def predict(self, keep: Sequence[int] | None = None) -> float:
         """Predicted end-to-end latency (ms) with `keep[g]` output channels in group g (full width by default)."""
-        ops_sum = sum(self.op_latencies(keep))
-        if self._curve is None:
-            return ops_sum
-        return self.correction * _interp1(*self._curve, ops_sum / self.correction)
+        return self.scale * sum(self.op_latencies(keep)) + self.correction * self.offset
 
 
 def _fill_gaps(grid: np.ndarray) -> np.ndarray:

@@ -22,9 +22,7 @@ from .signature import OpSignature
 from .table import LatencyTable, ModelCalibration
 from .tflite import single_op_model
 
-# Whole-model variants measured per architecture: both ends of the search range and two points between, where the
-# op sum's relation to whole-model latency bends.
-CALIBRATION_RATIOS = (1.0, 0.75, 0.5, 0.25)
+CALIBRATION_RATIOS = (1.0, 0.25)  # whole-model variants measured per architecture: both ends of the search range
 CALIBRATION_REPEATS = 5  # the fastest of this many interleaved measurements of each calibration variant
 
 
@@ -97,7 +95,7 @@ def profile(
     unless `pack` is False.
 
     `build_variant(keep)` returns the model pruned to `keep` channels per group as a model file; once per
-    architecture (again with `remeasure`), the full model and uniformly thinned ones (CALIBRATION_RATIOS) are
+    architecture (again with `remeasure`), the full model and a uniformly thinned one (CALIBRATION_RATIOS) are
     measured end to end to calibrate the sum of ops.
     """
     wanted = shapes_to_profile(graph, runner.model_format, channel_step, max_points)
@@ -120,7 +118,7 @@ def profile(
 
             uncalibrated = LatencyPredictor(graph, table)
             keeps = [[round_channels(r, g.channels, channel_step) for g in graph.groups] for r in CALIBRATION_RATIOS]
-            # interleaved, so that load which comes and goes cannot bend the curve between the ends
+            # interleaved, so that load which comes and goes cannot bend the line between the two ends
             timings = best_of_each(runner, [build_variant(keep) for keep in keeps], CALIBRATION_REPEATS)
             sums = tuple(sum(uncalibrated.op_latencies(keep)) for keep in keeps)
             table.add_model(key, ModelCalibration(sums, tuple(t.median_ms for t in timings)))

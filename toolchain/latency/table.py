@@ -44,31 +44,18 @@ class ModelCalibration:
     """Whole-model variants of one architecture measured end to end next to the sum of their table entries.
 
     Single-op runs miss what happens between ops (cache reuse, per-invoke overhead), so the predictor maps the
-    per-op sum through the piecewise-linear curve these points draw. Not one straight line: each single-op run
-    carries a fixed overhead that a whole model pays once, and with a thread pool what is left grows faster than
-    the op sum, so a line through the ends over-predicted the middle of the range by up to 10% (int8, 2 threads).
+    per-op sum through the straight line fitted to these points: `measured = scale * ops_sum + offset`.
     """
 
     ops_sum_ms: tuple[float, ...]
     measured_ms: tuple[float, ...]
 
-    def points(self) -> tuple[list[float], np.ndarray]:
-        """The points by op sum, those of equal op sum averaged; a single point stands for a line through 0."""
-        x, inverse = np.unique(np.array(self.ops_sum_ms), return_inverse=True)
-        y = np.bincount(inverse, weights=np.array(self.measured_ms)) / np.bincount(inverse)
-        if len(x) == 1:
-            x, y = np.array([0.0, x[0]]), np.array([0.0, y[0]])
-        return [float(v) for v in x], y
-
-    def straightened(self) -> ModelCalibration:
-        """The least-squares line through the points, as a calibration of its two ends: for points of several
-        architectures, whose curves differ, where a curve through all of them would zigzag."""
+    def line(self) -> tuple[float, float]:
         x, y = np.array(self.ops_sum_ms), np.array(self.measured_ms)
-        if np.ptp(x) < 1e-9:
-            return self
+        if len(x) < 2 or np.ptp(x) < 1e-9:
+            return float(y.sum() / x.sum()), 0.0
         scale, offset = np.polyfit(x, y, 1)
-        ends = (float(x.min()), float(x.max()))
-        return ModelCalibration(ends, tuple(float(scale * e + offset) for e in ends))
+        return float(scale), float(offset)
 
 
 class LatencyTable:
@@ -89,12 +76,11 @@ class LatencyTable:
         return self.entries.get(sig)
 
     def pooled_calibration(self) -> ModelCalibration | None:
-        """Every model's calibration points together, as one line: the target's typical whole-model vs op-sum
-        relation."""
+        """Every model's calibration points together: the target's typical whole-model vs op-sum relation."""
         if not self.models:
             return None
         points = [(x, y) for m in self.models.values() for x, y in zip(m.ops_sum_ms, m.measured_ms)]
-        return ModelCalibration(tuple(x for x, _ in points), tuple(y for _, y in points)).straightened()
+        return ModelCalibration(tuple(x for x, _ in points), tuple(y for _, y in points))
 
     # --- persistence -----------------------------------------------------------------------------------------------
 
