@@ -90,13 +90,11 @@ def tree_memory_mb(pid: int) -> tuple[float, float]:
         p = stack.pop()
         stack += children.get(p, [])
         try:
-            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
-            status = Path(f"/proc/{p}/status").read_text()
+            total += _kb(Path(f"/proc/{p}/smaps_rollup").read_text(), "Pss") / 1024
+            if p == pid:
+                own_peak = _kb(Path(f"/proc/{p}/status").read_text(), "VmHWM") / 1024
         except OSError:
             continue
-        total += _kb(rollup, "Pss") / 1024
-        if p == pid:
-            own_peak = _kb(status, "VmHWM") / 1024
     return total, own_peak
 
 
