@@ -319,7 +319,9 @@ def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_file_still_meets_
     tmp_path, capsys, cifar10, table
 ):
     """Every entry doubled (a table from a slower machine or a hot phone): the check finds one factor explains it,
-    scales the run's predictions by it, and the file lands close under the budget instead of at half of it."""
+    scales the run's predictions by it, and the file lands close under the budget instead of at half of it. On a
+    busy machine two of the re-timed entries can stray past the tolerance; then the check measures the shapes again
+    (`verdict`'s own tests pin that rule), which is also right, and the file still lands close under the budget."""
     from toolchain.cli import main
 
     drifted = json.loads(table.read_text())
@@ -357,8 +359,9 @@ def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_file_still_meets_
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     report = (out / "report.md").read_text()
-    factor = float(re.search(r"scaled by ([0-9.]+)", report).group(1))
-    assert "off by one factor" in report and 0.45 <= factor <= 0.55
+    scaled = re.search(r"off by one factor.*scaled by ([0-9.]+)", report)
+    assert scaled or "off unevenly" in report, report
+    assert not scaled or 0.45 <= float(scaled.group(1)) <= 0.55, scaled.group(0)
     assert 0.8 * budget <= result["measured_ms"] <= 1.1 * budget, (result["measured_ms"], budget)
 
 
