@@ -8,7 +8,7 @@ the student also matches the teacher's softened outputs).
 Under `torchrun` the same function trains with DistributedDataParallel: a DistributedSampler gives each process
 its shard of every epoch, each process takes batch_size / world_size images per step (so the recipe, and the
 learning-rate schedule, do not depend on how many processes there are), and only rank 0 writes the resume file.
-A batch larger than one pass holds at the model's input size (`images_per_pass`: 16 images at 224 px) accumulates
+A batch larger than one pass holds at the model's input size (`images_per_pass`: 8 images at 224 px) accumulates
 its gradients over several passes, so memory does not grow with the resolution; BatchNorm normalises each pass.
 
 `train` is the loop; `train_checkpoint` wraps it into what `toolchain train` and `compress`'s fine-tuning both do:
