@@ -11,7 +11,9 @@ Budget: `--latency-ms` at 60% of the unpruned model's measured host latency (Lit
 
 Each run is `toolchain compress` in a child process. A phase lasts from one of its progress messages to the next.
 Memory: the proportional set size of the process and its DataLoader workers together, sampled every 0.2 s (peak),
-and the main process's own resident high-water mark. Writes the section "Large images" of BENCHMARKS.md.
+and the main process's own resident high-water mark; both also per phase (the main process's resident size
+sampled), to tell which phase sets the peak. Writes the section "Large images (EPISODES episodes)" of BENCHMARKS.md:
+a shorter search (a quicker look at memory) keeps the full one's figures.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import tarfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -73,8 +76,9 @@ def write_folder(archive: Path, root: Path, train_images: int) -> None:
     done.touch()
 
 
-def tree_memory_mb(pid: int) -> tuple[float, float]:
-    """Proportional set size (MB) of `pid` and every descendant, summed, and `pid`'s own resident high-water mark.
+def tree_memory_mb(pid: int) -> tuple[float, float, float]:
+    """Proportional set size (MB) of `pid` and every descendant, summed, and `pid`'s own resident size and
+    high-water mark.
 
     PSS, not RSS, for the tree: the DataLoader workers are forked and share torch's pages with the main process, and
     summing their RSS would count those pages once per process."""
@@ -85,17 +89,18 @@ def tree_memory_mb(pid: int) -> tuple[float, float]:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, stack, own_peak = 0.0, [pid], 0.0
+    total, stack, own, own_peak = 0.0, [pid], 0.0, 0.0
     while stack:
         p = stack.pop()
         stack += children.get(p, [])
         try:
             total += _kb(Path(f"/proc/{p}/smaps_rollup").read_text(), "Pss") / 1024
             if p == pid:
-                own_peak = _kb(Path(f"/proc/{p}/status").read_text(), "VmHWM") / 1024
+                status = Path(f"/proc/{p}/status").read_text()
+                own, own_peak = _kb(status, "VmRSS") / 1024, _kb(status, "VmHWM") / 1024
         except OSError:
             continue
-    return total, own_peak
+    return total, own, own_peak
 
 
 def _kb(proc_file: str, key: str) -> int:
@@ -104,34 +109,45 @@ def _kb(proc_file: str, key: str) -> int:
     return int(line.split()[1])
 
 
-def run_compress(args: list[str]) -> tuple[dict[str, float], float, float, int]:
-    """Run compress; return seconds per phase, peak PSS of the process tree and peak RSS of the main process (MB),
-    and the exit code."""
+@dataclass
+class Phase:
+    seconds: float = 0.0
+    tree_mb: float = 0.0  # peak PSS of the process and its workers
+    main_mb: float = 0.0  # peak sampled resident size of the main process
+
+
+def run_compress(args: list[str]) -> tuple[dict[str, Phase], float, float, int]:
+    """Run compress; return its phases, peak PSS of the process tree and the main process's resident high-water
+    mark (MB), and the exit code."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "toolchain.cli", "compress", *args], stderr=subprocess.PIPE, text=True, bufsize=1
     )
+    phases = {"load": Phase()}
+    current = ["load"]
     peaks = [0.0, 0.0]
 
     def sample() -> None:
         while proc.poll() is None:
-            tree, own = tree_memory_mb(proc.pid)
-            peaks[0], peaks[1] = max(peaks[0], tree), max(peaks[1], own)
+            tree, own, own_peak = tree_memory_mb(proc.pid)
+            phase = phases[current[0]]
+            phase.tree_mb, phase.main_mb = max(phase.tree_mb, tree), max(phase.main_mb, own)
+            peaks[0], peaks[1] = max(peaks[0], tree), max(peaks[1], own_peak)
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    marks = [("load", time.perf_counter())]
+    started = time.perf_counter()
     for line in proc.stderr:
         print(line, end="", flush=True)
         label = next((label for prefix, label in PHASES.items() if line.startswith(prefix)), None)
         if label is not None:
-            marks.append((label, time.perf_counter()))
+            phases[current[0]].seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            phases.setdefault(label, Phase())  # before the sampler can look it up
+            current[0] = label
     code = proc.wait()
     sampler.join()
-    marks.append(("end", time.perf_counter()))
-    phases: dict[str, float] = {}
-    for (label, start), (_, end) in zip(marks, marks[1:]):
-        phases[label] = phases.get(label, 0.0) + end - start
+    phases[current[0]].seconds += time.perf_counter() - started
     return phases, peaks[0], peaks[1], code
 
 
@@ -149,7 +165,7 @@ def main() -> None:
     budget_ms = round(0.6 * unpruned_ms, 3)
     print(f"{MODEL} at 224 px: {unpruned_ms:.2f} ms measured, budget {budget_ms} ms", flush=True)
 
-    rows = []
+    rows, phase_rows = [], []
     for size in args.sizes:
         folder = work / f"photos-{size}"
         t = time.perf_counter()
@@ -167,12 +183,15 @@ def main() -> None:
         rows.append(
             [
                 f"{size:,}",
-                ", ".join(f"{label} {s / 60:.1f}" for label, s in phases.items()),
-                f"{sum(phases.values()) / 60:.1f}",
+                ", ".join(f"{label} {p.seconds / 60:.1f}" for label, p in phases.items()),
+                f"{sum(p.seconds for p in phases.values()) / 60:.1f}",
                 f"{tree_mb / 1024:.2f}",
                 f"{own_mb / 1024:.2f}",
             ]
         )
+        phase_rows += [
+            [f"{size:,}", label, f"{p.main_mb / 1024:.2f}", f"{p.tree_mb / 1024:.2f}"] for label, p in phases.items()
+        ]
         print(rows[-1], flush=True)
 
     body = "\n".join(
@@ -188,6 +207,11 @@ def main() -> None:
                 ["train images", "minutes per phase", "minutes in all", "peak PSS, all (GB)", "peak RSS, main (GB)"],
                 rows,
             ),
+            "",
+            "Per phase: the main process's resident size and the PSS of it and its workers, peaks of the 0.2 s",
+            "samples taken while the phase ran.",
+            "",
+            table(["train images", "phase", "peak RSS, main (GB)", "peak PSS, all (GB)"], phase_rows),
         ]
     )
     print(body)
@@ -196,7 +220,7 @@ def main() -> None:
         + (f" --sizes {' '.join(map(str, args.sizes))}" if args.sizes != [10_000, 40_000] else "")
         + (f" --episodes {args.episodes}" if args.episodes != 200 else "")
     )
-    write_section("Large images", command, body)
+    write_section(f"Large images ({args.episodes} episodes)", command, body)
 
 
 if __name__ == "__main__":
