@@ -59,24 +59,47 @@ def timings(name: str, size: int, count: int, passes: tuple[int, ...]) -> list[l
     images, labels = load_split("cifar10", "val", size, count).materialize()
     data = TensorImages(images, labels, loaded.spec.classes)
     evaluate(loaded.model, loaded.spec, data, passes[0])  # warm-up: first-call allocations
-    seconds: dict[int, list[float]] = {n: [] for n in passes}
     top1 = {}
+
+    def run(n: int) -> None:
+        top1[n] = evaluate(loaded.model, loaded.spec, data, n)
+
+    medians = medians_in_turn(passes, run)
+    default = inference_images_per_pass(size)
+    return pass_rows(f"{name} {size} px", passes, default, medians, count, "{:.2f}", top1, "{:.2%}")
+
+
+def medians_in_turn(passes: tuple[int, ...], run: Callable[[int], None]) -> dict[int, float]:
+    """Median seconds of `run(n)` per pass size n, the sizes measured in turn within each of REPEATS repeats."""
+    seconds: dict[int, list[float]] = {n: [] for n in passes}
     for _ in range(REPEATS):
         for n in passes:
             t = time.perf_counter()
-            top1[n] = evaluate(loaded.model, loaded.spec, data, n)
+            run(n)
             seconds[n].append(time.perf_counter() - t)
-    medians = {n: statistics.median(s) for n, s in seconds.items()}
+    return {n: statistics.median(s) for n, s in seconds.items()}
+
+
+def pass_rows(
+    label: str,
+    passes: tuple[int, ...],
+    default: int,
+    medians: dict[int, float],
+    images: int,
+    ms_format: str,
+    last: dict[int, float],
+    last_format: str,
+) -> list[list[str]]:
+    """One row per pass size: ms per image, speed against the largest pass, and a last column per pass size."""
     rows = []
     for n in passes:
-        default = " (default)" if n == inference_images_per_pass(size) else ""
         rows.append(
             [
-                f"{name} {size} px",
-                f"{n}{default}",
-                f"{1e3 * medians[n] / count:.2f}",
+                label,
+                f"{n}{' (default)' if n == default else ''}",
+                ms_format.format(1e3 * medians[n] / images),
                 f"{medians[passes[-1]] / medians[n]:.2f}x",
-                f"{100 * top1[n]:.2f}%",
+                last_format.format(last[n]),
             ]
         )
         print(rows[-1], flush=True)
@@ -123,27 +146,9 @@ def training_timings(name: str, passes: tuple[int, ...], size: int = 224) -> lis
         added = {n: pool.submit(memory_added_gb, name, n).result() for n in passes}
     step = training_step(name, size)
     step(1)
-    seconds: dict[int, list[float]] = {n: [] for n in passes}
-    for _ in range(REPEATS):
-        for n in passes:
-            t = time.perf_counter()
-            step(n)
-            seconds[n].append(time.perf_counter() - t)
-    medians = {n: statistics.median(s) for n, s in seconds.items()}
-    rows = []
-    for n in passes:
-        default = " (default)" if n == images_per_pass(size, TRAINING_AT_32PX) else ""
-        rows.append(
-            [
-                f"{name} {size} px",
-                f"{n}{default}",
-                f"{1e3 * medians[n] / TRAINING_STEP:.0f}",
-                f"{medians[passes[-1]] / medians[n]:.2f}x",
-                f"{added[n]:.2f}",
-            ]
-        )
-        print(rows[-1], flush=True)
-    return rows
+    medians = medians_in_turn(passes, step)
+    default = images_per_pass(size, TRAINING_AT_32PX)
+    return pass_rows(f"{name} {size} px", passes, default, medians, TRAINING_STEP, "{:.0f}", added, "{:.2f}")
 
 
 def main() -> None:
