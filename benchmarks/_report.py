@@ -51,3 +51,9 @@ def table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def proc_kb(proc_file: str, key: str) -> int:
+    """The kB figure of `key` in a /proc file of "Key:   123 kB" lines (0 when absent)."""
+    line = next((line for line in proc_file.splitlines() if line.startswith(key + ":")), f"{key}: 0 kB")
+    return int(line.split()[1])

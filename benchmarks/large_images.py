@@ -32,7 +32,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import table, write_section  # noqa: E402
+from _report import proc_kb, table, write_section  # noqa: E402
 
 from toolchain.export import latency_file  # noqa: E402
 from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
@@ -94,19 +94,13 @@ def tree_memory_mb(pid: int) -> tuple[float, float, float]:
         p = stack.pop()
         stack += children.get(p, [])
         try:
-            total += _kb(Path(f"/proc/{p}/smaps_rollup").read_text(), "Pss") / 1024
+            total += proc_kb(Path(f"/proc/{p}/smaps_rollup").read_text(), "Pss") / 1024
             if p == pid:
                 status = Path(f"/proc/{p}/status").read_text()
-                own, own_peak = _kb(status, "VmRSS") / 1024, _kb(status, "VmHWM") / 1024
+                own, own_peak = proc_kb(status, "VmRSS") / 1024, proc_kb(status, "VmHWM") / 1024
         except OSError:
             continue
     return total, own, own_peak
-
-
-def _kb(proc_file: str, key: str) -> int:
-    """The kB figure of `key` in a /proc file of "Key:   123 kB" lines (0 when absent)."""
-    line = next((line for line in proc_file.splitlines() if line.startswith(key + ":")), f"{key}: 0 kB")
-    return int(line.split()[1])
 
 
 @dataclass

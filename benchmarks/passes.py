@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import table, write_section  # noqa: E402
+from _report import proc_kb, table, write_section  # noqa: E402
 
 from toolchain.data import (  # noqa: E402
     TRAINING_AT_32PX,
@@ -131,14 +131,9 @@ def memory_added_gb(name: str, per_pass: int) -> float:
     step = training_step(name)
     step(1)
     Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kb("VmRSS")
+    before = proc_kb(Path("/proc/self/status").read_text(), "VmRSS")
     step(per_pass)
-    return (_status_kb("VmHWM") - before) / 2**20
-
-
-def _status_kb(key: str) -> int:
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(key + ":"))
-    return int(line.split()[1])
+    return (proc_kb(Path("/proc/self/status").read_text(), "VmHWM") - before) / 2**20
 
 
 def training_timings(name: str, passes: tuple[int, ...], size: int = 224) -> list[list[str]]:
