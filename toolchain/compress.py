@@ -24,7 +24,7 @@ from .evaluate import evaluate
 from .export import PRECISIONS, calibration_inputs, check_format, export, latency_file, to_model_file
 from .files import atomic_path, check_resumable, locked
 from .graph import ModelGraph, analyze
-from .latency.check import checked_predictor
+from .latency.check import TableCheck, checked_predictor
 from .latency.predictor import LatencyPredictor
 from .latency.runners import Runner, Target, best_of_each
 from .latency.table import LatencyTable
@@ -206,7 +206,10 @@ def search_and_prune(
             not config.trust_table,
             hooks.on_profile,
             hooks.on_message,
+            TableCheck.load(layout.table_check) if resume and layout.table_check.exists() else None,
         )
+        if check is not None:
+            check.save(layout.table_check)
     start_ms = predictor.predict(graph.channels)
     budget_ms = budget.resolve(predictor.predict(base.channels))
     smallest_ms = predictor.predict(lower_bounds(graph.channels, config.env))

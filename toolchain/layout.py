@@ -2,6 +2,7 @@
 
 runs/resnet20-amc/              a run; with --stages, stage-1/, stage-2/, ... hold each stage's search
   config.json                   the resolved settings, checked on --resume
+  table_check.json              what checking the latency table against the target found, kept on --resume
   search.csv                    one row per episode: reward, accuracy, predicted latency, kept channels
   search_state.pt               the strategy's state every few episodes, for --resume
   features.pt                   sampled feature statistics for least-squares reconstruction
@@ -25,6 +26,10 @@ class RunLayout:
     @property
     def config(self) -> Path:
         return self.root / "config.json"
+
+    @property
+    def table_check(self) -> Path:
+        return self.root / "table_check.json"
 
     @property
     def search_log(self) -> Path:

@@ -15,12 +15,16 @@ and stay there (where its buffers fall in memory), while drift moves many entrie
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from ..errors import ToolchainError
+from ..files import write_atomic
 from ..graph import ModelGraph
 from .predictor import LatencyPredictor
 from .profiler import profile, single_op_file
@@ -56,6 +60,19 @@ class TableCheck:
             f"{self.factor:.3f} (profile again to rewrite the table)",
             "remeasured": f"latency table off unevenly: {seen}; measuring this model's shapes again",
         }[self.action]
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> TableCheck:
+        try:
+            saved = json.loads(path.read_text())
+            return cls(**{**saved, "entry_ratios": tuple(saved["entry_ratios"])})
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as e:
+            raise ToolchainError(
+                f"{path} is not a latency table check ({type(e).__name__}): delete it to check the table again"
+            ) from None
 
 
 def check_table(
@@ -115,10 +132,16 @@ def checked_predictor(
     check: bool = True,
     on_progress=None,
     on_message=lambda message: None,
+    previous: TableCheck | None = None,
 ) -> tuple[LatencyPredictor, TableCheck | None]:
     """Profile what `table` lacks for `graph`, check the table against the target (unless `check` is False), act
-    on what the check found, and return the predictor to use with the check's result."""
+    on what the check found, and return the predictor to use with the check's result. A `previous` check (of a
+    search being resumed) is kept instead of checking again: the search goes on at the prices it started with, not
+    at those of a check that the target's timing noise can tip the other way."""
     profile(graph, runner, table, build_variant, channel_step, on_progress=on_progress)
+    if previous is not None:
+        on_message(f"{previous.describe()} (kept from when this search started)")
+        return LatencyPredictor(graph, table, previous.factor), previous
     if not check:
         return LatencyPredictor(graph, table), None
     result = check_table(graph, runner, table, build_variant(graph.channels))
