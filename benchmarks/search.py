@@ -7,29 +7,37 @@ model's), no fine-tuning, over several seeds.
 Every strategy runs in the same harness (same table, budget, reward on 1,000 `val` images with the default
 reward, finalists re-scored on all of `val` together with the rules). The chosen policy of each run is scored on
 the full `test` split. Writes the section "Search under a latency budget (MODELS)" of BENCHMARKS.md.
+
+A full run takes hours on 2 cores, so it is done run by run: each finished search's figures are kept in
+benchmarks/results/search/ (commit them, and the same command continues on another day or machine, skipping what
+is there), and a search stopped half-way resumes from its folder under --out. Delete the results after changing the
+search, or they are reported as they are.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import shutil
+import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import table, write_section  # noqa: E402
+from _report import machine, table, write_section  # noqa: E402
 
 from toolchain.compress import Budget, SearchConfig, search_and_prune  # noqa: E402
 from toolchain.data import load_split  # noqa: E402
 from toolchain.evaluate import evaluate  # noqa: E402
+from toolchain.files import write_atomic  # noqa: E402
 from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
 from toolchain.latency.table import default_table_path  # noqa: E402
 from toolchain.layout import RunLayout  # noqa: E402
 from toolchain.models import load_checkpoint, load_model, zoo_checkpoint  # noqa: E402
 from toolchain.search.ddpg import PRESETS  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "search"
 
 # (label, strategy, agent preset); rules are deterministic, so they run once whatever the seed
 RUNS = [
@@ -48,6 +56,40 @@ def mean_std(values: list[float], percent: bool = True) -> str:
     return f"{scale * statistics.mean(values):.2f} ± {scale * std:.2f}" if percent else f"{statistics.mean(values):.0f}"
 
 
+def run_once(loaded, runner, table_path: Path, test, strategy: str, agent: str, seed: int, args) -> dict:
+    """One search and its figures, or the figures kept from an earlier run of the same settings."""
+    key = f"{loaded.spec.arch}-{strategy}-{agent}-seed{seed}-{args.episodes}ep-ratio{args.ratio}"
+    record = RESULTS / f"{key}.json"
+    if record.exists():
+        return json.loads(record.read_text())
+    layout = RunLayout(Path(args.out) / key)
+    resume = layout.search_log.exists()
+    config = SearchConfig(
+        "cifar10",
+        strategy=strategy,
+        episodes=args.episodes,
+        seed=seed,
+        agent=PRESETS[agent],
+        trust_table=True,
+    )
+    started = time.perf_counter()
+    outcome = search_and_prune(loaded, runner, table_path, config, Budget(ratio=args.ratio), layout, resume)
+    pruned = load_checkpoint(outcome.layout.pruned)
+    with open(outcome.layout.search_log) as f:
+        distinct = len({tuple(v for k, v in r.items() if k.startswith("keep_")) for r in csv.DictReader(f)})
+    result = {
+        "test": evaluate(pruned.model, pruned.spec, test),
+        "val": outcome.best.accuracy,
+        "distinct": distinct,
+        "minutes": None if resume else (time.perf_counter() - started) / 60,
+        "chosen_from": outcome.chosen_from,
+        "machine": machine(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_atomic(record, json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["resnet20", "plain20"])
@@ -58,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     runner = LiteRTHostRunner()
     table_path = default_table_path(runner.target)
-    rows = []
+    rows, machines = [], set()
     for name in args.models:
         if not zoo_checkpoint(name).exists():
             print(f"skipping {name}: no trained checkpoint committed", flush=True)
@@ -70,28 +112,15 @@ def main() -> None:
             seeds = args.seeds if strategy in ("amc", "random") else args.seeds[:1]
             tests, vals, distinct, minutes, chosen = [], [], [], [], set()
             for seed in seeds:
-                out = Path(args.out) / f"{name}-{strategy}-{agent}-seed{seed}"
-                shutil.rmtree(out, ignore_errors=True)
-                config = SearchConfig(
-                    "cifar10",
-                    strategy=strategy,
-                    episodes=args.episodes,
-                    seed=seed,
-                    agent=PRESETS[agent],
-                    trust_table=True,
-                )
-                t = time.perf_counter()
-                outcome = search_and_prune(loaded, runner, table_path, config, Budget(ratio=args.ratio), RunLayout(out))
-                minutes.append((time.perf_counter() - t) / 60)
-                pruned = load_checkpoint(outcome.layout.pruned)
-                tests.append(evaluate(pruned.model, pruned.spec, test))
-                vals.append(outcome.best.accuracy)
-                with open(outcome.layout.search_log) as f:
-                    distinct.append(
-                        len({tuple(v for k, v in r.items() if k.startswith("keep_")) for r in csv.DictReader(f)})
-                    )
-                chosen.add(outcome.chosen_from)
-                print(name, label, seed, f"{tests[-1]:.4f}", outcome.chosen_from, flush=True)
+                result = run_once(loaded, runner, table_path, test, strategy, agent, seed, args)
+                tests.append(result["test"])
+                vals.append(result["val"])
+                distinct.append(result["distinct"])
+                if result["minutes"] is not None:
+                    minutes.append(result["minutes"])
+                chosen.add(result["chosen_from"])
+                machines.add(result["machine"])
+                print(name, label, seed, f"{result['test']:.4f}", result["chosen_from"], flush=True)
             rows.append(
                 [
                     name,
@@ -102,7 +131,7 @@ def main() -> None:
                     mean_std(vals),
                     mean_std(distinct, percent=False),
                     ", ".join(sorted(chosen)),
-                    f"{statistics.mean(minutes):.1f}",
+                    f"{statistics.mean(minutes):.1f}" if minutes else "-",
                 ]
             )
     body = "\n".join(
@@ -113,7 +142,9 @@ def main() -> None:
             "BatchNorm re-estimation (the default reward). The 5 best policies of a search and the three rules are",
             "re-scored on all of `val` and the best is chosen (`chosen from` says whose it was); `test` is scored",
             "once, on the chosen policy. Mean ± standard deviation over the seeds; `distinct` counts the different",
-            "policies a search evaluated.",
+            "policies a search evaluated; `minutes` leaves out searches that were resumed.",
+            "",
+            "Searched on: " + "; ".join(sorted(machines)) + ".",
             "",
             table(
                 [
