@@ -238,7 +238,8 @@ class HostLoad:
 
 # A shared machine's slow spells last seconds: resnet20 timed back to back on a cloud VM ran 1.3x slower for 1-4 s
 # at a time (once 2x), about a third of the time. A host timing therefore repeats its models over longer than a
-# spell and keeps each one's fastest round.
+# spell and keeps each one's fastest round. The cap stops a runner that takes no time; it also cuts a lone model's
+# rounds (about 0.35 s each) to under 3 s, which the repeats of `best_of` lengthen again.
 SPREAD_S = 6.0
 MAX_ROUNDS = 8
 
