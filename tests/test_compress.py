@@ -321,7 +321,7 @@ def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_proce
     )
 
 
-def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_file_still_meets_the_budget(
+def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_search_prices_models_at_the_targets_speed(
     tmp_path, capsys, cifar10, table
 ):
     """Every entry doubled (a table from a slower machine or a hot phone): the check finds one factor explains it,
