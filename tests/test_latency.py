@@ -465,6 +465,23 @@ def test_table_check_verdict(entry_ratios, model_ratio, action, factor):
     assert verdict(measured, expected) == (action, pytest.approx(factor))
 
 
+def test_a_table_the_run_has_just_measured_is_not_checked_and_one_from_an_earlier_run_is(tmp_path):
+    graph = analyze(create_model("resnet20"), 32)
+    target = LiteRTHostRunner().target
+    whole = single_op_model(graph.signatures()[0])  # stands in for each whole model: the runner times it by formula
+    profiled_only = SyntheticRunnerFor(target)
+    profile(graph, profiled_only, LatencyTable.open(tmp_path / "reference.json", target), lambda keep: whole)
+    runner = SyntheticRunnerFor(target)
+    table = LatencyTable.open(tmp_path / "host.json", target)
+    said = []
+    _, check = checked_predictor(graph, runner, table, lambda keep: whole, on_message=said.append)
+    assert check == TableCheck.fresh() and said == [check.describe()]
+    assert runner.calls == profiled_only.calls  # what the profile timed, nothing more
+    _, again = checked_predictor(graph, runner, table, lambda keep: whole, on_message=said.append)
+    assert again.action == "trusted" and again.entries > 0
+    assert runner.calls > profiled_only.calls and "timed again" in said[-1]
+
+
 def test_a_resumed_search_keeps_the_table_check_it_started_with_and_times_nothing(tmp_path):
     graph = analyze(create_model("resnet20"), 32)
     runner = SyntheticRunnerFor(LiteRTHostRunner().target)

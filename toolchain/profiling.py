@@ -99,11 +99,11 @@ def profile_model(
         if serial and len(serials) > 1:
             path = path.with_name(f"{path.stem}-{file_safe(serial)}{path.suffix}")
         table = LatencyTable.open(path, runner.target)
-        had_entries = any(s in table for s in graph.signatures(model_format=runner.model_format))
         progress_of = progress(f"profile {serial or runner.target.device}")
         result = profile(graph, runner, table, build(runner.model_format), channel_step, on_progress=progress_of)
         checked = None
-        if had_entries and not config.trust_table:  # entries measured before: do they still hold here?
+        # entries measured before this run: do they still hold here? (fresh ones would only time the noise)
+        if result.measured < result.wanted and not config.trust_table:
             check = check_table(graph, runner, table, build(runner.model_format)(graph.channels))
             checked = check.describe()
             on_message(checked)

@@ -9,6 +9,10 @@ timed again next to the unpruned model end to end, and compared with the table:
     predictions of this run are scaled by it (the run says so; the table file is left as measured);
   * off unevenly: the table no longer describes this target, and what the run needs is measured again.
 
+A table whose every entry for the model was measured by the same run, minutes before, is not checked: drift is
+what a check looks for, and a check then would only time the target's noise (on a shared VM, spells of 20-30%
+that last minutes) and measure everything again for nothing.
+
 One stray entry is allowed: a single-op model timed in a fresh process can land 10-15% away from its table entry
 and stay there (where its buffers fall in memory), while drift moves many entries, or the whole model.
 """
@@ -36,19 +40,25 @@ RESOLUTION_MS = 0.002  # phones report whole microseconds: a difference this sma
 STRAY_ENTRIES = 1  # entries allowed beyond the tolerance when the rest agree (see the module docstring)
 SAMPLE = 8  # entries timed again: a few seconds on a phone, well under a second each on the host
 
-Action = Literal["trusted", "rescaled", "remeasured"]
+Action = Literal["trusted", "rescaled", "remeasured", "fresh"]
 
 
 @dataclass(frozen=True)
 class TableCheck:
     entries: int  # of the table's entries timed again
     entry_ratios: tuple[float, ...]  # measured now / table, per entry
-    model_ratio: float  # the unpruned model measured end to end / predicted
+    model_ratio: float | None  # the unpruned model measured end to end / predicted (None: not timed)
     action: Action
     factor: float  # applied to this run's predictions (1.0 unless rescaled)
     seconds: float
 
+    @classmethod
+    def fresh(cls) -> TableCheck:
+        return cls(0, (), None, "fresh", 1.0, 0.0)
+
     def describe(self) -> str:
+        if self.action == "fresh":
+            return "latency table measured by this run for this model: not checked again"
         ratios = [*self.entry_ratios, self.model_ratio]
         seen = (
             f"{self.entries} table entries and the unpruned model timed again: {min(ratios):.2f}x to "
@@ -137,14 +147,19 @@ def checked_predictor(
     """Profile what `table` lacks for `graph`, check the table against the target (unless `check` is False), act
     on what the check found, and return the predictor to use with the check's result. A `previous` check (of a
     search being resumed) is kept instead of checking again: the search goes on at the prices it started with, not
-    at those of a check that the target's timing noise can tip the other way."""
-    profile(graph, runner, table, build_variant, channel_step, on_progress=on_progress)
+    at those of a check that the target's timing noise can tip the other way. Nor is a table checked whose
+    entries for `graph` were all measured just now (see the module docstring)."""
+    profiled = profile(graph, runner, table, build_variant, channel_step, on_progress=on_progress)
     if previous is not None:
         on_message(f"{previous.describe()} (kept from when this search started)")
         return LatencyPredictor(graph, table, previous.factor), previous
     if not check:
         return LatencyPredictor(graph, table), None
-    result = check_table(graph, runner, table, build_variant(graph.channels))
+    result = (
+        TableCheck.fresh()
+        if profiled.measured == profiled.wanted
+        else check_table(graph, runner, table, build_variant(graph.channels))
+    )
     on_message(result.describe())
     if result.action == "remeasured":
         profile(graph, runner, table, build_variant, channel_step, on_progress=on_progress, remeasure=True)
