@@ -81,19 +81,14 @@ def tree_memory_mb(pid: int) -> tuple[float, float, float]:
     high-water mark.
 
     PSS, not RSS, for the tree: the DataLoader workers are forked and share torch's pages with the main process, and
-    summing their RSS would count those pages once per process."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    summing their RSS would count those pages once per process. Descendants are found through each thread's
+    `children` file: walking all of /proc five times a second would take a good part of a core from the run."""
     total, stack, own, own_peak = 0.0, [pid], 0.0, 0.0
     while stack:
         p = stack.pop()
-        stack += children.get(p, [])
         try:
+            for children in Path(f"/proc/{p}/task").glob("*/children"):
+                stack += [int(c) for c in children.read_text().split()]
             total += proc_kb(Path(f"/proc/{p}/smaps_rollup").read_text(), "Pss") / 1024
             if p == pid:
                 status = Path(f"/proc/{p}/status").read_text()
