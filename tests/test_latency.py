@@ -498,7 +498,7 @@ def test_a_resumed_search_keeps_the_table_check_it_started_with_and_times_nothin
     runner.time_models = timed
     said = []
     predictor, check = checked_predictor(graph, runner, table, None, on_message=said.append, previous=kept)
-    assert check == started and "kept from when this search started" in said[0]
+    assert check == started and "kept from when this run started" in said[0]
     assert predictor.predict() == pytest.approx(0.51 * LatencyPredictor(graph, table).predict())
     (tmp_path / "table_check.json").write_text("{")
     with pytest.raises(ToolchainError, match="is not a latency table check .* delete it"):

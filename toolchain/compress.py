@@ -169,12 +169,14 @@ def search_and_prune(
     resume: bool = False,
     hooks: Hooks = Hooks(),
     at_least_reachable: bool = False,
+    table_check: TableCheck | None = None,
 ) -> SearchOutcome:
     """One search under `budget`, its best policy applied and saved in `layout`. The table is first completed on
     the target by `runner`; without one (the target is not at hand), it prices the search as it is. With
     `at_least_reachable`, a budget below the smallest model the settings allow is raised to that model's latency
     (an --enforce-measured retry aims lower than predicted, and a noisy measurement can aim it below anything
-    reachable)."""
+    reachable). `table_check` is the check an earlier search of the same run made: this one prices models on it
+    instead of checking again (see `_run_stages`)."""
     spec, model = loaded.spec, loaded.model
     out = layout.root
     check_fresh(out, resume)  # before any profiling or sampling, not after
@@ -206,7 +208,7 @@ def search_and_prune(
             not config.trust_table,
             hooks.on_profile,
             hooks.on_message,
-            TableCheck.load(layout.table_check) if resume and layout.table_check.exists() else None,
+            table_check or (TableCheck.load(layout.table_check) if resume and layout.table_check.exists() else None),
         )
         if check is not None:
             check.save(layout.table_check)
@@ -478,10 +480,12 @@ def _compress(
         hooks.on_message(f"measuring {model_file.name} and the unpruned model on {target.describe()}")
         return (exported, *best_of_each(runner, [model_file.read_bytes(), unpruned_file]))
 
-    factor, attempt = 1.0, 0
+    factor, attempt, table_check = 1.0, 0, None
     while True:
         attempt += 1
-        stages = _run_stages(loaded, runner, table_path, config, layout.attempt(attempt), factor, resume, test, hooks)
+        stages = _run_stages(
+            loaded, runner, table_path, config, layout.attempt(attempt), factor, resume, test, hooks, table_check
+        )
         measurement = distributed.on_main(partial(export_and_measure, stages))
         again = None  # rank 0 measures and decides whether every process searches and fine-tunes once more
         if stages is not None and measurement is not None:
@@ -489,6 +493,7 @@ def _compress(
             last = stages[-1].search
             if attempt == 1:
                 budget = last.budget_ms  # later attempts search under tighter budgets, but this is the one to meet
+                table_check = stages[0].search.table_check
             if (
                 config.enforce_measured
                 and measured is not None
@@ -537,9 +542,15 @@ def _run_stages(
     resume: bool,
     test: ImageSet,
     hooks: Hooks,
+    table_check: TableCheck | None = None,
 ) -> list[StageResult] | None:
     """Search (rank 0) and fine-tune (every process) once per stage. Rank 0 gets the stages' results, the other
-    processes None."""
+    processes None.
+
+    A run checks the latency table once, in its first search (or takes `table_check`, an earlier attempt's): later
+    stages and --enforce-measured attempts price models on that check. Checking again would re-time the target's
+    noise mid-run, and an attempt's tightened budget, a correction of the first table's predictions, would then
+    land on different ones."""
     budgets = config.stage_budgets()
     current, results = loaded, []
     for i, budget in enumerate(budgets):
@@ -559,8 +570,11 @@ def _run_stages(
                 resume,
                 hooks,
                 factor < 1,
+                table_check,
             )
         )
+        if outcome is not None and table_check is None:
+            table_check = outcome.table_check
         pruned = load_model(str(stage.pruned))
         top1_pruned = evaluate(pruned.model, pruned.spec, test)
         checkpoint, top1 = stage.pruned, top1_pruned

@@ -146,12 +146,12 @@ def checked_predictor(
 ) -> tuple[LatencyPredictor, TableCheck | None]:
     """Profile what `table` lacks for `graph`, check the table against the target (unless `check` is False), act
     on what the check found, and return the predictor to use with the check's result. A `previous` check (of a
-    search being resumed) is kept instead of checking again: the search goes on at the prices it started with, not
-    at those of a check that the target's timing noise can tip the other way. Nor is a table checked whose
-    entries for `graph` were all measured just now (see the module docstring)."""
+    search being resumed, or of the run's first search) is kept instead of checking again: the run goes on at the
+    prices it started with, not at those of a check that the target's timing noise can tip the other way. Nor is a
+    table checked whose entries for `graph` were all measured just now (see the module docstring)."""
     profiled = profile(graph, runner, table, build_variant, channel_step, on_progress=on_progress)
     if previous is not None:
-        on_message(f"{previous.describe()} (kept from when this search started)")
+        on_message(f"{previous.describe()} (kept from when this run started)")
         return LatencyPredictor(graph, table, previous.factor), previous
     if not check:
         return LatencyPredictor(graph, table), None
