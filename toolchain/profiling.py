@@ -102,8 +102,7 @@ def profile_model(
         progress_of = progress(f"profile {serial or runner.target.device}")
         result = profile(graph, runner, table, build(runner.model_format), channel_step, on_progress=progress_of)
         checked = None
-        # entries measured before this run: do they still hold here? (fresh ones would only time the noise)
-        if result.measured < result.wanted and not config.trust_table:
+        if not result.all_new and not config.trust_table:  # entries measured before: do they still hold here?
             check = check_table(graph, runner, table, build(runner.model_format)(graph.channels))
             checked = check.describe()
             on_message(checked)

@@ -156,9 +156,7 @@ def checked_predictor(
     if not check:
         return LatencyPredictor(graph, table), None
     result = (
-        TableCheck.fresh()
-        if profiled.measured == profiled.wanted
-        else check_table(graph, runner, table, build_variant(graph.channels))
+        TableCheck.fresh() if profiled.all_new else check_table(graph, runner, table, build_variant(graph.channels))
     )
     on_message(result.describe())
     if result.action == "remeasured":

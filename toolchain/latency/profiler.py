@@ -78,6 +78,12 @@ class ProfileResult:
     runs: int = 0  # benchmark runs for the op shapes (the calibration's whole models not counted)
     packed: int = 0  # shapes timed inside packs of many, by the target's op profiler
 
+    @property
+    def all_new(self) -> bool:
+        """Every shape the model needs was measured by this call: a check of the table now would only time the
+        target's noise (see `check`)."""
+        return self.measured == self.wanted
+
 
 def profile(
     graph: ModelGraph,
