@@ -22,7 +22,7 @@ from .data import FEATURES_AT_32PX, ImageSet, images_per_pass, load_split, norma
 from .errors import ToolchainError, require
 from .evaluate import evaluate
 from .export import PRECISIONS, calibration_inputs, check_format, export, latency_file, to_model_file
-from .files import atomic_path, check_resumable, locked
+from .files import atomic_path, check_resumable, locked, write_atomic
 from .graph import ModelGraph, analyze
 from .latency.check import TableCheck, checked_predictor
 from .latency.predictor import LatencyPredictor
@@ -440,6 +440,8 @@ def _compress(
     hooks: Hooks,
 ) -> CompressResult | None:
     data, layout = config.search.data, RunLayout(out)
+    # a folder that already holds a search is refused before the minutes of scoring and converting below
+    check_fresh(layout.stage(0, len(config.stage_budgets())).root, resume)
     target = _target(runner, table_path)
     model_format = target.model_format
     test = load_split(data, "test", loaded.spec.input_size, config.limit)
@@ -452,20 +454,25 @@ def _compress(
         if config.precision == "int8"
         else None
     )
+
     # The unpruned model at the same precision, so that the speed-up is pruning's alone; converted once, before the
-    # search, so that an op the converter cannot handle stops the run before the long part.
-    unpruned_file = (
-        distributed.on_main(
-            lambda: to_model_file(
-                loaded.model,
-                spec.input_size,
-                model_format,
-                config.precision,
-                calibration_inputs(calibration, spec) if calibration is not None else None,
-            )
+    # search, so that an op the converter cannot handle stops the run before the long part. It is kept in the run
+    # folder: a resumed run reads it back instead of converting again, and a user can time it on a phone.
+    def unpruned() -> bytes:
+        kept = layout.model_file(spec.arch, model_format, pruned=False)
+        if resume and kept.exists():
+            return kept.read_bytes()
+        blob = to_model_file(
+            loaded.model,
+            spec.input_size,
+            model_format,
+            config.precision,
+            calibration_inputs(calibration, spec) if calibration is not None else None,
         )
-        or b""
-    )  # only rank 0 measures
+        write_atomic(kept, blob)
+        return blob
+
+    unpruned_file = distributed.on_main(unpruned) or b""  # only rank 0 measures
 
     def export_and_measure(stages: list[StageResult]):
         final = load_model(str(stages[-1].checkpoint))

@@ -9,6 +9,7 @@ runs/resnet20-amc/              a run; with --stages, stage-1/, stage-2/, ... ho
   best_policy.json              the chosen pruning policy
   pruned.pt, finetuned.pt       checkpoints (and their .resume files while training)
   <arch>-pruned.tflite          the exported model, with <arch>-pruned.json and .labels.txt beside it
+  <arch>-unpruned.tflite        the unpruned model in the same format and precision, timed for the speed-up
   report.md, *.png              the report and its plots
   attempt-2/, ...               later searches of --enforce-measured, laid out the same way
 """
@@ -62,8 +63,8 @@ class RunLayout:
     def plot(self, name: str) -> Path:
         return self.root / f"{name}.png"
 
-    def model_file(self, arch: str, model_format: str) -> Path:
-        return self.root / f"{arch.replace(':', '_')}-pruned.{model_format}"
+    def model_file(self, arch: str, model_format: str, pruned: bool = True) -> Path:
+        return self.root / f"{arch.replace(':', '_')}-{'pruned' if pruned else 'unpruned'}.{model_format}"
 
     def stage(self, index: int, stages: int) -> RunLayout:
         """Stage `index` (0-based) of `stages`: the run folder itself when there is only one."""
