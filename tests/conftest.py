@@ -20,6 +20,30 @@ def cifar10() -> str:
     return "cifar10"
 
 
+@pytest.fixture(scope="session")
+def resnet20_table(tmp_path_factory) -> Path:
+    """A complete host table for resnet20 (fp32, 1 thread), profiled once per test session: two whole-model
+    conversions and 286 shapes are most of a minute on a slow CPU. Tests that run a subprocess on it take a copy."""
+    from toolchain.export import to_model_file
+    from toolchain.graph import analyze
+    from toolchain.latency.profiler import profile
+    from toolchain.latency.runners import LiteRTHostRunner
+    from toolchain.latency.table import LatencyTable
+    from toolchain.models import load_model
+    from toolchain.surgery import pruned_copy
+
+    path = tmp_path_factory.mktemp("tables") / "host.json"
+    runner = LiteRTHostRunner()
+    model = load_model("resnet20").model
+    graph = analyze(model, 32)
+
+    def build(keep):
+        return to_model_file(pruned_copy(model, graph, keep), 32, "tflite")
+
+    profile(graph, runner, LatencyTable.open(path, runner.target), build)
+    return path
+
+
 def make_image_folder(
     root: Path, classes=("cat", "dog", "owl"), per_class=(6, 2), size=(20, 12), test_name="test"
 ) -> Path:

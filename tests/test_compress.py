@@ -17,13 +17,10 @@ from toolchain.compress import Budget, NormalizedBatches, PipelineConfig, Search
 from toolchain.data import load_split, normalize
 from toolchain.export import to_model_file
 from toolchain.graph import analyze
-from toolchain.latency.profiler import profile
 from toolchain.latency.runners import LiteRTHostRunner, Timing, best_of
-from toolchain.latency.table import LatencyTable
 from toolchain.models import create_model, load_checkpoint, load_model
 from toolchain.search.ddpg import DDPGConfig
 from toolchain.search.env import EnvConfig
-from toolchain.surgery import pruned_copy
 
 pytestmark = pytest.mark.slow
 TINY = dict(episodes=3, agent=DDPGConfig(warmup_episodes=2), reward_images=100, calibration_images=100, finalists=1)
@@ -34,26 +31,11 @@ def resnet20():
     return load_model("resnet20")
 
 
-@pytest.fixture(scope="module")
-def table(tmp_path_factory, resnet20):
-    """A complete host table for resnet20, profiled once for this module."""
-    path = tmp_path_factory.mktemp("tables") / "host.json"
-    runner = LiteRTHostRunner()
-    graph = analyze(resnet20.model, 32)
-    profile(
-        graph,
-        runner,
-        LatencyTable.open(path, runner.target),
-        lambda keep: to_model_file(pruned_copy(resnet20.model, graph, keep), 32, "tflite"),
-    )
-    return path
-
-
 def png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, cifar10, table):
+def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, monkeypatch, cifar10, resnet20_table):
     from ai_edge_litert.interpreter import Interpreter
 
     from toolchain.cli import main
@@ -66,7 +48,7 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
         "--data",
         cifar10,
         "--table",
-        str(table),
+        str(resnet20_table),
         "--latency-ratio",
         "0.6",
         "--episodes",
@@ -127,8 +109,17 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     sidecar = json.loads(Path(result["sidecar"]).read_text())
     assert sidecar["input"]["layout"] == "NHWC" and sidecar["pruning_policy"]["groups"][0]["keep"] == result["keep"][0]
 
+    # the unpruned model's file, as timed for the speed-up, is kept beside the pruned one
+    unpruned = Interpreter(model_path=str(out / "resnet20-unpruned.tflite"))
+    assert list(unpruned.get_input_details()[0]["shape"]) == [1, 32, 32, 3]
+
     # a finished run resumes to the same answer without searching or fine-tuning again, at the prices its search
-    # had: a second check of the table could tip the other way on a noisy target and move the budget
+    # had: a second check of the table could tip the other way on a noisy target and move the budget. Neither it
+    # nor the refusals below convert the unpruned model again.
+    def converted_again(*args, **kwargs):
+        raise AssertionError("the unpruned model was converted again")
+
+    monkeypatch.setattr("toolchain.compress.to_model_file", converted_again)
     assert main([*args, "--resume"]) == 0
     resumed = capsys.readouterr()
     again = json.loads(resumed.out.strip().splitlines()[-1])
@@ -142,9 +133,9 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     assert "searched under a" in capsys.readouterr().err
 
 
-def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, resnet20, table):
+def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, resnet20, resnet20_table):
     config = PipelineConfig(SearchConfig(cifar10, **TINY), stages=(0.7, 0.5), limit=200)
-    result = compress(resnet20, LiteRTHostRunner(), table, config, tmp_path)
+    result = compress(resnet20, LiteRTHostRunner(), resnet20_table, config, tmp_path)
     assert result is not None and len(result.stages) == 2
     first, second = (stage.search for stage in result.stages)
     # the table is checked once, by the first stage: a second check could rescale or re-measure it when the
@@ -162,11 +153,11 @@ def test_stages_prune_iteratively_from_the_previous_stage(tmp_path, cifar10, res
     assert "## Stages" in (tmp_path / "report.md").read_text()
 
 
-def test_accuracy_protocol_searches_without_a_wall_for_its_own_reward(tmp_path, cifar10, resnet20, table):
+def test_accuracy_protocol_searches_without_a_wall_for_its_own_reward(tmp_path, cifar10, resnet20, resnet20_table):
     config = PipelineConfig(
         SearchConfig(cifar10, env=EnvConfig(protocol="accuracy"), **TINY), Budget(ratio=0.6), limit=100
     )
-    result = compress(resnet20, LiteRTHostRunner(), table, config, tmp_path)
+    result = compress(resnet20, LiteRTHostRunner(), resnet20_table, config, tmp_path)
     with open(tmp_path / "search.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
@@ -192,18 +183,18 @@ class SlowerThanItsTable:
         return [Timing(t.median_ms * f, t.p10_ms * f, t.p90_ms * f, t.runs) for t in self.runner.time_models(models)]
 
 
-def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path, cifar10, resnet20, table):
+def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path, cifar10, resnet20, resnet20_table):
     # uniform: the largest uniform ratio that fits ends close to the budget, so 1.5x slower is surely over it.
     # The table is trusted as it is: checking it first would find the factor and scale the search by it.
     config = PipelineConfig(
         SearchConfig(cifar10, strategy="uniform", trust_table=True, **TINY), Budget(ratio=0.6), limit=200
     )
-    over = compress(resnet20, SlowerThanItsTable(1.5), table, config, tmp_path / "plain")
+    over = compress(resnet20, SlowerThanItsTable(1.5), resnet20_table, config, tmp_path / "plain")
     assert over is not None and not over.within_budget and over.attempts == 1
     assert "exceeds the budget" in (tmp_path / "plain" / "report.md").read_text()
 
     enforced = compress(
-        resnet20, SlowerThanItsTable(1.5), table, replace(config, enforce_measured=True), tmp_path / "enforced"
+        resnet20, SlowerThanItsTable(1.5), resnet20_table, replace(config, enforce_measured=True), tmp_path / "enforced"
     )
     assert enforced is not None and enforced.within_budget and enforced.attempts >= 2
     assert enforced.budget_ms == pytest.approx(
@@ -256,10 +247,10 @@ def test_train_under_torchrun_is_data_parallel_over_two_processes(tmp_path, cifa
     assert trained.metrics["processes"] == 2 and trained.metrics["test_images"] == 256
 
 
-def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_processes(tmp_path, cifar10, table):
+def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_processes(tmp_path, cifar10, resnet20_table):
     # A table whose whole-model calibration says 1.5x faster than the host runs: the first result is over budget,
     # so --enforce-measured makes both processes search (rank 0) and fine-tune (both) a second time.
-    optimistic = json.loads(table.read_text())
+    optimistic = json.loads(resnet20_table.read_text())
     for calibration in optimistic["models"].values():
         calibration["measured_ms"] = [ms / 1.5 for ms in calibration["measured_ms"]]
     (tmp_path / "optimistic.json").write_text(json.dumps(optimistic))
@@ -322,7 +313,7 @@ def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_proce
 
 
 def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_search_prices_models_at_the_targets_speed(
-    tmp_path, capsys, cifar10, table
+    tmp_path, capsys, cifar10, resnet20_table
 ):
     """Every entry doubled (a table from a slower machine or a hot phone): the check finds one factor explains it,
     scales the run's predictions by it, so that the search aims at the budget instead of half of it. On a busy
@@ -330,7 +321,7 @@ def test_a_table_twice_as_slow_as_the_target_is_caught_and_the_search_prices_mod
     (`verdict`'s own tests pin that rule), which is also right."""
     from toolchain.cli import main
 
-    drifted = json.loads(table.read_text())
+    drifted = json.loads(resnet20_table.read_text())
     for entry in drifted["entries"].values():
         for key in ("median_ms", "p10_ms", "p90_ms"):
             entry[key] *= 2

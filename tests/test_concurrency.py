@@ -1,6 +1,7 @@
 """Two processes at once on one latency table, and on one run folder: nothing measured is lost, no row doubled."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -43,8 +44,9 @@ def test_two_profiles_sharing_a_table_keep_both_models_entries(tmp_path):
         assert graph_fingerprint(graph) in saved.models, model  # each model's whole-model calibration survived
 
 
-def test_a_second_run_on_a_busy_run_folder_is_refused_and_the_first_finishes_whole(tmp_path, cifar10):
+def test_a_second_run_on_a_busy_run_folder_is_refused_and_the_first_finishes_whole(tmp_path, cifar10, resnet20_table):
     out, episodes = tmp_path / "run", 40
+    shutil.copy(resnet20_table, tmp_path / "host.json")
     argv = [
         *CLI,
         "compress",

@@ -291,16 +291,14 @@ LOOSE_MAPE = 0.25
 
 
 @pytest.mark.slow
-def test_fidelity_on_resnet20_within_a_loose_bound(tmp_path):
+def test_fidelity_on_resnet20_within_a_loose_bound(resnet20_table):
     from toolchain.latency.fidelity import measure_fidelity
     from toolchain.surgery import pruned_copy
 
     model = create_model("resnet20")
     graph = analyze(model, 32)
     runner = LiteRTHostRunner()
-    table = LatencyTable.open(tmp_path / "host.json", runner.target)
-    profile(graph, runner, table, lambda keep: to_tflite(pruned_copy(model, graph, keep), 32))
-    predictor = LatencyPredictor(graph, table)
+    predictor = LatencyPredictor(graph, LatencyTable.load(resnet20_table))
     assert predictor.calibrated
     report = measure_fidelity(
         graph, predictor, runner, lambda keep: to_tflite(pruned_copy(model, graph, keep), 32), samples=4
