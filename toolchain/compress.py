@@ -440,8 +440,9 @@ def _compress(
     hooks: Hooks,
 ) -> CompressResult | None:
     data, layout = config.search.data, RunLayout(out)
-    # a folder that already holds a search is refused before the minutes of scoring and converting below
-    check_fresh(layout.stage(0, len(config.stage_budgets())).root, resume)
+    # a folder that already holds a search is refused before the minutes of scoring and converting below; rank 0
+    # decides, as it does in the search, so that a rank started late never mistakes rank 0's search for an old one
+    distributed.on_main(partial(check_fresh, layout.stage(0, len(config.stage_budgets())).root, resume))
     target = _target(runner, table_path)
     model_format = target.model_format
     test = load_split(data, "test", loaded.spec.input_size, config.limit)
