@@ -20,14 +20,14 @@ CLI = [sys.executable, "-m", "toolchain.cli"]
 
 # Two models that take about as long to profile (40 s each on 2 cores), so that the two processes write the table
 # over the same stretch of time; resnet20's additions and each model's calibration are entries only one writes
-MODELS, STEP = ("resnet20", "plain20"), "16"
+MODELS, STEP = ("resnet20", "plain20"), 16
 
 
 def test_two_profiles_sharing_a_table_keep_both_models_entries(tmp_path):
     table = tmp_path / "host.json"
     procs = [
         subprocess.Popen(
-            [*CLI, "profile", "--model", model, "--table", str(table), "--channel-step", STEP],
+            [*CLI, "profile", "--model", model, "--table", str(table), "--channel-step", str(STEP)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -40,7 +40,7 @@ def test_two_profiles_sharing_a_table_keep_both_models_entries(tmp_path):
     assert not table.with_name("host.json.journal").exists()
     for model in MODELS:
         graph = analyze(create_model(model), 32)
-        assert set(shapes_to_profile(graph, channel_step=int(STEP))) <= set(saved.entries), model
+        assert set(shapes_to_profile(graph, channel_step=STEP)) <= set(saved.entries), model
         assert graph_fingerprint(graph) in saved.models, model  # each model's whole-model calibration survived
 
 
