@@ -174,27 +174,29 @@ def test_accuracy_protocol_searches_without_a_wall_for_its_own_reward(tmp_path, 
 
 class SlowerThanItsTable:
     """The host runner, with whole models taking `factor` times as long as the table predicts: a target whose
-    single-op table misses something (caches, thermal state) that the whole model pays for. The factor is set
-    against the host's speed now, not when the table was profiled: a shared machine's speed drifts, and a table
-    profiled in a slow spell made a target 1.5x slower than the host still run within its table's budget."""
+    single-op table misses something (caches, thermal state) that the whole model pays for. Every call also times
+    the unpruned model and scales against it, so the factor holds at the host's speed of that moment: a shared
+    machine's speed drifts, and a factor fixed once, in a slow spell, left the 'slower' target within budget."""
 
     def __init__(self, factor: float, table: Path, model):
         self.runner = LiteRTHostRunner()
-        predicted = LatencyPredictor(analyze(model, 32), LatencyTable.load(table)).predict()
-        measured = best_of(self.runner, to_model_file(model, 32, "tflite")).median_ms
-        self.factor = factor * predicted / measured
+        self.unpruned = to_model_file(model, 32, "tflite")
+        self.predicted = factor * LatencyPredictor(analyze(model, 32), LatencyTable.load(table)).predict()
         self.target, self.model_format = self.runner.target, self.runner.model_format
 
     def time_models(self, models):
-        f = self.factor
-        return [Timing(t.median_ms * f, t.p10_ms * f, t.p90_ms * f, t.runs) for t in self.runner.time_models(models)]
+        timings = self.runner.time_models(list(models) + [self.unpruned] * 3)
+        f = self.predicted / min(t.median_ms for t in timings[len(models) :])
+        return [Timing(t.median_ms * f, t.p10_ms * f, t.p90_ms * f, t.runs) for t in timings[: len(models)]]
 
 
 def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path, cifar10, resnet20, resnet20_table):
-    # uniform: the largest uniform ratio that fits ends close to the budget, so 1.5x slower is surely over it.
+    # uniform: the largest uniform ratio that fits ends close to the budget (0.76 of the unpruned prediction at 0.8;
+    # resnet20's 16-channel groups keep 8 or 16), so 1.5x slower is surely over it, while the smallest model the
+    # settings allow (0.35) is far enough under it for a tightened search to reach it.
     # The table is trusted as it is: checking it first would find the factor and scale the search by it.
     config = PipelineConfig(
-        SearchConfig(cifar10, strategy="uniform", trust_table=True, **TINY), Budget(ratio=0.6), limit=200
+        SearchConfig(cifar10, strategy="uniform", trust_table=True, **TINY), Budget(ratio=0.8), limit=200
     )
     slower = SlowerThanItsTable(1.5, resnet20_table, resnet20.model)
     over = compress(resnet20, slower, resnet20_table, config, tmp_path / "plain")
@@ -204,7 +206,7 @@ def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path
     enforced = compress(resnet20, slower, resnet20_table, replace(config, enforce_measured=True), tmp_path / "enforced")
     assert enforced is not None and enforced.within_budget and enforced.attempts >= 2
     assert enforced.budget_ms == pytest.approx(
-        0.6 * enforced.unpruned_predicted_ms
+        0.8 * enforced.unpruned_predicted_ms
     )  # the budget to meet stays the user's
     assert enforced.final.search.budget_ms < enforced.budget_ms / 1.2  # what the last search aimed at
     assert (tmp_path / "enforced" / "attempt-2" / "best_policy.json").exists()
@@ -254,11 +256,13 @@ def test_train_under_torchrun_is_data_parallel_over_two_processes(tmp_path, cifa
 
 
 def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_processes(tmp_path, cifar10, resnet20_table):
-    # A table whose whole-model calibration says 1.5x faster than the host runs: the first result is over budget,
-    # so --enforce-measured makes both processes search (rank 0) and fine-tune (both) a second time.
+    # A table whose whole-model calibration says 2x faster than the host runs: the first result is over budget,
+    # so --enforce-measured makes both processes search (rank 0) and fine-tune (both) a second time. The margin is
+    # wide (uniform keeps 0.76 of the unpruned prediction at 0.8) because the session's table was profiled minutes
+    # ago, and the host's speed drifts.
     optimistic = json.loads(resnet20_table.read_text())
     for calibration in optimistic["models"].values():
-        calibration["measured_ms"] = [ms / 1.5 for ms in calibration["measured_ms"]]
+        calibration["measured_ms"] = [ms / 2 for ms in calibration["measured_ms"]]
     (tmp_path / "optimistic.json").write_text(json.dumps(optimistic))
     out = tmp_path / "run"
     torchrun = Path(sys.executable).with_name("torchrun")
@@ -277,7 +281,7 @@ def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_proce
             "--table",
             str(tmp_path / "optimistic.json"),
             "--latency-ratio",
-            "0.6",
+            "0.8",
             "--strategy",
             "uniform",
             "--enforce-measured",
