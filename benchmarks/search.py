@@ -11,7 +11,8 @@ the full `test` split. Writes the section "Search under a latency budget (MODELS
 A full run takes hours on 2 cores, so it is done run by run: each finished search's figures are kept in
 benchmarks/results/search/ (commit them, and the same command continues on another day or machine, skipping what
 is there), and a search stopped half-way resumes from its folder under --out. Delete the results after changing the
-search, or they are reported as they are.
+search, or they are reported as they are. `--kept-only` runs no search and writes the section from the kept
+results alone: a model whose searches take hours shows its figures so far, each row saying how many seeds it has.
 """
 
 from __future__ import annotations
@@ -53,17 +54,23 @@ RUNS = [
 
 
 def mean_std(values: list[float], percent: bool = True) -> str:
+    """Mean ± standard deviation, or the mean alone where one run gives no spread to speak of."""
     scale = 100 if percent else 1
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{scale * statistics.mean(values):.2f} ± {scale * std:.2f}" if percent else f"{statistics.mean(values):.0f}"
+    if not percent:
+        return f"{statistics.mean(values):.0f}"
+    mean = f"{scale * statistics.mean(values):.2f}"
+    return f"{mean} ± {scale * statistics.stdev(values):.2f}" if len(values) > 1 else mean
 
 
-def run_once(loaded, runner, table_path: Path, test, strategy: str, agent: str, seed: int, args) -> dict:
-    """One search and its figures, or the figures kept from an earlier run of the same settings."""
+def run_once(loaded, runner, table_path: Path, test, strategy: str, agent: str, seed: int, args) -> dict | None:
+    """One search and its figures, or the figures kept from an earlier run of the same settings (only those, and
+    None where there are none, with --kept-only)."""
     key = f"{loaded.spec.arch}-{strategy}-{agent}-seed{seed}-{args.episodes}ep-ratio{args.ratio}"
     record = RESULTS / f"{key}.json"
     if record.exists():
         return json.loads(record.read_text())
+    if args.kept_only:
+        return None
     layout = RunLayout(Path(args.out) / key)
     resume = layout.search_log.exists()
     config = SearchConfig(
@@ -99,10 +106,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--out", default="runs/bench-search")
+    parser.add_argument("--kept-only", action="store_true", help="run no search: report the kept results alone")
     args = parser.parse_args()
     runner = LiteRTHostRunner()
     table_path = default_table_path(runner.target)
-    rows, machines = [], set()
+    rows, machines, missing = [], set(), 0
     for name in args.models:
         if not zoo_checkpoint(name).exists():
             print(f"skipping {name}: no trained checkpoint committed", flush=True)
@@ -115,6 +123,9 @@ def main() -> None:
             tests, vals, distinct, minutes, chosen = [], [], [], [], set()
             for seed in seeds:
                 result = run_once(loaded, runner, table_path, test, strategy, agent, seed, args)
+                if result is None:
+                    missing += 1
+                    continue
                 tests.append(result["test"])
                 vals.append(result["val"])
                 distinct.append(result["distinct"])
@@ -123,12 +134,14 @@ def main() -> None:
                 chosen.add(result["chosen_from"])
                 machines.add(result["machine"])
                 print(name, label, seed, f"{result['test']:.4f}", result["chosen_from"], flush=True)
+            if not tests:
+                continue
             rows.append(
                 [
                     name,
                     label,
                     f"{100 * unpruned:.2f}%",
-                    len(seeds),
+                    len(tests) if len(tests) == len(seeds) else f"{len(tests)} of {len(seeds)}",
                     mean_std(tests),
                     mean_std(vals),
                     mean_std(distinct, percent=False),
@@ -148,6 +161,15 @@ def main() -> None:
             "",
             "Searched on: " + "; ".join(sorted(machines)) + ".",
             "",
+            *(
+                [
+                    f"{missing} of the searches asked for are still to run (rows with fewer seeds than asked): the",
+                    "same command without --kept-only runs them, keeping what is here.",
+                    "",
+                ]
+                if missing
+                else []
+            ),
             table(
                 [
                     "model",
@@ -174,6 +196,7 @@ def main() -> None:
                 f"--seeds {' '.join(map(str, args.seeds))}",
                 f"--episodes {args.episodes}",
                 f"--ratio {args.ratio}",
+                *(["--kept-only"] if args.kept_only else []),
             ]
         ),
         body,
