@@ -244,8 +244,7 @@ SPREAD_S = 6.0
 MAX_ROUNDS = 8
 # Where the runtime's worker threads land differs from one interpreter to the next: on a 2-core cloud VM the same
 # resnet20 file ran at 0.17 or 0.27 ms (int8, 2 threads) depending on the session, while 1-thread sessions agree
-# within a few percent. A multi-threaded timing therefore keeps the fastest of several sessions; on that VM this
-# took an int8 2-thread table from 10% and 75% of variants within ±10% (two runs) to 75% and 100%.
+# within a few percent. A multi-threaded timing therefore keeps the fastest of several sessions.
 MULTI_THREAD_SESSIONS = 3
 
 
