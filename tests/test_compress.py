@@ -264,8 +264,8 @@ def test_train_under_torchrun_is_data_parallel_over_two_processes(tmp_path, cifa
 def test_compress_under_torchrun_searches_on_rank_0_and_fine_tunes_on_both_processes(tmp_path, cifar10, resnet20_table):
     # A table whose whole-model calibration says 2x faster than the host runs: the first result is over budget,
     # so --enforce-measured makes both processes search (rank 0) and fine-tune (both) a second time. The margin is
-    # wide (uniform's pick at 0.8 is 0.57-0.76 of the unpruned prediction, by machine) because the session's table was profiled minutes
-    # ago, and the host's speed drifts.
+    # wide (uniform's pick at 0.8 is 0.57-0.76 of the unpruned prediction, by machine) because the session's
+    # table was profiled minutes ago, and the host's speed drifts.
     optimistic = json.loads(resnet20_table.read_text())
     for calibration in optimistic["models"].values():
         calibration["measured_ms"] = [ms / 2 for ms in calibration["measured_ms"]]
