@@ -304,11 +304,18 @@ def test_killed_profile_resumes_without_remeasuring(tmp_path):
     }
 
 
-# Whole models on a shared cloud machine run 20-30% slower for minutes at a time, longer than any repeat can
-# outlast, so a table and the variants timed minutes later can disagree by that much while the predictor is right;
-# the tight figures (within ±10%) are the benchmark's, on a quiet machine. This bound catches a predictor gone
-# wrong, not the last 10%.
+# Whole models on a shared cloud machine run 20-40% slower for minutes at a time, longer than any repeat can
+# outlast, so a table and the variants timed minutes later can disagree by that much while the predictor is right.
+# The tests judge the predicted shares of the unpruned model timed alongside each variant, which such a spell
+# leaves alone, and bound the spell itself loosely (2x: a unit or overhead mistake, not a slow minute). The tight
+# figures (within ±10%) are the benchmark's, on a quiet machine. This bound catches a predictor gone wrong, not
+# the last 10%.
 LOOSE_MAPE = 0.25
+SPELL = 2.0
+
+
+def assert_predicts_loosely(fidelity: dict) -> None:
+    assert fidelity["share_mape"] < LOOSE_MAPE and 1 / SPELL < fidelity["unpruned_ratio"] < SPELL, fidelity
 
 
 @pytest.mark.slow
@@ -324,7 +331,35 @@ def test_fidelity_on_resnet20_within_a_loose_bound(resnet20_table):
     report = measure_fidelity(
         graph, predictor, runner, lambda keep: to_tflite(pruned_copy(model, graph, keep), 32), samples=4
     )
-    assert report.mape < LOOSE_MAPE, report.variants
+    assert_predicts_loosely(report.summary())
+
+
+def test_fidelity_times_each_variant_beside_the_unpruned_model_so_a_slow_spell_leaves_the_shares_alone():
+    from toolchain.latency.fidelity import measure_fidelity
+
+    graph = analyze(create_model("resnet20"), 32)
+
+    class Exact:  # a predictor that is right on a quiet target
+        def predict(self, keep=None):
+            return 0.01 * sum(graph.channels if keep is None else keep)
+
+    class SlowingTarget:  # every call (one variant and the unpruned model, side by side) runs 10% slower
+        def __init__(self):
+            self.calls, self.models = 0, []
+
+        def time_models(self, models):
+            self.calls += 1
+            self.models.append(len(models))
+            slow = 1 + 0.1 * self.calls
+            return [Timing(*(3 * [slow * Exact().predict(json.loads(m))]), runs=1) for m in models]
+
+    target = SlowingTarget()
+    report = measure_fidelity(graph, Exact(), target, lambda keep: json.dumps(list(keep)).encode(), samples=4)
+    assert target.models == [6] * 4  # best of 3 of each, interleaved: A, B, A, B, A, B
+    assert [v.error for v in report.variants] == pytest.approx([1 / 1.1 - 1, 1 / 1.2 - 1, 1 / 1.3 - 1, 1 / 1.4 - 1])
+    assert report.share_mape == pytest.approx(0.0, abs=1e-12) and report.within(0.10, of_share=True) == 1.0
+    assert report.unpruned_ratio == pytest.approx(1.25) and report.within(0.10) == 0.25
+    assert report.summary()["share_mape"] == report.share_mape
 
 
 def test_policy_json_round_trip_and_validation(tmp_path):
@@ -407,7 +442,7 @@ def test_host_ort_profile_and_fidelity(tmp_path, capsys):
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["target"]["runtime"] == "onnxruntime" and out["measured"] == out["shapes"]
-    assert out["fidelity"]["mape"] < LOOSE_MAPE
+    assert_predicts_loosely(out["fidelity"])
     assert (tmp_path / "fidelity-resnet20.png").stat().st_size > 10_000
 
 
@@ -464,7 +499,7 @@ def test_tables_per_precision_predict_whole_models_at_that_precision(tmp_path, p
     some = next(iter(table.entries))
     assert read_signatures(single_op_model(some, precision=precision)) == [some]
     report = measure_fidelity(graph, LatencyPredictor(graph, table), runner, build, samples=4)
-    assert report.mape < LOOSE_MAPE, report.variants
+    assert_predicts_loosely(report.summary())
 
 
 @pytest.mark.parametrize(

@@ -227,7 +227,9 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"fidelity over {f['samples']} variants: MAPE {100 * f['mape']:.1f}%, "
                     f"{100 * f['within_5pct']:.0f}% within "
-                    f"±5%, {100 * f['within_10pct']:.0f}% within ±10%; plot {f['plot']}"
+                    f"±5%, {100 * f['within_10pct']:.0f}% within ±10%; as shares of the unpruned model timed "
+                    f"alongside (at {f['unpruned_ratio']:.2f}x its prediction): MAPE {100 * f['share_mape']:.1f}%, "
+                    f"{100 * f['share_within_10pct']:.0f}% within ±10%; plot {f['plot']}"
                 )
     return rows[0] if len(rows) == 1 else {"tables": rows}
 
