@@ -135,6 +135,9 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
                     f"{100 * s['within_5pct']:.0f}%",
                     f"{100 * s['within_10pct']:.0f}%",
                     f"{100 * s['max_abs_error']:.1f}%",
+                    f"{s['unpruned_ratio']:.2f}",
+                    f"{100 * s['share_mape']:.1f}%",
+                    f"{100 * s['share_within_10pct']:.0f}%",
                 ]
             )
             print(rows[-1], flush=True)
@@ -147,6 +150,10 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
             "reused, as in real use. The unpruned model's file is also timed in "
             f"{SESSIONS} fresh interpreters: the range of",
             "their medians is how closely the same file agrees with itself, and so the closest a table can get.",
+            "Each variant is timed side by side with the unpruned model: the last three columns give how fast the",
+            "target ran then against its table (unpruned measured / predicted, median over the variants) and the",
+            "errors of each variant's predicted share of the unpruned model against its measured share, which a",
+            "slow or fast spell of the machine since profiling leaves alone.",
             "",
             table(
                 [
@@ -160,6 +167,9 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
                     "within ±5%",
                     "within ±10%",
                     "worst",
+                    "unpruned, measured / predicted",
+                    "shares: MAPE",
+                    "shares: within ±10%",
                 ],
                 rows,
             ),
