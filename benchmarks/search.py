@@ -13,6 +13,7 @@ benchmarks/results/search/ (commit them, and the same command continues on anoth
 is there), and a search stopped half-way resumes from its folder under --out. Delete the results after changing the
 search, or they are reported as they are. `--kept-only` runs no search and writes the section from the kept
 results alone: a model whose searches take hours shows its figures so far, each row saying how many seeds it has.
+`--only random` runs the random searches still to run and reports the rest from what is kept.
 """
 
 from __future__ import annotations
@@ -62,14 +63,20 @@ def mean_std(values: list[float], percent: bool = True) -> str:
     return f"{mean} ± {scale * statistics.stdev(values):.2f}" if len(values) > 1 else mean
 
 
-def run_once(loaded, runner, table_path: Path, test, strategy: str, agent: str, seed: int, args) -> dict | None:
+def run_name(strategy: str, agent: str) -> str:
+    return strategy if agent == "default" else f"{strategy}-{agent}"
+
+
+def run_once(
+    loaded, runner, table_path: Path, test, strategy: str, agent: str, seed: int, args, search: bool
+) -> dict | None:
     """One search and its figures, or the figures kept from an earlier run of the same settings (only those, and
-    None where there are none, with --kept-only)."""
+    None where there are none, unless `search`)."""
     key = f"{loaded.spec.arch}-{strategy}-{agent}-seed{seed}-{args.episodes}ep-ratio{args.ratio}"
     record = RESULTS / f"{key}.json"
     if record.exists():
         return json.loads(record.read_text())
-    if args.kept_only:
+    if not search:
         return None
     layout = RunLayout(Path(args.out) / key)
     resume = layout.search_log.exists()
@@ -107,6 +114,12 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--out", default="runs/bench-search")
     parser.add_argument("--kept-only", action="store_true", help="run no search: report the kept results alone")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[run_name(strategy, agent) for _, strategy, agent in RUNS],
+        help="run these searches alone; the others report their kept results",
+    )
     args = parser.parse_args()
     runner = LiteRTHostRunner()
     table_path = default_table_path(runner.target)
@@ -121,8 +134,9 @@ def main() -> None:
         for label, strategy, agent in RUNS:
             seeds = args.seeds if strategy in ("amc", "random") else args.seeds[:1]
             tests, vals, distinct, minutes, chosen = [], [], [], [], set()
+            search = not args.kept_only and (not args.only or run_name(strategy, agent) in args.only)
             for seed in seeds:
-                result = run_once(loaded, runner, table_path, test, strategy, agent, seed, args)
+                result = run_once(loaded, runner, table_path, test, strategy, agent, seed, args, search)
                 if result is None:
                     missing += 1
                     continue
@@ -164,7 +178,7 @@ def main() -> None:
             *(
                 [
                     f"{missing} of the searches asked for are still to run (rows with fewer seeds than asked): the",
-                    "same command without --kept-only runs them, keeping what is here.",
+                    "same command without --kept-only or --only runs them, keeping what is here.",
                     "",
                 ]
                 if missing
@@ -197,6 +211,7 @@ def main() -> None:
                 f"--episodes {args.episodes}",
                 f"--ratio {args.ratio}",
                 *(["--kept-only"] if args.kept_only else []),
+                *([f"--only {' '.join(args.only)}"] if args.only else []),
             ]
         ),
         body,
