@@ -118,16 +118,19 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
 
     # a finished run resumes to the same answer without searching or fine-tuning again, at the prices its search
     # had: a second check of the table could tip the other way on a noisy target and move the budget. Neither it
-    # nor the refusals below convert the unpruned model again.
+    # nor the refusals below convert the unpruned or the pruned model again.
     def converted_again(*args, **kwargs):
-        raise AssertionError("the unpruned model was converted again")
+        raise AssertionError("a model was converted again")
 
     monkeypatch.setattr("toolchain.compress.to_model_file", converted_again)
+    monkeypatch.setattr("toolchain.export.to_model_file", converted_again)
     assert main([*args, "--resume"]) == 0
     resumed = capsys.readouterr()
     again = json.loads(resumed.out.strip().splitlines()[-1])
     assert "kept from when this run started" in resumed.err
+    assert "resnet20-pruned.tflite exported and checked when this run started: kept" in resumed.err
     assert again["keep"] == result["keep"] and again["top1_test_finetuned"] == result["top1_test_finetuned"]
+    assert again["top1_test_exported"] == result["top1_test_exported"] and again["model_file"] == result["model_file"]
     assert main([a if a != "0.6" else "0.01" for a in args]) == 2
     assert "already holds a search" in capsys.readouterr().err
     assert main([*args, "--resume", "--lbound", "0.3"]) == 2  # continuing with other settings would mix two searches
@@ -216,6 +219,16 @@ def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path
     )  # the budget to meet stays the user's
     assert enforced.final.search.budget_ms < enforced.budget_ms / 1.2  # what the last search aimed at
     assert (tmp_path / "enforced" / "attempt-2" / "best_policy.json").exists()
+
+    # resumed, it ends with the last attempt's model in the file: every attempt exports to the same path, so an
+    # attempt's export is read back only while the file still holds what that attempt wrote
+    resumed = compress(
+        resnet20, slower, resnet20_table, replace(config, enforce_measured=True), tmp_path / "enforced", resume=True
+    )
+    assert resumed is not None and resumed.attempts >= 2
+    exported_policy = json.loads(Path(resumed.exported.sidecar).read_text())["pruning_policy"]
+    assert exported_policy == load_checkpoint(resumed.final.checkpoint).spec.policy
+    assert exported_policy != load_checkpoint(tmp_path / "enforced" / "pruned.pt").spec.policy  # not attempt 1's
 
 
 def test_train_under_torchrun_is_data_parallel_over_two_processes(tmp_path, cifar10):

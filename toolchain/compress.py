@@ -7,6 +7,7 @@ fine-tunes after each), fine-tunes, exports the result for the target, measures 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from . import distributed
 from .data import FEATURES_AT_32PX, ImageSet, images_per_pass, load_split, normalize
 from .errors import ToolchainError, require
 from .evaluate import evaluate
-from .export import PRECISIONS, calibration_inputs, check_format, export, latency_file, to_model_file
+from .export import PRECISIONS, ExportResult, calibration_inputs, check_format, export, latency_file, to_model_file
 from .files import atomic_path, check_resumable, locked, write_atomic
 from .graph import ModelGraph, analyze
 from .latency.check import TableCheck, checked_predictor
@@ -475,14 +476,19 @@ def _compress(
 
     unpruned_file = distributed.on_main(unpruned) or b""  # only rank 0 measures
 
-    def export_and_measure(stages: list[StageResult]):
-        final = load_model(str(stages[-1].checkpoint))
+    def export_and_measure(run: RunLayout, stages: list[StageResult]):
         model_file = layout.model_file(spec.arch, model_format)
-        hooks.on_message(
-            f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} test "
-            "images"
-        )
-        exported = export(final.model, final.spec, model_file, model_format, config.precision, test, calibration)
+        exported = _kept_export(run.exported, model_file) if resume else None
+        if exported is not None:
+            hooks.on_message(f"{model_file.name} exported and checked when this run started: kept")
+        else:
+            hooks.on_message(
+                f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} "
+                "test images"
+            )
+            final = load_model(str(stages[-1].checkpoint))
+            exported = export(final.model, final.spec, model_file, model_format, config.precision, test, calibration)
+            _keep_export(run.exported, exported)
         if runner is None:
             return exported, None, None
         hooks.on_message(f"measuring {model_file.name} and the unpruned model on {target.describe()}")
@@ -494,7 +500,7 @@ def _compress(
         stages = _run_stages(
             loaded, runner, table_path, config, layout.attempt(attempt), factor, resume, test, hooks, table_check
         )
-        measurement = distributed.on_main(partial(export_and_measure, stages))
+        measurement = distributed.on_main(partial(export_and_measure, layout.attempt(attempt), stages))
         again = None  # rank 0 measures and decides whether every process searches and fine-tunes once more
         if stages is not None and measurement is not None:
             exported, measured, unpruned_measured = measurement
@@ -538,6 +544,29 @@ def _compress(
     )
     write_report(result)
     return result
+
+
+def _keep_export(record: Path, exported: ExportResult) -> None:
+    """Note what a search's export wrote, with the file's digest, so that --resume reads it back instead of
+    converting and checking again. Every attempt writes the same file: the digest tells whose it holds now."""
+    write_atomic(record, json.dumps({**asdict(exported), "sha256": _sha256(Path(exported.path))}, indent=1) + "\n")
+
+
+def _kept_export(record: Path, model_file: Path) -> ExportResult | None:
+    """The export `record` notes, if `model_file` and the files beside it are still the ones it wrote."""
+    if not record.exists():
+        return None
+    kept = json.loads(record.read_text())
+    digest = kept.pop("sha256")
+    exported = ExportResult.from_dict(kept)
+    written = [Path(p) for p in (exported.path, exported.sidecar, exported.labels)]
+    if Path(exported.path) != model_file or not all(p.exists() for p in written) or _sha256(model_file) != digest:
+        return None
+    return exported
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _run_stages(

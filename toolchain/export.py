@@ -52,6 +52,10 @@ class ExportResult:
     sidecar: str
     labels: str
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ExportResult:
+        return cls(**{**d, "parity": Parity(**d["parity"])})
+
 
 class ParityError(ToolchainError):
     """The exported file does not compute what the PyTorch model computes."""
