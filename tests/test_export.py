@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from toolchain.cli import main
+from toolchain.compress import _keep_export, _kept_export
 from toolchain.data import load_split
 from toolchain.errors import ToolchainError
-from toolchain.export import ParityError, check_parity, export, read_metadata, to_tflite
+from toolchain.export import ExportResult, Parity, ParityError, check_parity, export, read_metadata, to_tflite
 from toolchain.models import load_model
 
 
@@ -102,3 +103,21 @@ def test_unwritable_output_is_a_one_line_error(tmp_path, resnet20_data):
     blocked.write_text("")
     with pytest.raises(ToolchainError, match="cannot write .* is a file, not a folder; choose another path"):
         export(loaded.model, loaded.spec, blocked / "m.onnx", "onnx", "fp32", check.subset(slice(0, 20)))
+
+
+def test_a_resumed_run_reads_an_export_back_only_while_the_file_is_the_one_it_wrote(tmp_path):
+    model, sidecar, labels = (tmp_path / name for name in ("m-pruned.tflite", "m-pruned.json", "m.labels.txt"))
+    for path in (model, sidecar, labels):
+        path.write_text("attempt 1")
+    exported = ExportResult(
+        str(model), "tflite", "int8", 9, Parity(10, 0.1, 5.0, 1.0, 0.8, 0.8), str(sidecar), str(labels)
+    )
+    record = tmp_path / "exported.json"
+    _keep_export(record, exported)
+    assert _kept_export(record, model) == exported
+    assert _kept_export(record, tmp_path / "other.tflite") is None  # another run's path
+    model.write_text("attempt 2")  # every --enforce-measured attempt writes the same file
+    assert _kept_export(record, model) is None
+    model.write_text("attempt 1")
+    labels.unlink()
+    assert _kept_export(record, model) is None
