@@ -131,6 +131,7 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     assert "resnet20-pruned.tflite exported and checked when this run started: kept" in resumed.err
     assert again["keep"] == result["keep"] and again["top1_test_finetuned"] == result["top1_test_finetuned"]
     assert again["top1_test_exported"] == result["top1_test_exported"] and again["model_file"] == result["model_file"]
+    assert again["measured_ms"] == result["measured_ms"]  # replayed, not timed again
     assert main([a if a != "0.6" else "0.01" for a in args]) == 2
     assert "already holds a search" in capsys.readouterr().err
     assert main([*args, "--resume", "--lbound", "0.3"]) == 2  # continuing with other settings would mix two searches
@@ -194,6 +195,18 @@ class SlowerThanItsTable:
         return [Timing(t.median_ms * f, t.p10_ms * f, t.p90_ms * f, t.runs) for t in timings[: len(models)]]
 
 
+class NeverTimes:
+    """A runner for `target` that fails if asked to time anything."""
+
+    model_format = "tflite"
+
+    def __init__(self, target):
+        self.target = target
+
+    def time_models(self, models):
+        raise AssertionError("timed again")
+
+
 def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path, cifar10, resnet20, resnet20_table):
     # uniform, under a budget just above its rung at 0.7 (8, 24 and 48 of 16, 32 and 64 channels; the next rung
     # keeps all 16 and is 1.4-1.5x dearer): the model it picks is predicted at 98-100% of the budget on any
@@ -219,6 +232,22 @@ def test_enforce_measured_tightens_the_budget_until_the_target_meets_it(tmp_path
     )  # the budget to meet stays the user's
     assert enforced.final.search.budget_ms < enforced.budget_ms / 1.2  # what the last search aimed at
     assert (tmp_path / "enforced" / "attempt-2" / "best_policy.json").exists()
+
+    # resumed, every attempt replays the timings it had: timed again, the noise would move the later attempts'
+    # budgets (the resume check refuses a budget more than 10% away from the one a search ran under)
+    resumed = compress(
+        resnet20,
+        NeverTimes(slower.target),
+        resnet20_table,
+        replace(config, enforce_measured=True),
+        tmp_path / "enforced",
+        resume=True,
+    )
+    assert resumed is not None and resumed.attempts == enforced.attempts
+    assert (resumed.measured, resumed.unpruned_measured) == (enforced.measured, enforced.unpruned_measured)
+    assert resumed.final.search.budget_ms == enforced.final.search.budget_ms
+    exported_policy = json.loads(Path(resumed.exported.sidecar).read_text())["pruning_policy"]
+    assert exported_policy == load_checkpoint(resumed.final.checkpoint).spec.policy  # the last attempt's model
 
 
 def test_train_under_torchrun_is_data_parallel_over_two_processes(tmp_path, cifar10):

@@ -27,7 +27,7 @@ from .files import atomic_path, check_resumable, locked, write_atomic
 from .graph import ModelGraph, analyze
 from .latency.check import TableCheck, checked_predictor
 from .latency.predictor import LatencyPredictor
-from .latency.runners import Runner, Target, best_of_each
+from .latency.runners import Runner, Target, Timing, best_of_each
 from .latency.table import LatencyTable
 from .latency.targets import TargetConfig, open_runner
 from .layout import RunLayout
@@ -476,23 +476,38 @@ def _compress(
 
     unpruned_file = distributed.on_main(unpruned) or b""  # only rank 0 measures
 
-    def export_and_measure(run: RunLayout, stages: list[StageResult]):
-        model_file = layout.model_file(spec.arch, model_format)
+    model_file = layout.model_file(spec.arch, model_format)  # every --enforce-measured attempt exports here
+
+    def exported_model(run: RunLayout, stages: list[StageResult]) -> ExportResult:
         exported = _kept_export(run.exported, model_file) if resume else None
         if exported is not None:
             hooks.on_message(f"{model_file.name} exported and checked when this run started: kept")
-        else:
-            hooks.on_message(
-                f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} "
-                "test images"
-            )
-            final = load_model(str(stages[-1].checkpoint))
-            exported = export(final.model, final.spec, model_file, model_format, config.precision, test, calibration)
-            _keep_export(run.exported, exported)
+            return exported
+        hooks.on_message(
+            f"exporting {model_file.name} ({config.precision}) and checking it against PyTorch on {len(test)} "
+            "test images"
+        )
+        final = load_model(str(stages[-1].checkpoint))
+        exported = export(final.model, final.spec, model_file, model_format, config.precision, test, calibration)
+        _keep_export(run.exported, exported)
+        return exported
+
+    def export_and_measure(number: int, stages: list[StageResult]):
+        """The attempt's export, and its and the unpruned model's timings on the target. A resumed attempt that was
+        timed before replays those timings and leaves its export (None) to the end, where only the last attempt's
+        is needed: timed again on a noisy target, it would move the next attempt's budget away from the one that
+        attempt searched under."""
+        run = layout.attempt(number)
         if runner is None:
-            return exported, None, None
+            return exported_model(run, stages), None, None
+        if resume and run.measured.exists():
+            hooks.on_message(f"attempt {number}'s model, timed on {target.describe()} when this run started: kept")
+            return None, *_kept_timings(run.measured)
+        exported = exported_model(run, stages)
         hooks.on_message(f"measuring {model_file.name} and the unpruned model on {target.describe()}")
-        return (exported, *best_of_each(runner, [model_file.read_bytes(), unpruned_file]))
+        timings = best_of_each(runner, [model_file.read_bytes(), unpruned_file])
+        write_atomic(run.measured, json.dumps([t.as_record() for t in timings], indent=1) + "\n")
+        return exported, *timings
 
     factor, attempt, table_check = 1.0, 0, None
     while True:
@@ -500,7 +515,7 @@ def _compress(
         stages = _run_stages(
             loaded, runner, table_path, config, layout.attempt(attempt), factor, resume, test, hooks, table_check
         )
-        measurement = distributed.on_main(partial(export_and_measure, layout.attempt(attempt), stages))
+        measurement = distributed.on_main(partial(export_and_measure, attempt, stages))
         again = None  # rank 0 measures and decides whether every process searches and fine-tunes once more
         if stages is not None and measurement is not None:
             exported, measured, unpruned_measured = measurement
@@ -527,6 +542,7 @@ def _compress(
         factor = again
     if stages is None:
         return None
+    exported = exported or exported_model(layout.attempt(attempt), stages)  # the kept attempt's, if replayed
     result = CompressResult(
         layout,
         spec.arch,
@@ -563,6 +579,10 @@ def _kept_export(record: Path, model_file: Path) -> ExportResult | None:
     if Path(exported.path) != model_file or not all(p.exists() for p in written) or _sha256(model_file) != digest:
         return None
     return exported
+
+
+def _kept_timings(record: Path) -> list[Timing]:
+    return [Timing.from_record(r) for r in json.loads(record.read_text())]
 
 
 def _sha256(path: Path) -> str:

@@ -10,6 +10,7 @@ runs/resnet20-amc/              a run; with --stages, stage-1/, stage-2/, ... ho
   pruned.pt, finetuned.pt       checkpoints (and their .resume files while training)
   <arch>-pruned.tflite          the exported model, with <arch>-pruned.json and .labels.txt beside it
   exported.json                 what this search's export wrote, with the file's digest, read back on --resume
+  measured.json                 the exported and the unpruned model's timings on the target, replayed on --resume
   <arch>-unpruned.tflite        the unpruned model in the same format and precision, timed for the speed-up
   report.md, *.png              the report and its plots
   attempt-2/, ...               later searches of --enforce-measured, laid out the same way
@@ -60,6 +61,10 @@ class RunLayout:
     @property
     def exported(self) -> Path:
         return self.root / "exported.json"
+
+    @property
+    def measured(self) -> Path:
+        return self.root / "measured.json"
 
     @property
     def report(self) -> Path:
