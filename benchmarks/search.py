@@ -42,8 +42,8 @@ from toolchain.search.ddpg import PRESETS  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "search"
 
 # (label, strategy, agent preset); rules are deterministic, so they run once whatever the seed. The other agents
-# come last: they are alternatives to the default, and where a search takes an hour (mobilenet_v2_cifar on 2 cores) the
-# comparisons against random search and the rules are kept first
+# come last: they are alternatives to the default, and where a search takes an hour (mobilenet_v2_cifar on 2
+# cores) the comparisons against random search and the rules are kept first
 RUNS = [
     ("amc", "amc", "default"),
     ("random", "random", "default"),

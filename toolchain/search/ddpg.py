@@ -54,8 +54,8 @@ class DDPGConfig:
 
 PAPER = DDPGConfig(buffer_episodes=100, sigma_decay=0.95, sigma_min=0.0, updates_per_step=1)
 # Between the two: the default's learning, but noise that halves in 23 episodes to a 0.05 floor, so that the search
-# spends its second half near what it found. On resnet20 the default explores better than the paper's schedule,
-# on mobilenet_v2_cifar the paper's exploits better (BENCHMARKS.md, "Search under a latency budget")
+# spends its second half near what it found. Measured so far, it leads the default on resnet20 and trails the paper's
+# settings on mobilenet_v2_cifar (BENCHMARKS.md, "Search under a latency budget"): no preset leads on every model
 FOCUSED = DDPGConfig(sigma_decay=0.97, sigma_min=0.05)
 PRESETS = {"default": DDPGConfig(), "focused": FOCUSED, "paper": PAPER}
 
@@ -123,8 +123,8 @@ class DDPGAgent:
         self.actor = mlp(state_size, config.hidden, nn.Sigmoid())
         self.critic = Critic(state_size, config.hidden)
         self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
-        # A search makes tens of thousands of updates of small networks, where per-tensor overheads count: the
-        # fused Adam step and the one-call soft update below take about 14% off each (5.8 ms against 6.8 here)
+        # A search makes tens of thousands of updates of small networks, where per-tensor overheads count: hence
+        # the fused Adam step and the one-call soft update below
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr_actor, fused=True)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr_critic, fused=True)
         self.buffer = ReplayBuffer(config.buffer_episodes * steps_per_episode, state_size)
