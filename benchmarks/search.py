@@ -9,10 +9,13 @@ reward, finalists re-scored on all of `val` together with the rules). The chosen
 the full `test` split. Writes the section "Search under a latency budget (MODELS)" of BENCHMARKS.md.
 
 A full run takes hours on 2 cores, so it is done run by run: each finished search's figures are kept in
-benchmarks/results/search/ (commit them, and the same command continues on another day or machine, skipping what
-is there), and a search stopped half-way resumes from its folder under --out. Delete the results after changing the
-search, or they are reported as they are. `--kept-only` runs no search and writes the section from the kept
-results alone: a model whose searches take hours shows its figures so far, each row saying how many seeds it has.
+benchmarks/results/search/ under the fingerprint of the table it searched against (commit them, and the same
+command continues on another day, skipping what is there), and a search stopped half-way resumes from its folder
+under --out. Another CPU has another table, so there the searches run anew, and the section shows each table's rows
+apart: a budget is a share of the latency a table predicts, so results on two tables do not compare. Delete the
+results after changing the search, or they are reported as they are. `--kept-only` runs no search and writes the
+section from the kept results alone: a model whose searches take hours shows its figures so far, each row saying
+how many seeds it has.
 `--only random` runs the random searches still to run and reports the rest from what is kept.
 """
 
@@ -24,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from itertools import product
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,17 +72,24 @@ def run_name(strategy: str, agent: str) -> str:
     return strategy if agent == "default" else f"{strategy}-{agent}"
 
 
+def kept_tables(arch: str, current: str) -> list[str]:
+    """The fingerprints of the tables `arch` has kept results for, the current host's first."""
+    kept = {path.stem.rsplit("-table", 1)[1] for path in RESULTS.glob(f"{arch}-*-table*.json")}
+    return [current, *sorted(kept - {current})]
+
+
 def run_once(
-    loaded, runner, table_path: Path, test, strategy: str, agent: str, seed: int, args, search: bool
+    loaded, runner, test, strategy: str, agent: str, seed: int, args, fingerprint: str, search: bool
 ) -> dict | None:
-    """One search and its figures, or the figures kept from an earlier run of the same settings (only those, and
-    None where there are none, unless `search`)."""
-    key = f"{loaded.spec.arch}-{strategy}-{agent}-seed{seed}-{args.episodes}ep-ratio{args.ratio}"
+    """One search and its figures, or the figures kept from an earlier run of the same settings on the table with
+    `fingerprint` (only those, and None where there are none, unless `search`)."""
+    key = f"{loaded.spec.arch}-{strategy}-{agent}-seed{seed}-{args.episodes}ep-ratio{args.ratio}-table{fingerprint}"
     record = RESULTS / f"{key}.json"
     if record.exists():
         return json.loads(record.read_text())
     if not search:
         return None
+    assert fingerprint == runner.target.fingerprint, "searches run against this host's own table"
     layout = RunLayout(Path(args.out) / key)
     resume = layout.search_log.exists()
     config = SearchConfig(
@@ -90,7 +101,9 @@ def run_once(
         trust_table=True,
     )
     started = time.perf_counter()
-    outcome = search_and_prune(loaded, runner, table_path, config, Budget(ratio=args.ratio), layout, resume)
+    outcome = search_and_prune(
+        loaded, runner, default_table_path(runner.target), config, Budget(ratio=args.ratio), layout, resume
+    )
     pruned = load_checkpoint(outcome.layout.pruned)
     with open(outcome.layout.search_log) as f:
         distinct = len({tuple(v for k, v in r.items() if k.startswith("keep_")) for r in csv.DictReader(f)})
@@ -123,8 +136,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     runner = LiteRTHostRunner()
-    table_path = default_table_path(runner.target)
-    rows, machines, missing = [], set(), 0
+    current = runner.target.fingerprint
+    rows, machines, missing = [], {}, {}
     for name in args.models:
         if not zoo_checkpoint(name).exists():
             print(f"skipping {name}: no trained checkpoint committed", flush=True)
@@ -132,14 +145,15 @@ def main() -> None:
         loaded = load_model(name)
         test = load_split("cifar10", "test", loaded.spec.input_size)
         unpruned = evaluate(loaded.model, loaded.spec, test)
-        for label, strategy, agent in RUNS:
+        for fingerprint, (label, strategy, agent) in product(kept_tables(loaded.spec.arch, current), RUNS):
             seeds = args.seeds if strategy in ("amc", "random") else args.seeds[:1]
             tests, vals, distinct, minutes, chosen = [], [], [], [], set()
             search = not args.kept_only and (not args.only or run_name(strategy, agent) in args.only)
             for seed in seeds:
-                result = run_once(loaded, runner, table_path, test, strategy, agent, seed, args, search)
+                result = run_once(loaded, runner, test, strategy, agent, seed, args, fingerprint, search)
                 if result is None:
-                    missing += 1
+                    if fingerprint == current:
+                        missing[label] = missing.get(label, 0) + 1
                     continue
                 tests.append(result["test"])
                 vals.append(result["val"])
@@ -147,13 +161,14 @@ def main() -> None:
                 if result["minutes"] is not None:
                     minutes.append(result["minutes"])
                 chosen.add(result["chosen_from"])
-                machines.add(result["machine"])
+                machines[fingerprint] = result["machine"]
                 print(name, label, seed, f"{result['test']:.4f}", result["chosen_from"], flush=True)
             if not tests:
                 continue
             rows.append(
                 [
                     name,
+                    fingerprint,
                     label,
                     f"{100 * unpruned:.2f}%",
                     len(tests) if len(tests) == len(seeds) else f"{len(tests)} of {len(seeds)}",
@@ -174,12 +189,17 @@ def main() -> None:
             "once, on the chosen policy. Mean ± standard deviation over the seeds; `distinct` counts the different",
             "policies a search evaluated; `minutes` leaves out searches that were resumed.",
             "",
-            "Searched on: " + "; ".join(sorted(machines)) + ".",
+            "A budget is a share of the unpruned model's latency as a table predicts it, so rows compare within one",
+            "table (`table`: the fingerprint of the host it was measured on; searched on "
+            + "; ".join(f"{fingerprint}: {machines[fingerprint]}" for fingerprint in sorted(machines))
+            + ").",
             "",
             *(
                 [
-                    f"{missing} of the searches asked for are still to run (rows with fewer seeds than asked): the",
-                    "same command without --kept-only or --only runs them, keeping what is here.",
+                    "Still to run, seeds per strategy: "
+                    + ", ".join(f"{label} {count}" for label, count in missing.items())
+                    + " (rows with fewer seeds than asked, or none). The same command without --kept-only or --only"
+                    " runs them, keeping what is here.",
                     "",
                 ]
                 if missing
@@ -188,6 +208,7 @@ def main() -> None:
             table(
                 [
                     "model",
+                    "table",
                     "strategy",
                     "unpruned test",
                     "seeds",
