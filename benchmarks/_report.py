@@ -9,6 +9,8 @@ import subprocess
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "BENCHMARKS.md"
 # The same default CIFAR-10 location as the Makefile and the tests.
@@ -57,3 +59,17 @@ def proc_kb(proc_file: str, key: str) -> int:
     """The kB figure of `key` in a /proc file of "Key:   123 kB" lines (0 when absent)."""
     line = next((line for line in proc_file.splitlines() if line.startswith(key + ":")), f"{key}: 0 kB")
     return int(line.split()[1])
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged."""
+    order = x.argsort()
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x))
+    for value in np.unique(x):
+        r[x == value] = r[x == value].mean()
+    return r
+
+
+def spearman(a, b) -> float:
+    return float(np.corrcoef(ranks(np.asarray(a)), ranks(np.asarray(b)))[0, 1])

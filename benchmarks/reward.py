@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import table, write_section  # noqa: E402
+from _report import spearman, table, write_section  # noqa: E402
 
 from toolchain.compress import REWARDS, bn_batches, features_for  # noqa: E402
 from toolchain.data import load_split  # noqa: E402
@@ -34,20 +34,6 @@ from toolchain.prune import apply_policy  # noqa: E402
 from toolchain.search.env import PruningEnv  # noqa: E402
 from toolchain.search.strategies import make_strategy  # noqa: E402
 from toolchain.train import TrainConfig, train  # noqa: E402
-
-
-def ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks with ties averaged."""
-    order = x.argsort()
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x))
-    for value in np.unique(x):
-        r[x == value] = r[x == value].mean()
-    return r
-
-
-def spearman(a, b) -> float:
-    return float(np.corrcoef(ranks(np.asarray(a)), ranks(np.asarray(b)))[0, 1])
 
 
 def main() -> None:

@@ -1,0 +1,181 @@
+"""What the searches of benchmarks/search.py found, and how well each picked from it: run after that script, on the
+run folders it leaves under --out.
+
+    .venv/bin/python benchmarks/search_pool.py --models resnet20 plain20
+
+For every search of the current host's table (AMC with each agent preset, random search), its `--pool` best
+distinct policies by reward (top-1 on the 1,000 `val` reward images) are scored on all of `val` and on `test`,
+with the policy the search returned. Per strategy: the returned policy's test top-1 against the best test top-1 in
+its own pool (what a perfect pick among those policies would have got); the rank correlation (Spearman) of the
+reward, and of all-`val` top-1 (what the finalists are re-scored on), with test top-1 over the pooled policies;
+and per model the best test top-1 of any pooled policy: the most these searches' findings could give. Writes the
+section "Search pools (MODELS)" of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import spearman, table, write_section  # noqa: E402
+
+from toolchain.compress import bn_batches, features_for  # noqa: E402
+from toolchain.data import load_split  # noqa: E402
+from toolchain.evaluate import evaluate  # noqa: E402
+from toolchain.graph import analyze  # noqa: E402
+from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
+from toolchain.latency.table import default_table_path  # noqa: E402
+from toolchain.layout import RunLayout  # noqa: E402
+from toolchain.models import load_model  # noqa: E402
+from toolchain.prune import apply_policy  # noqa: E402
+from toolchain.search.ddpg import PRESETS  # noqa: E402
+from toolchain.search.run import logged_keep, read_log  # noqa: E402
+
+
+def label(settings: dict) -> str:
+    """`amc (PRESET)` or `random`, from a run's recorded settings."""
+    if settings["strategy"] != "amc":
+        return settings["strategy"]
+    agent = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("agent.")}
+    preset = next((name for name, config in PRESETS.items() if vars(config) == agent), "custom")
+    return f"amc ({preset})"
+
+
+def searches(
+    out: Path, arch: str, table_name: str, episodes: int, ratio: float
+) -> dict[str, list[tuple[int, RunLayout]]]:
+    """The finished searches of `arch` against the table `table_name`, by strategy label, with their seeds."""
+    found: dict[str, list[tuple[int, RunLayout]]] = {}
+    for root in sorted(out.glob(f"{arch}-*")):
+        layout = RunLayout(root)
+        if not (layout.config.exists() and layout.best_policy.exists()):
+            continue
+        settings = json.loads(layout.config.read_text())
+        if (
+            settings["strategy"] in ("amc", "random")
+            and Path(settings["table"]).name == table_name
+            and settings["episodes"] == episodes
+            and settings["budget.ratio"] == ratio
+        ):
+            found.setdefault(label(settings), []).append((settings["seed"], layout))
+    return found
+
+
+def pool(layout: RunLayout, groups: int, size: int) -> list[tuple[tuple[int, ...], float]]:
+    """The `size` best distinct policies of a search by reward, with their reward."""
+    chosen: dict[tuple[int, ...], float] = {}
+    for row in sorted(read_log(layout.root), key=lambda r: -float(r["reward"])):
+        chosen.setdefault(logged_keep(row, groups), float(row["accuracy"]))
+        if len(chosen) == size:
+            break
+    return list(chosen.items())
+
+
+def survey(name: str, found: dict[str, list[tuple[int, RunLayout]]], pool_size: int) -> tuple[list[list], str]:
+    """One model's rows: each strategy's searches' returned policies against their pools; and the best pooled
+    policy."""
+    rows = []
+    loaded = load_model(name)
+    spec = loaded.spec
+    graph = analyze(loaded.model, spec.input_size)
+    norms = bn_batches(loaded, "cifar10", 500)
+    val, test = load_split("cifar10", "val", spec.input_size), load_split("cifar10", "test", spec.input_size)
+    scored: dict[tuple[int, ...], tuple[float, float]] = {}  # keep -> (val, test) top-1
+
+    def score(keep: tuple[int, ...], features) -> tuple[float, float]:
+        if keep not in scored:
+            pruned = apply_policy(loaded.model, graph, keep, features, norms)
+            scored[keep] = (evaluate(pruned, spec, val), evaluate(pruned, spec, test))
+        return scored[keep]
+
+    best = (0.0, "")
+    for strategy, layouts in found.items():
+        returned, ceiling, rewards, vals, tests = [], [], [], [], []
+        for seed, layout in layouts:
+            features = features_for(loaded, graph, "cifar10", 2000, layout.features)  # the run's own sample
+            chosen = tuple(g["keep"] for g in json.loads(layout.best_policy.read_text())["groups"])
+            returned.append(score(chosen, features)[1])
+            own = []
+            for keep, reward in pool(layout, len(graph.channels), pool_size):
+                v, t = score(keep, features)
+                rewards.append(reward)
+                vals.append(v)
+                tests.append(t)
+                own.append(t)
+                best = max(best, (t, f"{strategy}, seed {seed}"))
+            ceiling.append(max(own + [returned[-1]]))  # the returned policy may be a rule, outside the pool
+            print(name, strategy, layout.root.name, f"returned {returned[-1]:.4f} best {ceiling[-1]:.4f}", flush=True)
+        rows.append(
+            [
+                name,
+                strategy,
+                len(layouts),
+                len(tests),
+                f"{100 * statistics.mean(returned):.2f}",
+                f"{100 * statistics.mean(ceiling):.2f}",
+                f"{spearman(rewards, tests):.2f}",
+                f"{spearman(vals, tests):.2f}",
+            ]
+        )
+    return rows, f"{name} {100 * best[0]:.2f}% ({best[1]})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="+", default=["resnet20", "plain20"])
+    parser.add_argument("--pool", type=int, default=8, help="best distinct policies scored per search")
+    parser.add_argument("--episodes", type=int, default=400)
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--out", default="runs/bench-search", help="where benchmarks/search.py left its runs")
+    args = parser.parse_args()
+    table_name = default_table_path(LiteRTHostRunner().target).name
+    rows, ceilings = [], []
+    for name in args.models:
+        found = searches(Path(args.out), name, table_name, args.episodes, args.ratio)
+        if not found:
+            print(f"skipping {name}: no finished searches against {table_name} under {args.out}", flush=True)
+            continue
+        model_rows, ceiling = survey(name, found, args.pool)
+        rows += model_rows
+        ceilings.append(ceiling)
+    body = "\n".join(
+        [
+            f"The searches of `benchmarks/search.py` against this host's table ({table_name}), {args.episodes} "
+            f"episodes, {int(100 * args.ratio)}% of the predicted latency. Per search, its {args.pool} best "
+            "distinct policies by reward (top-1 on the 1,000 `val` reward images) scored on all of `val` and on",
+            "`test`, no fine-tuning. `returned`: mean test top-1 of the policy each search returned (its finalists",
+            "and the rules re-scored on all of `val`); `best in pool`: mean over the searches of the best test",
+            "top-1 among that search's pooled policies and the one it returned, what a perfect pick would have",
+            "returned. Spearman: rank correlation with test top-1 over all the strategy's pooled policies.",
+            "",
+            table(
+                [
+                    "model",
+                    "strategy",
+                    "searches",
+                    "policies",
+                    "returned: test top-1 (%)",
+                    "best in pool: test top-1 (%)",
+                    "Spearman, reward",
+                    "Spearman, all of val",
+                ],
+                rows,
+            ),
+            "",
+            "Best test top-1 of any pooled policy: " + "; ".join(ceilings) + ".",
+        ]
+    )
+    print(body)
+    write_section(
+        f"Search pools ({', '.join(args.models)})",
+        f"python benchmarks/search_pool.py --models {' '.join(args.models)} --pool {args.pool}",
+        body,
+    )
+
+
+if __name__ == "__main__":
+    main()
