@@ -33,7 +33,7 @@ from toolchain.layout import RunLayout  # noqa: E402
 from toolchain.models import load_model  # noqa: E402
 from toolchain.prune import apply_policy  # noqa: E402
 from toolchain.search.ddpg import PRESETS  # noqa: E402
-from toolchain.search.run import logged_keep, read_log  # noqa: E402
+from toolchain.search.run import logged_keep, read_log, top_policies  # noqa: E402
 
 
 def label(settings: dict) -> str:
@@ -67,12 +67,8 @@ def searches(
 
 def pool(layout: RunLayout, groups: int, size: int) -> list[tuple[tuple[int, ...], float]]:
     """The `size` best distinct policies of a search by reward, with their reward."""
-    chosen: dict[tuple[int, ...], float] = {}
-    for row in sorted(read_log(layout.root), key=lambda r: -float(r["reward"])):
-        chosen.setdefault(logged_keep(row, groups), float(row["accuracy"]))
-        if len(chosen) == size:
-            break
-    return list(chosen.items())
+    rewards = {logged_keep(row, groups): float(row["accuracy"]) for row in read_log(layout.root)}
+    return [(keep, rewards[keep]) for keep in top_policies(layout.root, groups, size)]
 
 
 def survey(name: str, found: dict[str, list[tuple[int, RunLayout]]], pool_size: int) -> tuple[list[list], str]:
@@ -142,6 +138,8 @@ def main() -> None:
         model_rows, ceiling = survey(name, found, args.pool)
         rows += model_rows
         ceilings.append(ceiling)
+    if not rows:
+        sys.exit(f"no finished searches against {table_name} under {args.out}: run benchmarks/search.py first")
     body = "\n".join(
         [
             f"The searches of `benchmarks/search.py` against this host's table ({table_name}), {args.episodes} "
