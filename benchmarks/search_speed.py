@@ -76,8 +76,11 @@ def breakdown(name: str, table_path: Path, target, policies: int, episodes: int,
 
     rollout = seconds(lambda: env.rollout(random_action), policies)
     keeps = [env.rollout(random_action).keep for _ in range(policies)]
-    cut = [seconds(lambda k=k: apply_policy(model, graph, k, features), 1) for k in keeps]
-    pruned = [apply_policy(model, graph, k, features) for k in keeps]
+    cut, pruned = [], []
+    for keep in keeps:
+        started = time.perf_counter()
+        pruned.append(apply_policy(model, graph, keep, features))
+        cut.append(time.perf_counter() - started)
     bn = [seconds(lambda m=m: recalibrate_bn(m, norms), 1) for m in pruned]
     top1 = [seconds(lambda m=m: evaluate(m, spec, reward_set), 1) for m in pruned]
     finalist = statistics.median(seconds(lambda m=m: evaluate(m, spec, val), 1) for m in pruned[:3])
