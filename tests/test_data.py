@@ -1,3 +1,4 @@
+import json
 import tarfile
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 from conftest import make_image_folder
 
-from toolchain.data import CIFAR10_CLASSES, augment_batch, load_split, split_indices
+from toolchain import data
+from toolchain.data import CIFAR10_CLASSES, augment_batch, load_split, open_source, split_indices
 from toolchain.errors import ToolchainError
 
 
@@ -57,6 +59,30 @@ def test_image_folder_and_archive_read_alike(tmp_path, packed):
     red = torch.cat([train.images, val.images])[:, 0, 8, 8].float()
     labels = torch.cat([train.labels, val.labels]).float()
     assert torch.allclose(red, 60 * labels + 10, atol=2)  # the class colour survived decoding and ordering
+
+
+def test_archive_listing_is_cached_and_a_damaged_one_listed_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLCHAIN_CACHE", str(tmp_path / "cache"))
+    root = make_image_folder(tmp_path / "pets", test_name="val")
+    archive = tmp_path / "pets.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname="pets")
+    walk = data._walk_tar
+    first = open_source(str(archive))
+    (listing,) = (tmp_path / "cache" / "datasets").glob("*.listing.json")
+
+    def no_walk(tar, source):
+        raise AssertionError("the archive was walked again")
+
+    data._indexed.cache_clear()  # as a new process finds it
+    monkeypatch.setattr(data, "_walk_tar", no_walk)
+    assert open_source(str(archive)).members == first.members
+    for damage in ("[[1, 2, 3]]", '{"half": '):
+        listing.write_text(damage)
+        data._indexed.cache_clear()
+        monkeypatch.setattr(data, "_walk_tar", walk)
+        assert open_source(str(archive)).members == first.members
+        assert len(json.loads(listing.read_text())) > 18  # rewritten whole: files and folders
 
 
 def test_archive_without_train_folder_is_refused(tmp_path):

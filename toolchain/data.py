@@ -6,12 +6,13 @@ A DATA spec is one of
   * a `.tar`, `.tar.gz` or `.tgz` archive of that layout (a compressed one is unpacked once into the cache, as a
     plain .tar that files are read from by offset).
 
-Opening a source lists its files; it decodes nothing. A split whose decoded images fit `MEMORY_BUDGET` at the model's
-input size (all of CIFAR-10 at 32 px is 180 MB) is decoded once and held in memory as a uint8 tensor, and a whole
-source that fits is cached decoded under $TOOLCHAIN_CACHE (default ~/.cache/toolchain): decoding 60,000 JPEGs on
-every run would cost more than an epoch of a small CIFAR model. A larger split (photos at 224 px) is streamed through
-a DataLoader with worker processes, so memory does not grow with the dataset. Files that are not images are left out
-and counted; images that cannot be decoded are skipped and counted; an empty class folder is an error naming it.
+Opening a source lists its files (an archive's listing is cached); it decodes nothing. A split whose decoded images fit
+`MEMORY_BUDGET` at the model's input size (all of CIFAR-10 at 32 px is 180 MB) is decoded once and held in memory as a
+uint8 tensor, and a whole source that fits is cached decoded under $TOOLCHAIN_CACHE (default ~/.cache/toolchain):
+decoding 60,000 JPEGs on every run would cost more than an epoch of a small CIFAR model. A larger split (photos at 224
+px) is streamed through a DataLoader with worker processes, so memory does not grow with the dataset. Files that are not
+images are left out and counted; images that cannot be decoded are skipped and counted; an empty class folder is an
+error naming it.
 
 Transforms: evaluation resizes the shorter side to the input size and crops the centre; training augments with the
 CIFAR recipe (pad by size/8, random crop, flip) up to 64 px and with a random resized crop and flip above.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import math
 import os
 import tarfile
@@ -40,7 +42,7 @@ from PIL import Image
 
 from . import console
 from .errors import ToolchainError
-from .files import atomic_path
+from .files import atomic_path, write_atomic
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -412,7 +414,7 @@ def _indexed(path: Path, size: int, mtime_ns: int) -> Source:
         tar, listing = None, _folder_listing(path)
     else:
         tar = _plain_tar(path, key)
-        listing = _tar_listing(tar, path)
+        listing = _tar_listing(tar, path, key)
     return _index(path, key, listing, tar)
 
 
@@ -468,7 +470,7 @@ def _plain_tar(path: Path, key: tuple) -> Path:
     cache (a gzip stream cannot be read at an offset)."""
     if path.name.endswith(".tar"):
         return path
-    plain = cache_dir() / "datasets" / f"{hashlib.sha1(repr(key).encode()).hexdigest()[:16]}.tar"
+    plain = _cache_file(key, ".tar")
     if not plain.exists():
         import gzip
         import shutil
@@ -482,7 +484,23 @@ def _plain_tar(path: Path, key: tuple) -> Path:
     return plain
 
 
-def _tar_listing(tar: Path, source: Path) -> Iterator[tuple[tuple[str, ...], str]]:
+def _tar_listing(tar: Path, source: Path, key: tuple) -> list[tuple[tuple[str, ...], str]]:
+    """(path parts, `offset:size`) per file of a plain tar, and (parts, "") per folder. Walking the headers of
+    CIFAR-10's 60,000 members takes seconds, every run, even when the decoded images are cached: so the listing is
+    cached too, under the key of the archive's version (a damaged entry is listed again, never trusted)."""
+    cached = _cache_file(key, ".listing.json")
+    try:
+        return [(tuple(parts), ref) for parts, ref in json.loads(cached.read_text())]
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, TypeError):
+        cached.unlink(missing_ok=True)
+    listing = list(_walk_tar(tar, source))
+    write_atomic(cached, json.dumps(listing))
+    return listing
+
+
+def _walk_tar(tar: Path, source: Path) -> Iterator[tuple[tuple[str, ...], str]]:
     try:
         with tarfile.open(tar, "r:") as archive:
             for member in archive:
@@ -497,9 +515,13 @@ def _tar_listing(tar: Path, source: Path) -> Iterator[tuple[tuple[str, ...], str
         ) from None
 
 
+def _cache_file(key: tuple, suffix: str) -> Path:
+    """Where something derived from a source version (`key`) is cached."""
+    return cache_dir() / "datasets" / f"{hashlib.sha1(repr(key).encode()).hexdigest()[:16]}{suffix}"
+
+
 def _cached(key: tuple, build) -> tuple[TensorImages, TensorImages]:
-    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
-    path = cache_dir() / "datasets" / f"{digest}.pt"
+    path = _cache_file(key, ".pt")
     if path.exists():
         try:
             blob = torch.load(path, weights_only=True)
