@@ -54,9 +54,9 @@ class DDPGConfig:
 
 PAPER = DDPGConfig(buffer_episodes=100, sigma_decay=0.95, sigma_min=0.0, updates_per_step=1)
 # Between the two: the default's learning, but noise that halves in 23 episodes to a 0.05 floor, so that the search
-# spends its second half near what it found. Measured so far, it ties the default on resnet20, trails it on plain20
-# and trails the paper's settings on mobilenet_v2_cifar (BENCHMARKS.md, "Search under a latency budget"): no preset
-# leads on every model
+# spends its second half near what it found. Measured so far (BENCHMARKS.md, "Search under a latency budget"), on
+# the shipped Zen 5 table it trails the default on resnet20 and plain20; on a Zen 4 table it ties the default on
+# resnet20, trails it on plain20 and trails the paper's settings on mobilenet_v2_cifar
 FOCUSED = DDPGConfig(sigma_decay=0.97, sigma_min=0.05)
 PRESETS = {"default": DDPGConfig(), "focused": FOCUSED, "paper": PAPER}
 
