@@ -83,6 +83,11 @@ def test_archive_listing_is_cached_and_a_damaged_one_listed_again(tmp_path, monk
         monkeypatch.setattr(data, "_walk_tar", walk)
         assert open_source(str(archive)).members == first.members
         assert len(json.loads(listing.read_text())) > 18  # rewritten whole: files and folders
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("TOOLCHAIN_CACHE", str(blocked))
+    data._indexed.cache_clear()
+    assert open_source(str(archive)).members == first.members  # a plain .tar still opens without a cache
 
 
 def test_archive_without_train_folder_is_refused(tmp_path):

@@ -491,12 +491,13 @@ def _tar_listing(tar: Path, source: Path, key: tuple) -> list[tuple[tuple[str, .
     cached = _cache_file(key, ".listing.json")
     try:
         return [(tuple(parts), ref) for parts, ref in json.loads(cached.read_text())]
-    except FileNotFoundError:
+    except (OSError, ValueError, TypeError):  # none yet, unreadable or damaged: listed again and replaced
         pass
-    except (OSError, ValueError, TypeError):
-        cached.unlink(missing_ok=True)
     listing = list(_walk_tar(tar, source))
-    write_atomic(cached, json.dumps(listing))
+    try:
+        write_atomic(cached, json.dumps(listing))
+    except (OSError, ToolchainError):  # a plain .tar needs no cache to be read: an unwritable one only costs time
+        pass
     return listing
 
 
