@@ -96,9 +96,18 @@ def _single_layer(sig) -> torch.nn.Module:
     return torch.nn.Sequential(conv, torch.nn.ReLU()) if sig.act == "RELU" else conv
 
 
+def quiet_session_ms(runner: LiteRTHostRunner, model: bytes) -> float:
+    """The median of one fresh interpreter, timed once the machine is quiet enough (as every round of a table's
+    timings is): the sessions' spread is then the file's own, not a spell's."""
+    runner.quiet_enough()
+    return runner.time_model(model).median_ms
+
+
 def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads: int = 1) -> str:
     rows = []
-    runner = LiteRTHostRunner(threads=threads, precision=precision)
+    waited: list[str] = []  # one entry per look at a machine not quiet enough (other processes, or a slow spell)
+    runner = LiteRTHostRunner(threads=threads, precision=precision, on_wait=lambda what, left: waited.append(what))
+    runner.wait_s = 600.0  # unattended: wait out a long spell rather than lose the run
     with tempfile.TemporaryDirectory() as tmp:
         tbl = LatencyTable.open(Path(tmp) / "host.json", runner.target)
         for name, size in models:
@@ -115,7 +124,7 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
             predictor = LatencyPredictor(graph, tbl)
             report = measure_fidelity(graph, predictor, runner, build, samples, seed=1)
             full = latency_file(loaded.model, size, "tflite", precision)
-            sessions = sorted(runner.time_model(full).median_ms for _ in range(SESSIONS))
+            sessions = sorted(quiet_session_ms(runner, full) for _ in range(SESSIONS))
             suffix = "" if (precision, threads) == ("fp32", 1) else f"-{precision}-t{threads}"
             plot_fidelity(
                 report,
@@ -138,8 +147,10 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
                     f"{s['unpruned_ratio']:.2f}",
                     f"{100 * s['share_mape']:.1f}%",
                     f"{100 * s['share_within_10pct']:.0f}%",
+                    len(waited),
                 ]
             )
+            waited.clear()
             print(rows[-1], flush=True)
     return "\n".join(
         [
@@ -153,7 +164,10 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
             "Each variant is timed side by side with the unpruned model: the last three columns give how fast the",
             "target ran then against its table (unpruned measured / predicted, median over the variants) and the",
             "errors of each variant's predicted share of the unpruned model against its measured share, which a",
-            "slow or fast spell of the machine since profiling leaves alone.",
+            "slow or fast spell of the machine since profiling leaves alone. Every timing first waits while other",
+            "processes keep the machine busy and, with several threads, while the threads are in a slow spell",
+            "(`toolchain/latency/runners.py`, THREADS_PROBE): `waits` counts the times a timing found it so and",
+            "looked again a second later.",
             "",
             table(
                 [
@@ -170,6 +184,7 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
                     "unpruned, measured / predicted",
                     "shares: MAPE",
                     "shares: within ±10%",
+                    "waits",
                 ],
                 rows,
             ),

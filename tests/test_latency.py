@@ -177,6 +177,56 @@ def test_a_multi_threaded_timing_keeps_the_fastest_of_several_sessions():
     assert two.time_model(b"x").median_ms == 1.0 and two.opened == runners.MULTI_THREAD_SESSIONS == 3
 
 
+def test_a_multi_threaded_runner_waits_out_a_slow_spell_of_its_threads(monkeypatch):
+    """In a spell a cloud VM's threads hand ops over slowly, which no load figure shows: the probe of small ops
+    then runs no faster on 2 threads than on 1. The runner waits (saying why), times once the spell is over and
+    records the speed-up it saw; a spell that outlasts `wait_s` is refused, unless busy timings are allowed."""
+    from toolchain.latency import runners
+
+    monkeypatch.delenv("TOOLCHAIN_ALLOW_BUSY", raising=False)
+    monkeypatch.setattr(runners.HostLoad, "sample", classmethod(lambda cls: cls(0.0, 0.0)))
+    monkeypatch.setattr(runners.time, "sleep", lambda s: None)
+
+    class SpellRunner(LiteRTHostRunner):
+        def __init__(self, spell_probes, **timing):
+            super().__init__(threads=2, spread_s=0.0, **timing)
+            self.spell_probes, self.timed = spell_probes, []
+
+        def _measure(self, model, threads=None):
+            if model == self._probe:
+                slow = threads == 2 and self.spell_probes > 0
+                self.spell_probes -= slow
+                ms = 0.05 if threads == 1 else 0.054 if slow else 0.032  # speed-ups 0.93 and 1.56
+            else:
+                self.timed.append(self.spell_probes)
+                ms = 1.0
+            return Timing(ms, ms, ms, runs=15)
+
+    waits = []
+    patient = SpellRunner(spell_probes=2, on_wait=lambda problem, left: waits.append(problem))
+    (timing,) = patient.time_models([b"model"])
+    assert len(waits) == 2 and "slow spell" in waits[0] and "0.93x as fast as one thread" in waits[0]
+    assert set(patient.timed) == {0}  # timed only after the spell
+    assert timing.load["threads_speedup"] == 1.56
+    impatient = SpellRunner(spell_probes=100)
+    impatient.wait_s = 0.0
+    with pytest.raises(ToolchainError, match="slow spell .* try again in a minute, or pass --allow-busy"):
+        impatient.time_models([b"model"])
+    (allowed,) = SpellRunner(spell_probes=100, allow_busy=True).time_models([b"model"])
+    assert allowed.load["threads_speedup"] == 0.93  # timed anyway, and the table will say so
+
+
+def test_the_thread_probe_is_timed_on_the_real_runtime_and_recorded():
+    """A 2-thread runner times its probe at 1 and 2 threads before each round and records the speed-up with the
+    timing (allowed-busy, so that a spell is recorded rather than waited out); a 1-thread runner has no probe."""
+    model = single_op_model(OpSignature("CONV_2D", 8, 8, 8, 8, 3, 1, "SAME", "RELU"))
+    runner = LiteRTHostRunner(threads=2, allow_busy=True, spread_s=0.0)
+    (timing,) = runner.time_models([model])
+    assert 0.3 < timing.load["threads_speedup"] < 4.0  # within reach of 2 threads, either side of a spell
+    (timing,) = LiteRTHostRunner(allow_busy=True, spread_s=0.0).time_models([model])
+    assert "threads_speedup" not in timing.load
+
+
 def test_table_round_trip_merge_and_shared_entries(tmp_path):
     path = tmp_path / "t.json"
     runner = SyntheticRunner()

@@ -89,9 +89,7 @@ def target_config(args: argparse.Namespace):
         on_cooldown=lambda hot, limit, left: console.info(
             f"phone at {hot:.1f} C, above {limit:.1f} C: waiting, at most {left:.0f} s more"
         ),
-        on_busy=lambda load, left: console.info(
-            f"other processes keep {load.others_cores:.1f} cores busy: waiting for quiet, at most {left:.0f} s more"
-        ),
+        on_busy=lambda problem, left: console.info(f"{problem}: waiting, at most {left:.0f} s more"),
     )
 
 

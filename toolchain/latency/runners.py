@@ -19,6 +19,8 @@ import numpy as np
 
 from ..console import quiet_native
 from ..errors import ToolchainError
+from .signature import OpSignature
+from .tflite import packed_model
 
 
 @dataclass(frozen=True)
@@ -209,10 +211,12 @@ def host_target(runtime: str, threads: int, delegate: str, precision: str = "fp3
 @dataclass(frozen=True)
 class HostLoad:
     """How busy the rest of the machine is: the 1-minute load average, and the cores that other processes kept
-    busy over a short window (from /proc/stat, less this process's own time)."""
+    busy over a short window (from /proc/stat, less this process's own time); for a multi-threaded runner, also how
+    much its threads speed up a probe of small ops (`threads_speedup`, see THREADS_PROBE)."""
 
     load_1min: float
     others_cores: float
+    threads_speedup: float | None = None
 
     @classmethod
     def sample(cls, window_s: float = 0.25) -> HostLoad:
@@ -232,8 +236,26 @@ class HostLoad:
         ticks = window_s * os.sysconf("SC_CLK_TCK")
         return cls(load, max(0.0, (busy1 - busy0 - (own1 - own0)) / ticks))
 
+    def problem(self, busy_cores: float) -> tuple[str, str] | None:
+        """What makes timings now wrong and what to do about it; None when the machine is quiet enough."""
+        if self.others_cores > busy_cores:
+            return (
+                f"this machine is busy (other processes keep {self.others_cores:.1f} of {os.cpu_count()} cores "
+                f"busy, load {self.load_1min:.1f})",
+                "stop them",
+            )
+        if self.threads_speedup is not None and self.threads_speedup < MIN_THREADS_SPEEDUP:
+            return (
+                f"this machine's cores are in a slow spell (the runtime's threads run a probe of small ops "
+                f"{self.threads_speedup:.2f}x as fast as one thread, normally {MIN_THREADS_SPEEDUP}x or more)",
+                "try again in a minute",
+            )
+        return None
+
     def as_record(self) -> dict[str, float]:
-        return {"load_1min": round(self.load_1min, 2), "others_cores": round(self.others_cores, 2)}
+        return {"load_1min": round(self.load_1min, 2), "others_cores": round(self.others_cores, 2)} | (
+            {} if self.threads_speedup is None else {"threads_speedup": round(self.threads_speedup, 2)}
+        )
 
 
 # A shared machine's slow spells last seconds: resnet20 timed back to back on a cloud VM ran 1.3x slower for 1-4 s
@@ -246,6 +268,14 @@ MAX_ROUNDS = 8
 # resnet20 file ran at 0.17 or 0.27 ms (int8, 2 threads) depending on the session, while 1-thread sessions agree
 # within a few percent. A multi-threaded timing therefore keeps the fastest of several sessions.
 MULTI_THREAD_SESSIONS = 3
+# A cloud VM's threads also have slow spells that no load figure shows: on a 2-core VM, for seconds to a minute at
+# a time (8-30% of the time), handing each op between threads costs microseconds more. 2-thread timings of models
+# of small ops then run 1.3-1.6x slower (resnet20 int8: 0.108 ms instead of 0.067; every fresh session alike)
+# while 1-thread timings do not move. So before each round a multi-threaded runner times this probe at 1 thread
+# and at its own count: outside spells 2 threads ran it 1.31-2.09x faster (median 1.57), inside 0.84-0.99x.
+THREADS_PROBE = OpSignature("CONV_2D", 32, 32, 16, 16, 1, 1, "VALID", "RELU")
+PROBE_OPS = 16
+MIN_THREADS_SPEEDUP = 1.2
 
 
 class _HostRunner:
@@ -259,7 +289,9 @@ class _HostRunner:
 
     Timings are only as true as the quiet they were taken in: before timing, the runner looks at what else runs
     (`HostLoad`, at most every `load_every_s` seconds); while other processes keep more than `busy_cores` cores
-    busy it waits (at most `wait_s`), then refuses, unless `allow_busy`. Each timing records the load it saw.
+    busy it waits (at most `wait_s`), then refuses, unless `allow_busy`; likewise while a multi-threaded runner's
+    threads are in a slow spell (see THREADS_PROBE, checked before every round). Each timing records the load of
+    the round it was kept from.
     """
 
     busy_cores = 0.5
@@ -277,7 +309,7 @@ class _HostRunner:
         max_spread: float = 0.25,
         retries: int = 2,
         allow_busy: bool = False,
-        on_wait: Callable[[HostLoad, float], None] | None = None,
+        on_wait: Callable[[str, float], None] | None = None,
         spread_s: float = SPREAD_S,
     ):
         self.threads, self.warmup, self.warmup_s, self.spread_s = threads, warmup, warmup_s, spread_s
@@ -288,38 +320,51 @@ class _HostRunner:
         self.on_wait = on_wait
         self._load: HostLoad | None = None
         self._load_at = -math.inf
+        self._probe: bytes | None = None  # THREADS_PROBE in this runtime's format (none for ONNX Runtime yet)
 
     def time_models(self, models: Sequence[bytes]) -> list[Timing]:
         """Each model's fastest round: the models are timed in turn, round after round, until the rounds span
-        `spread_s` (at most MAX_ROUNDS), so that a slow spell of a shared machine slows some rounds, not all."""
-        load = self.quiet_enough()
-        started = time.monotonic()
-        rounds = [[self.time_model(m) for m in models]]
-        while time.monotonic() - started < self.spread_s and len(rounds) < MAX_ROUNDS:
-            rounds.append([self.time_model(m) for m in models])
-        return [replace(min(each, key=lambda t: t.median_ms), load=load.as_record()) for each in zip(*rounds)]
+        `spread_s` (at most MAX_ROUNDS; time spent waiting for quiet not counted), so that a slow spell of a shared
+        machine slows some rounds, not all."""
+        rounds: list[tuple[HostLoad, list[Timing]]] = []
+        timing_s = 0.0
+        while not rounds or (timing_s < self.spread_s and len(rounds) < MAX_ROUNDS):
+            load = self.quiet_enough()
+            started = time.monotonic()
+            rounds.append((load, [self.time_model(m) for m in models]))
+            timing_s += time.monotonic() - started
+        kept = [min(((load, t[i]) for load, t in rounds), key=lambda lt: lt[1].median_ms) for i in range(len(models))]
+        return [replace(timing, load=load.as_record()) for load, timing in kept]
 
     def quiet_enough(self) -> HostLoad:
         """The machine's load, once it is quiet enough to time (waiting for that, or refusing)."""
-        if time.monotonic() - self._load_at < self.load_every_s and self._load is not None:
-            return self._load
         deadline = time.monotonic() + self.wait_s
+        fresh = False
         while True:
-            load = HostLoad.sample()
-            if load.others_cores <= self.busy_cores or self.allow_busy:
-                break
+            load = self._load_now(fresh)
+            problem = load.problem(self.busy_cores)
+            if problem is None or self.allow_busy:
+                return load
             left = deadline - time.monotonic()
+            what, fix = problem
             if left <= 0:
                 raise ToolchainError(
-                    f"this machine is busy (other processes keep {load.others_cores:.1f} of {os.cpu_count()} cores "
-                    f"busy, load {load.load_1min:.1f}): timings now would be slow and wrong; stop them, or pass "
-                    "--allow-busy to measure anyway"
+                    f"{what}: timings now would be slow and wrong; {fix}, or pass --allow-busy to measure anyway"
                 )
             if self.on_wait:
-                self.on_wait(load, left)
-            time.sleep(min(5.0, left))
-        self._load, self._load_at = load, time.monotonic()
-        return load
+                self.on_wait(what, left)
+            time.sleep(min(1.0, left))
+            fresh = True
+
+    def _load_now(self, fresh: bool) -> HostLoad:
+        """The other processes' load (sampled at most every `load_every_s` unless `fresh`) and, with several
+        threads, the threads' speed-up on the probe now: a spell starts and ends within a second."""
+        if fresh or self._load is None or time.monotonic() - self._load_at >= self.load_every_s:
+            self._load, self._load_at = HostLoad.sample(), time.monotonic()
+        if self.threads == 1 or self._probe is None:
+            return self._load
+        one, many = (self._measure(self._probe, threads).median_ms for threads in (1, self.threads))
+        return replace(self._load, threads_speedup=one / many)
 
     def time_model(self, model: bytes) -> Timing:
         return min((self._session_timing(model) for _ in range(self.sessions)), key=lambda t: t.median_ms)
@@ -333,13 +378,13 @@ class _HostRunner:
             best = again if again.spread < best.spread else best
         return best
 
-    def _session(self, model: bytes) -> Callable[[], object]:
-        """Load `model` with random inputs bound; return the zero-argument call to time."""
+    def _session(self, model: bytes, threads: int) -> Callable[[], object]:
+        """Load `model` to run on `threads` threads with random inputs bound; return the zero-argument call to time."""
         raise NotImplementedError
 
-    def _measure(self, model: bytes) -> Timing:
+    def _measure(self, model: bytes, threads: int | None = None) -> Timing:
         try:
-            invoke = self._session(model)
+            invoke = self._session(model, threads or self.threads)
         except Exception as e:  # each runtime has its own error types; all mean the file is not a model it runs
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise ToolchainError(
@@ -368,12 +413,13 @@ class LiteRTHostRunner(_HostRunner):
     def __init__(self, threads: int = 1, precision: str = "fp32", **timing):
         super().__init__(threads, **timing)
         self.target = host_target("litert", threads, "xnnpack", precision)
+        self._probe = packed_model([THREADS_PROBE] * PROBE_OPS)
 
-    def _session(self, model: bytes) -> Callable[[], object]:
+    def _session(self, model: bytes, threads: int) -> Callable[[], object]:
         from ai_edge_litert.interpreter import Interpreter
 
         with quiet_native():  # the XNNPACK delegate announces itself on stderr when it is applied
-            interpreter = Interpreter(model_content=model, num_threads=self.threads)
+            interpreter = Interpreter(model_content=model, num_threads=threads)
             interpreter.allocate_tensors()
         rng = np.random.default_rng(0)
         for d in interpreter.get_input_details():
@@ -390,11 +436,11 @@ class OnnxRuntimeHostRunner(_HostRunner):
         super().__init__(threads, **timing)
         self.target = host_target("onnxruntime", threads, "cpu")
 
-    def _session(self, model: bytes) -> Callable[[], object]:
+    def _session(self, model: bytes, threads: int) -> Callable[[], object]:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ToolchainError, require
-from .runners import HostLoad, LiteRTHostRunner, OnnxRuntimeHostRunner, Runner, Target, Timing
+from .runners import LiteRTHostRunner, OnnxRuntimeHostRunner, Runner, Target, Timing
 from .table import default_table_path
 
 HOST_DEVICES = ("host", "host-ort")
@@ -24,7 +24,7 @@ class TargetConfig:
     precision: str = "fp32"  # of the models timed (a table per precision: int8 kernels run 3-4x faster)
     allow_busy: bool = False  # the host: time even while other processes keep its cores busy
     on_cooldown: Callable[[float, float, float], None] | None = field(default=None, compare=False)
-    on_busy: Callable[[HostLoad, float], None] | None = field(default=None, compare=False)
+    on_busy: Callable[[str, float], None] | None = field(default=None, compare=False)
 
     def __post_init__(self):
         require(self.threads is None or self.threads >= 1, f"--threads {self.threads} must be at least 1")
