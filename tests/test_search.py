@@ -2,13 +2,14 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from toolchain.errors import ToolchainError
 from toolchain.graph import analyze
 from toolchain.models import create_model
-from toolchain.search.ddpg import DDPGConfig
+from toolchain.search.ddpg import DDPGAgent, DDPGConfig
 from toolchain.search.env import STATE_SIZE, EnvConfig, PruningEnv
 from toolchain.search.run import run_search
 from toolchain.search.strategies import AMC, Ramp, RandomSearch, Uniform, make_strategy
@@ -150,3 +151,20 @@ def test_shallow_and_deep_rules_prune_the_groups_they_name():
     half = len(GRAPH.groups) // 2
     assert ratios["shallow"][:half].mean() < ratios["shallow"][half:].mean()  # shallow groups keep less
     assert ratios["deep"][:half].mean() > ratios["deep"][half:].mean()
+
+
+@pytest.mark.parametrize("margin", [None, 4.0])
+def test_an_actor_told_to_keep_more_stays_within_its_margin(margin):
+    """A critic that always prefers wider layers pushes the actor's pre-sigmoid output up without end; past the
+    margin the sigmoid is flat and the actor could never follow the critic back, so the margin holds it there."""
+    agent = DDPGAgent(3, 2, 0.2, 1.0, DDPGConfig(warmup_episodes=0, actor_margin=margin), seed=0)
+    states = [np.eye(3, dtype=np.float32)[t] for t in range(2)]
+    for _ in range(40):
+        actions = [agent.act(s, explore=True) for s in states]
+        agent.observe(states, actions, reward=float(np.mean(actions)))
+    with torch.no_grad():
+        logits = agent.actor[:-1](torch.from_numpy(np.stack(states)))
+    if margin is None:
+        assert logits.min() > 6  # the drift the margin is there to stop
+    else:
+        assert logits.max() < margin + 0.1

@@ -1,12 +1,15 @@
 """DDPG as AMC uses it: actor and critic MLPs (300-300), soft target updates, every transition of an episode given
 the episode's final reward, truncated-normal exploration with decaying sigma.
 
-Three settings: `PAPER` is the AMC paper's (sigma 0.5 decayed x0.95 per episode after 100 warm-up episodes, one
+Two settings: `PAPER` is the AMC paper's (sigma 0.5 decayed x0.95 per episode after 100 warm-up episodes, one
 update per transition, a 100-episode replay memory). The default keeps exploring and learns more from each
 episode: sigma decays x0.99 and never below 0.1, eight updates per transition, and a memory as long as the search.
-`FOCUSED` learns as the default does but lets its noise decay faster. An evaluation costs a fraction of a second to
-seconds, an update a few milliseconds: with the paper's schedule the noise is below 0.1 by episode 132 and most
-groups stop changing. As in the AMC reference code, rewards are stored raw and a moving average of the sampled
+An evaluation costs a fraction of a second to seconds, an update a few milliseconds: with the paper's schedule the
+noise is below 0.1 by episode 132 and most groups stop changing. So many updates also push the actor's output far
+into the flat end of its sigmoid wherever the critic favours wider layers, and there it stays whatever the critic
+learns next (mobilenet_v2_cifar: pre-sigmoid outputs of 18-30 for every group, so the actor asked for every layer
+whole and the budget wall cut the last ones to their floor, episode after episode); the default pulls them back
+within `actor_margin`. As in the AMC reference code, rewards are stored raw and a moving average of the sampled
 batches' means is subtracted when they are learned from."""
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class DDPGConfig:
     sigma_min: float = 0.1  # exploration never drops below this
     updates_per_step: int = 8  # critic and actor updates per stored transition, after warm-up
     baseline_beta: float = 0.95  # moving average of sampled batch rewards: ma = beta * ma + (1 - beta) * mean
+    # the actor's pre-sigmoid output beyond +-margin is pulled back: out there the sigmoid's slope is nil, and an
+    # actor pushed past it keeps the same channels whatever the critic learns later (sigmoid(4) = 0.98); None: no pull
+    actor_margin: float | None = 4.0
 
     def __post_init__(self):
         require(
@@ -50,15 +56,14 @@ class DDPGConfig:
             "DDPG sizes must be at least 1",
         )
         require(0 <= self.sigma_min <= max(self.sigma, 0), f"--sigma-min {self.sigma_min} must be in [0, --sigma]")
+        require(
+            self.actor_margin is None or self.actor_margin > 0,
+            f"actor margin {self.actor_margin} must be above 0, e.g. 4",
+        )
 
 
-PAPER = DDPGConfig(buffer_episodes=100, sigma_decay=0.95, sigma_min=0.0, updates_per_step=1)
-# Between the two: the default's learning, but noise that halves in 23 episodes to a 0.05 floor, so that the search
-# spends its second half near what it found. Measured so far (BENCHMARKS.md, "Search under a latency budget"), on
-# the shipped Zen 5 table it trails the default on resnet20 and plain20; on a Zen 4 table it ties the default on
-# resnet20, trails it on plain20 and trails the paper's settings on mobilenet_v2_cifar
-FOCUSED = DDPGConfig(sigma_decay=0.97, sigma_min=0.05)
-PRESETS = {"default": DDPGConfig(), "focused": FOCUSED, "paper": PAPER}
+PAPER = DDPGConfig(buffer_episodes=100, sigma_decay=0.95, sigma_min=0.0, updates_per_step=1, actor_margin=None)
+PRESETS = {"default": DDPGConfig(), "paper": PAPER}
 
 
 def mlp(n_in: int, hidden: int, out_act: nn.Module | None) -> nn.Sequential:
@@ -177,7 +182,10 @@ class DDPGAgent:
         self.critic_opt.zero_grad()
         critic_loss.backward()
         self.critic_opt.step()
-        actor_loss = -self.critic(s, self.actor(s)).mean()
+        logits = self.actor[:-1](s)
+        actor_loss = -self.critic(s, torch.sigmoid(logits)).mean()
+        if c.actor_margin is not None:
+            actor_loss = actor_loss + torch.relu(logits.abs() - c.actor_margin).square().mean()
         self.actor_opt.zero_grad()
         actor_loss.backward()
         self.actor_opt.step()
