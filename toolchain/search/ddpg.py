@@ -127,6 +127,7 @@ class DDPGAgent:
         self.config, self.lbound, self.rbound = config, lbound, rbound
         torch.manual_seed(seed)
         self.actor = mlp(state_size, config.hidden, nn.Sigmoid())
+        self.actor_logits = self.actor[:-1]  # the same layers before the sigmoid, sliced once: updates are many
         self.critic = Critic(state_size, config.hidden)
         self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
         # A search makes tens of thousands of updates of small networks, where per-tensor overheads count: hence
@@ -182,7 +183,7 @@ class DDPGAgent:
         self.critic_opt.zero_grad()
         critic_loss.backward()
         self.critic_opt.step()
-        logits = self.actor[:-1](s)
+        logits = self.actor_logits(s)
         actor_loss = -self.critic(s, torch.sigmoid(logits)).mean()
         if c.actor_margin is not None:
             actor_loss = actor_loss + torch.relu(logits.abs() - c.actor_margin).square().mean()
