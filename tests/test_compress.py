@@ -16,6 +16,7 @@ import pytest
 from toolchain.compress import Budget, NormalizedBatches, PipelineConfig, SearchConfig, compress
 from toolchain.data import load_split, normalize
 from toolchain.export import to_model_file
+from toolchain.files import write_atomic
 from toolchain.graph import analyze
 from toolchain.latency.predictor import LatencyPredictor
 from toolchain.latency.runners import LiteRTHostRunner, Timing, best_of
@@ -136,6 +137,13 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     assert "already holds a search" in capsys.readouterr().err
     assert main([*args, "--resume", "--lbound", "0.3"]) == 2  # continuing with other settings would mix two searches
     assert "was started with other settings (env.lbound 0.2 -> 0.3)" in capsys.readouterr().err
+    # a setting that came in after the run started (here the actor's margin) is not known to have held in it
+    (settings,) = out.rglob("config.json")
+    recorded = json.loads(settings.read_text())
+    write_atomic(settings, json.dumps({k: v for k, v in recorded.items() if k != "agent.actor_margin"}))
+    assert main([*args, "--resume"]) == 2
+    assert "(agent.actor_margin (not recorded) -> 4.0)" in capsys.readouterr().err
+    write_atomic(settings, json.dumps(recorded))
     assert main([*(a if a != "0.6" else "0.4" for a in args), "--resume"]) == 2  # or under another budget
     assert "searched under a" in capsys.readouterr().err
 

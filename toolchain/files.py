@@ -74,8 +74,14 @@ def locked(path: Path, wait: bool = True) -> Iterator[None]:
 def check_resumable(
     what: Path, saved: dict[str, Any], now: dict[str, Any], start_over: str, may_change: tuple[str, ...] = ()
 ) -> None:
-    """Refuse to continue `what` with settings other than those it was started with: the result would mix two runs."""
-    changed = [f"{k} {saved[k]} -> {v}" for k, v in now.items() if k in saved and k not in may_change and saved[k] != v]
+    """Refuse to continue `what` with settings other than those it was started with: the result would mix two runs.
+    A setting the saved run lacks came in after it started, so what the run did in its place is not known: a change
+    too."""
+    changed = [
+        f"{k} {saved[k] if k in saved else '(not recorded)'} -> {v}"
+        for k, v in now.items()
+        if k not in may_change and (k not in saved or saved[k] != v)
+    ]
     if changed:
         raise ToolchainError(
             f"{what} was started with other settings ({', '.join(changed)}): rerun with those to "
