@@ -5,7 +5,7 @@ import sys
 import pytest
 from conftest import make_image_folder
 
-from toolchain.cli import main
+from toolchain.cli import build_parser, main, pipeline_config
 
 
 def run_json(capsys, *argv) -> dict:
@@ -146,6 +146,7 @@ def test_bad_numbers_are_one_line_errors_before_any_work(capsys):
         ([*compress, "--latency-ms", "nan"], "--latency-ms nan is not a latency"),
         ([*compress, "--latency-ratio", "0.5", "--episodes", "0"], "episodes"),
         ([*compress, "--latency-ratio", "0.5", "--sigma", "nan"], "--sigma nan"),
+        ([*compress, "--latency-ratio", "0.5", "--actor-margin", "-1"], "actor margin -1.0 must be above 0"),
         ([*compress, "--latency-ratio", "0.5", "--lbound", "0.9", "--rbound", "0.5"], "0 < lbound <= rbound"),
         ([*compress, "--latency-ratio", "0.5", "--seed", str(2**70)], "--seed"),
         ([*compress, "--stages", "0.5,0.6"], "must be decreasing fractions"),
@@ -160,12 +161,27 @@ def test_bad_numbers_are_one_line_errors_before_any_work(capsys):
         assert message in run_error(capsys, *argv), argv
 
 
+def test_actor_margin_overrides_the_preset_or_turns_the_pull_off():
+    def margin(*extra: str) -> float | None:
+        args = build_parser().parse_args(
+            ["compress", "--model", "resnet20", "--data", "cifar10", "--latency-ratio", "0.5", *extra]
+        )
+        return pipeline_config(args).search.agent.actor_margin
+
+    assert margin() == 4.0 and margin("--agent", "paper") is None
+    assert margin("--actor-margin", "2.5") == 2.5 and margin("--actor-margin", "off") is None
+    assert margin("--agent", "paper", "--actor-margin", "3") == 3.0
+
+
 def test_argparse_errors_are_one_line_pointing_at_the_help(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["compress", "--model", "resnet20", "--data", "cifar10", "--episodes", "x"])
     err = capsys.readouterr().err.strip()
     assert exit.value.code == 2 and len(err.splitlines()) == 1
     assert "--episodes: invalid int value: 'x'" in err and "toolchain compress --help" in err
+    with pytest.raises(SystemExit):
+        main(["compress", "--model", "resnet20", "--data", "cifar10", "--actor-margin", "wide"])
+    assert "'wide' is not a number or `off`, e.g. 4" in capsys.readouterr().err
 
 
 def test_class_count_mismatch_is_one_line(tmp_path, capsys):

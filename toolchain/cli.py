@@ -75,6 +75,16 @@ def three_numbers(value: str) -> tuple[float, float, float]:
     return numbers  # type: ignore[return-value]
 
 
+def actor_margin(value: str) -> float | str:
+    """argparse type for --actor-margin: a number above 0, or `off`; the range is DDPGConfig's to check."""
+    if value.lower() == "off":
+        return "off"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number or `off`, e.g. 4") from None
+
+
 def target_config(args: argparse.Namespace):
     from .latency.targets import TargetConfig
 
@@ -327,6 +337,11 @@ def pipeline_config(args: argparse.Namespace):
                 )
                 if v is not None
             },
+            **(
+                {}
+                if args.actor_margin is None
+                else {"actor_margin": None if args.actor_margin == "off" else args.actor_margin}
+            ),
         ),
         reward=args.reward,
         bn_images=args.bn_images,
@@ -743,6 +758,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup-episodes", type=int, help="random-action episodes before DDPG learns (preset: 100)")
     p.add_argument("--sigma-min", type=float, help="exploration noise never decays below this (default preset: 0.1)")
+    p.add_argument(
+        "--actor-margin",
+        type=actor_margin,
+        help="the actor's output before its sigmoid is pulled back within +-this, where the critic can still move "
+        "it (default preset: 4; `off`: no pull, as in the paper's preset)",
+    )
     p.add_argument(
         "--reward",
         choices=REWARDS,
