@@ -166,7 +166,7 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
             "errors of each variant's predicted share of the unpruned model against its measured share, which a",
             "slow or fast spell of the machine since profiling leaves alone. Every timing first waits while other",
             "processes keep the machine busy and, with several threads, while the threads are in a slow spell",
-            "(`toolchain/latency/runners.py`, THREADS_PROBE): `waits` counts the times a timing found it so and",
+            "(`toolchain/latency/runners.py`, ThreadsProbe): `waits` counts the times a timing found it so and",
             "looked again a second later.",
             "",
             table(

@@ -13,9 +13,10 @@ from toolchain.errors import ToolchainError
 from toolchain.export import to_tflite
 from toolchain.graph import analyze
 from toolchain.latency.check import TableCheck, checked_predictor, verdict
+from toolchain.latency.onnx_ops import single_op_onnx
 from toolchain.latency.predictor import LatencyPredictor
 from toolchain.latency.profiler import channel_grid, profile, shapes_to_profile
-from toolchain.latency.runners import LiteRTHostRunner, Target, Timing, best_of_each
+from toolchain.latency.runners import LiteRTHostRunner, OnnxRuntimeHostRunner, Target, Timing, best_of_each
 from toolchain.latency.signature import OpSignature
 from toolchain.latency.table import LatencyTable
 from toolchain.latency.tflite import read_signatures, single_op_model
@@ -193,7 +194,7 @@ def test_a_multi_threaded_runner_waits_out_a_slow_spell_of_its_threads(monkeypat
             self.spell_probes, self.timed = spell_probes, []
 
         def _measure(self, model, threads=None):
-            if model == self._probe:
+            if model == self._probe_model:
                 slow = threads == 2 and self.spell_probes > 0
                 self.spell_probes -= slow
                 ms = 0.05 if threads == 1 else 0.054 if slow else 0.032  # speed-ups 0.93 and 1.56
@@ -216,14 +217,21 @@ def test_a_multi_threaded_runner_waits_out_a_slow_spell_of_its_threads(monkeypat
     assert allowed.load["threads_speedup"] == 0.93  # timed anyway, and the table will say so
 
 
-def test_the_thread_probe_is_timed_on_the_real_runtime_and_recorded():
-    """A 2-thread runner times its probe at 1 and 2 threads before each round and records the speed-up with the
-    timing (allowed-busy, so that a spell is recorded rather than waited out); a 1-thread runner has no probe."""
-    model = single_op_model(OpSignature("CONV_2D", 8, 8, 8, 8, 3, 1, "SAME", "RELU"))
-    runner = LiteRTHostRunner(threads=2, allow_busy=True, spread_s=0.0)
+@pytest.mark.parametrize("runtime", ["litert", "onnxruntime"])
+def test_the_thread_probe_is_timed_on_the_real_runtime_and_recorded(runtime):
+    """A 2-thread runner times its runtime's probe at 1 and 2 threads before each round and records the speed-up
+    with the timing (allowed-busy, so that a spell is recorded rather than waited out); a 1-thread runner has no
+    probe."""
+    sig = OpSignature("CONV_2D", 8, 8, 8, 8, 3, 1, "SAME", "RELU")
+    runner_type, model = (
+        (LiteRTHostRunner, single_op_model(sig))
+        if runtime == "litert"
+        else (OnnxRuntimeHostRunner, single_op_onnx(sig))
+    )
+    runner = runner_type(threads=2, allow_busy=True, spread_s=0.0)
     (timing,) = runner.time_models([model])
     assert 0.3 < timing.load["threads_speedup"] < 4.0  # within reach of 2 threads, either side of a spell
-    (timing,) = LiteRTHostRunner(allow_busy=True, spread_s=0.0).time_models([model])
+    (timing,) = runner_type(allow_busy=True, spread_s=0.0).time_models([model])
     assert "threads_speedup" not in timing.load
 
 

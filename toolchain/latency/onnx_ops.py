@@ -20,9 +20,15 @@ OPSET = 20
 
 
 def single_op_onnx(sig: OpSignature, seed: int = 0) -> bytes:
+    return packed_onnx([sig], seed)
+
+
+def packed_onnx(sigs: list[OpSignature], seed: int = 0) -> bytes:
+    """Several single-op graphs side by side in one model, each with its own input and output (as the `.tflite`
+    `packed_model`): ONNX Runtime's sequential executor runs them one after another."""
     b = OnnxBuilder()
-    y = ops.kind(sig.kind).onnx(b, sig, np.random.default_rng(seed))
-    return b.finish(y)
+    rng = np.random.default_rng(seed)
+    return b.finish([ops.kind(sig.kind).onnx(b, sig, rng) for sig in sigs])
 
 
 class OnnxBuilder:
@@ -62,12 +68,12 @@ class OnnxBuilder:
             return self.node("Sigmoid", [x])
         return x
 
-    def finish(self, output: str) -> bytes:
+    def finish(self, outputs: list[str]) -> bytes:
         graph = helper.make_graph(
             self.nodes,
             "single_op",
             self.inputs,
-            [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, None) for output in outputs],
             self.inits,
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="toolchain")

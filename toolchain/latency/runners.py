@@ -212,7 +212,7 @@ def host_target(runtime: str, threads: int, delegate: str, precision: str = "fp3
 class HostLoad:
     """How busy the rest of the machine is: the 1-minute load average, and the cores that other processes kept
     busy over a short window (from /proc/stat, less this process's own time); for a multi-threaded runner, also how
-    much its threads speed up a probe of small ops (`threads_speedup`, see THREADS_PROBE)."""
+    much its threads speed up a probe of small ops (`threads_speedup`, see ThreadsProbe)."""
 
     load_1min: float
     others_cores: float
@@ -236,7 +236,7 @@ class HostLoad:
         ticks = window_s * os.sysconf("SC_CLK_TCK")
         return cls(load, max(0.0, (busy1 - busy0 - (own1 - own0)) / ticks))
 
-    def problem(self, busy_cores: float) -> tuple[str, str] | None:
+    def problem(self, busy_cores: float, min_threads_speedup: float = 0.0) -> tuple[str, str] | None:
         """What makes timings now wrong and what to do about it; None when the machine is quiet enough."""
         if self.others_cores > busy_cores:
             return (
@@ -244,10 +244,10 @@ class HostLoad:
                 f"busy, load {self.load_1min:.1f})",
                 "stop them",
             )
-        if self.threads_speedup is not None and self.threads_speedup < MIN_THREADS_SPEEDUP:
+        if self.threads_speedup is not None and self.threads_speedup < min_threads_speedup:
             return (
                 f"this machine's cores are in a slow spell (the runtime's threads run a probe of small ops "
-                f"{self.threads_speedup:.2f}x as fast as one thread, normally {MIN_THREADS_SPEEDUP}x or more)",
+                f"{self.threads_speedup:.2f}x as fast as one thread, normally {min_threads_speedup}x or more)",
                 "try again in a minute",
             )
         return None
@@ -271,11 +271,24 @@ MULTI_THREAD_SESSIONS = 3
 # A cloud VM's threads also have slow spells that no load figure shows: on a 2-core VM, for seconds to a minute at
 # a time (8-30% of the time), handing each op between threads costs microseconds more. 2-thread timings of models
 # of small ops then run 1.3-1.6x slower (resnet20 int8: 0.108 ms instead of 0.067; every fresh session alike)
-# while 1-thread timings do not move. So before each round a multi-threaded runner times this probe at 1 thread
-# and at its own count: outside spells 2 threads ran it 1.31-2.09x faster (median 1.57), inside 0.84-0.99x.
-THREADS_PROBE = OpSignature("CONV_2D", 32, 32, 16, 16, 1, 1, "VALID", "RELU")
-PROBE_OPS = 16
-MIN_THREADS_SPEEDUP = 1.2
+# while 1-thread timings do not move. So before each round a multi-threaded runner times a probe of small ops at 1
+# thread and at its own count, and waits while its threads speed the probe up less than they normally do.
+
+
+@dataclass(frozen=True)
+class ThreadsProbe:
+    op: OpSignature
+    copies: int
+    min_speedup: float  # below what 2 threads reach outside spells, above what they reach inside
+
+
+# LiteRT (XNNPACK): outside spells 2 threads ran 16 1x1 convs of 16 channels 1.29-2.09x faster (median 1.57),
+# inside 0.76-0.99x.
+LITERT_PROBE = ThreadsProbe(OpSignature("CONV_2D", 32, 32, 16, 16, 1, 1, "VALID", "RELU"), 16, 1.2)
+# ONNX Runtime does not split so small a conv between its threads (1.0-1.08x whether in a spell or not); 4 1x1
+# convs of 64 channels it does: outside spells 2 threads ran them 1.78x faster (median; 1.57 at least, away from a
+# spell's edges), inside 1.10x (1.24 at most), while resnet20-sized ops ran 1.6x slower.
+ONNXRUNTIME_PROBE = ThreadsProbe(OpSignature("CONV_2D", 32, 32, 64, 64, 1, 1, "VALID", "RELU"), 4, 1.4)
 
 
 class _HostRunner:
@@ -290,7 +303,7 @@ class _HostRunner:
     Timings are only as true as the quiet they were taken in: before timing, the runner looks at what else runs
     (`HostLoad`, at most every `load_every_s` seconds); while other processes keep more than `busy_cores` cores
     busy it waits (at most `wait_s`), then refuses, unless `allow_busy`; likewise while a multi-threaded runner's
-    threads are in a slow spell (see THREADS_PROBE, checked before every round). Each timing records the load of
+    threads are in a slow spell (see ThreadsProbe, checked before every round). Each timing records the load of
     the round it was kept from.
     """
 
@@ -320,7 +333,8 @@ class _HostRunner:
         self.on_wait = on_wait
         self._load: HostLoad | None = None
         self._load_at = -math.inf
-        self._probe: bytes | None = None  # THREADS_PROBE in this runtime's format (none for ONNX Runtime yet)
+        self.probe: ThreadsProbe | None = None  # the runtime's, set by each runner
+        self._probe_model: bytes | None = None  # the probe in this runtime's format
 
     def time_models(self, models: Sequence[bytes]) -> list[Timing]:
         """Each model's fastest round: the models are timed in turn, round after round, until the rounds span
@@ -342,7 +356,7 @@ class _HostRunner:
         fresh = False
         while True:
             load = self._load_now(fresh)
-            problem = load.problem(self.busy_cores)
+            problem = load.problem(self.busy_cores, self.probe.min_speedup if self.probe else 0.0)
             if problem is None or self.allow_busy:
                 return load
             left = deadline - time.monotonic()
@@ -361,9 +375,9 @@ class _HostRunner:
         threads, the threads' speed-up on the probe now: a spell starts and ends within a second."""
         if fresh or self._load is None or time.monotonic() - self._load_at >= self.load_every_s:
             self._load, self._load_at = HostLoad.sample(), time.monotonic()
-        if self.threads == 1 or self._probe is None:
+        if self.threads == 1 or self._probe_model is None:
             return self._load
-        one, many = (self._measure(self._probe, threads).median_ms for threads in (1, self.threads))
+        one, many = (self._measure(self._probe_model, threads).median_ms for threads in (1, self.threads))
         return replace(self._load, threads_speedup=one / many)
 
     def time_model(self, model: bytes) -> Timing:
@@ -413,7 +427,8 @@ class LiteRTHostRunner(_HostRunner):
     def __init__(self, threads: int = 1, precision: str = "fp32", **timing):
         super().__init__(threads, **timing)
         self.target = host_target("litert", threads, "xnnpack", precision)
-        self._probe = packed_model([THREADS_PROBE] * PROBE_OPS)
+        self.probe = LITERT_PROBE
+        self._probe_model = packed_model([self.probe.op] * self.probe.copies)
 
     def _session(self, model: bytes, threads: int) -> Callable[[], object]:
         from ai_edge_litert.interpreter import Interpreter
@@ -434,7 +449,11 @@ class OnnxRuntimeHostRunner(_HostRunner):
 
     def __init__(self, threads: int = 1, **timing):
         super().__init__(threads, **timing)
+        from .onnx_ops import packed_onnx  # onnx is loaded only where ONNX Runtime is timed
+
         self.target = host_target("onnxruntime", threads, "cpu")
+        self.probe = ONNXRUNTIME_PROBE
+        self._probe_model = packed_onnx([self.probe.op] * self.probe.copies)
 
     def _session(self, model: bytes, threads: int) -> Callable[[], object]:
         import onnxruntime as ort
