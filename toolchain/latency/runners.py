@@ -287,7 +287,7 @@ class ThreadsProbe:
 LITERT_PROBE = ThreadsProbe(OpSignature("CONV_2D", 32, 32, 16, 16, 1, 1, "VALID", "RELU"), 16, 1.2)
 # ONNX Runtime does not split so small a conv between its threads (1.0-1.08x whether in a spell or not); 4 1x1
 # convs of 64 channels it does: outside spells 2 threads ran them 1.78x faster (median; 1.57 at least, away from a
-# spell's edges), inside 1.10x (1.24 at most), while resnet20-sized ops ran 1.6x slower.
+# spell's edges), inside 1.10x (1.24 at most), their 2-thread time 1.6x what it was outside.
 ONNXRUNTIME_PROBE = ThreadsProbe(OpSignature("CONV_2D", 32, 32, 64, 64, 1, 1, "VALID", "RELU"), 4, 1.4)
 
 
