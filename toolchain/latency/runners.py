@@ -309,6 +309,7 @@ class _HostRunner:
 
     busy_cores = 0.5
     wait_s = 60.0
+    probe: ThreadsProbe | None = None  # the runtime's own, timed only with several threads
     load_every_s = 10.0
 
     def __init__(
@@ -333,8 +334,7 @@ class _HostRunner:
         self.on_wait = on_wait
         self._load: HostLoad | None = None
         self._load_at = -math.inf
-        self.probe: ThreadsProbe | None = None  # the runtime's, set by each runner
-        self._probe_model: bytes | None = None  # the probe in this runtime's format
+        self._probe_model = self._probe_file(self.probe) if threads > 1 and self.probe else None
 
     def time_models(self, models: Sequence[bytes]) -> list[Timing]:
         """Each model's fastest round: the models are timed in turn, round after round, until the rounds span
@@ -375,7 +375,7 @@ class _HostRunner:
         threads, the threads' speed-up on the probe now: a spell starts and ends within a second."""
         if fresh or self._load is None or time.monotonic() - self._load_at >= self.load_every_s:
             self._load, self._load_at = HostLoad.sample(), time.monotonic()
-        if self.threads == 1 or self._probe_model is None:
+        if self._probe_model is None:
             return self._load
         one, many = (self._measure(self._probe_model, threads).median_ms for threads in (1, self.threads))
         return replace(self._load, threads_speedup=one / many)
@@ -394,6 +394,10 @@ class _HostRunner:
 
     def _session(self, model: bytes, threads: int) -> Callable[[], object]:
         """Load `model` to run on `threads` threads with random inputs bound; return the zero-argument call to time."""
+        raise NotImplementedError
+
+    def _probe_file(self, probe: ThreadsProbe) -> bytes:
+        """`probe`'s ops side by side in a model file this runtime runs."""
         raise NotImplementedError
 
     def _measure(self, model: bytes, threads: int | None = None) -> Timing:
@@ -423,12 +427,14 @@ class LiteRTHostRunner(_HostRunner):
     """The deployment runtime on the host: ai-edge-litert's Interpreter, whose default resolver applies XNNPACK."""
 
     model_format = "tflite"
+    probe = LITERT_PROBE
 
     def __init__(self, threads: int = 1, precision: str = "fp32", **timing):
         super().__init__(threads, **timing)
         self.target = host_target("litert", threads, "xnnpack", precision)
-        self.probe = LITERT_PROBE
-        self._probe_model = packed_model([self.probe.op] * self.probe.copies)
+
+    def _probe_file(self, probe: ThreadsProbe) -> bytes:
+        return packed_model([probe.op] * probe.copies)
 
     def _session(self, model: bytes, threads: int) -> Callable[[], object]:
         from ai_edge_litert.interpreter import Interpreter
@@ -446,14 +452,16 @@ class OnnxRuntimeHostRunner(_HostRunner):
     """ONNX Runtime's CPU execution provider with its default graph optimisations, for users who deploy ONNX."""
 
     model_format = "onnx"
+    probe = ONNXRUNTIME_PROBE
 
     def __init__(self, threads: int = 1, **timing):
         super().__init__(threads, **timing)
+        self.target = host_target("onnxruntime", threads, "cpu")
+
+    def _probe_file(self, probe: ThreadsProbe) -> bytes:
         from .onnx_ops import packed_onnx  # onnx is loaded only where ONNX Runtime is timed
 
-        self.target = host_target("onnxruntime", threads, "cpu")
-        self.probe = ONNXRUNTIME_PROBE
-        self._probe_model = packed_onnx([self.probe.op] * self.probe.copies)
+        return packed_onnx([probe.op] * probe.copies)
 
     def _session(self, model: bytes, threads: int) -> Callable[[], object]:
         import onnxruntime as ort
