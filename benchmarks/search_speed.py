@@ -11,6 +11,10 @@ random policies through the wall, at 50% of the predicted host latency. The esti
 counts every episode's rollout, a reward for each distinct policy (`--distinct`; by default every episode's, an
 upper bound: a search's rewards are memoised by policy) and the updates after warm-up. Writes the section
 "Search speed (MODELS)" of BENCHMARKS.md.
+
+A search runs on the CPU. `--devices cpu cuda` times BatchNorm re-estimation and scoring on a GPU too, side by side,
+one row per device: what moving them there would give. `--table` prices the rollouts on a given table instead of
+this host's (a machine with no table of its own).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import table, write_section  # noqa: E402
@@ -51,8 +56,22 @@ def seconds(work: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def breakdown(name: str, table_path: Path, target, policies: int, episodes: int, distinct: int) -> list:
-    """One model's row: seconds per part, and the estimated minutes of a search."""
+def synchronized(work: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """`work`, returning only once the device has finished it (GPU kernels run asynchronously)."""
+
+    def run():
+        work()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return run
+
+
+def breakdown(
+    name: str, table_path: Path, target, policies: int, episodes: int, distinct: int, devices: list[torch.device]
+) -> list[list]:
+    """One model's rows, one per device the forward passes run on: seconds per part, and the estimated minutes of
+    a search."""
     config = SearchConfig("cifar10")
     loaded = load_model(name)
     spec, model = loaded.spec, loaded.model
@@ -81,33 +100,42 @@ def breakdown(name: str, table_path: Path, target, policies: int, episodes: int,
         started = time.perf_counter()
         pruned.append(apply_policy(model, graph, keep, features))
         cut.append(time.perf_counter() - started)
-    bn = [seconds(lambda m=m: recalibrate_bn(m, norms), 1) for m in pruned]
-    top1 = [seconds(lambda m=m: evaluate(m, spec, reward_set), 1) for m in pruned]
-    finalist = statistics.median(seconds(lambda m=m: evaluate(m, spec, val), 1) for m in pruned[:3])
-
     agent = DDPGAgent(STATE_SIZE, len(graph.channels), config.env.lbound, config.env.rbound, config.agent)
     transitions = [rng.random(STATE_SIZE, dtype=np.float32) for _ in graph.channels]
     for _ in range(config.agent.warmup_episodes):  # fill the replay memory as warm-up does, without updates
         agent.observe(transitions, list(rng.uniform(0.2, 1.0, len(transitions))), -float(rng.random()))
     updates = seconds(lambda: agent.observe(transitions, [0.5] * len(transitions), -0.5), policies)
 
-    reward = statistics.median(cut) + statistics.median(bn) + statistics.median(top1)
-    fixed = sampling + (config.finalists + len(BASELINES)) * finalist
-    learning = max(0, episodes - config.agent.warmup_episodes)
-    total = fixed + episodes * rollout + distinct * reward + learning * updates
-    return [
-        name,
-        len(graph.channels),
-        f"{rollout:.3f}",
-        f"{statistics.median(cut):.3f}",
-        f"{statistics.median(bn):.3f}",
-        f"{statistics.median(top1):.3f}",
-        f"{updates:.3f} ({len(graph.channels) * config.agent.updates_per_step})",
-        f"{fixed:.0f}",
-        f"{distinct * reward / 60:.1f}",
-        f"{learning * updates / 60:.1f}",
-        f"{total / 60:.1f}",
-    ]
+    rows = []
+    for device in devices:
+        # in the channels-last layout of the images `evaluate` feeds them: on a GPU, weights in the other layout
+        # make cuDNN set up every pass anew. One pass first, so that the GPU's start-up (its context) is not timed.
+        moved = [m.to(device, memory_format=torch.channels_last) for m in pruned]
+        evaluate(moved[0], spec, reward_set)
+        bn = [seconds(synchronized(lambda m=m: recalibrate_bn(m, norms), device), 1) for m in moved]
+        top1 = [seconds(lambda m=m: evaluate(m, spec, reward_set), 1) for m in moved]
+        finalist = statistics.median(seconds(lambda m=m: evaluate(m, spec, val), 1) for m in moved[:3])
+        reward = statistics.median(cut) + statistics.median(bn) + statistics.median(top1)
+        fixed = sampling + (config.finalists + len(BASELINES)) * finalist
+        learning = max(0, episodes - config.agent.warmup_episodes)
+        total = fixed + episodes * rollout + distinct * reward + learning * updates
+        rows.append(
+            [
+                name,
+                len(graph.channels),
+                device.type,
+                f"{rollout:.3f}",
+                f"{statistics.median(cut):.3f}",
+                f"{statistics.median(bn):.3f}",
+                f"{statistics.median(top1):.3f}",
+                f"{updates:.3f} ({len(graph.channels) * config.agent.updates_per_step})",
+                f"{fixed:.0f}",
+                f"{distinct * reward / 60:.1f}",
+                f"{learning * updates / 60:.1f}",
+                f"{total / 60:.1f}",
+            ]
+        )
+    return rows
 
 
 def main() -> None:
@@ -116,11 +144,22 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=10, help="random policies each part is timed on")
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--distinct", type=int, help="distinct policies a search evaluates (default: --episodes)")
+    parser.add_argument(
+        "--devices", nargs="+", choices=["cpu", "cuda"], default=["cpu"], help="where to time the forward passes"
+    )
+    parser.add_argument("--table", type=Path, help="the latency table to price rollouts on (default: this host's)")
     args = parser.parse_args()
     args.distinct = args.distinct or args.episodes
-    target = LiteRTHostRunner().target
-    table_path = default_table_path(target)
-    rows = [breakdown(name, table_path, target, args.policies, args.episodes, args.distinct) for name in args.models]
+    if "cuda" in args.devices and not torch.cuda.is_available():
+        parser.error("--devices cuda: this machine has no CUDA GPU; leave cuda out")
+    target = None if args.table else LiteRTHostRunner().target
+    table_path = args.table or default_table_path(target)
+    devices = [torch.device(d) for d in args.devices]
+    rows = [
+        row
+        for name in args.models
+        for row in breakdown(name, table_path, target, args.policies, args.episodes, args.distinct, devices)
+    ]
     body = "\n".join(
         [
             f"Seconds per part of an episode, medians over {args.policies} random policies under 50% of the predicted",
@@ -131,11 +170,17 @@ def main() -> None:
             f"search of {args.episodes} episodes that evaluates {args.distinct} distinct policies (the default agent",
             "evaluates 350-400 in 400 episodes: `distinct` in the search sections); `benchmarks/search.py` measures",
             "whole searches (its `minutes` column), which also load the data and the model.",
+            *(
+                [f"`cuda`: {torch.cuda.get_device_name()}, PyTorch {torch.__version__}; the CPU's parts on the CPU."]
+                if "cuda" in args.devices
+                else []
+            ),
             "",
             table(
                 [
                     "model",
                     "groups",
+                    "forward passes on",
                     "rollout (s)",
                     "selection + reconstruction (s)",
                     "BatchNorm re-estimation (s)",
@@ -154,7 +199,8 @@ def main() -> None:
     write_section(
         f"Search speed ({', '.join(args.models)})",
         f"python benchmarks/search_speed.py --models {' '.join(args.models)} --policies {args.policies} "
-        f"--episodes {args.episodes} --distinct {args.distinct}",
+        f"--episodes {args.episodes} --distinct {args.distinct} --devices {' '.join(args.devices)}"
+        + (f" --table {args.table}" if args.table else ""),
         body,
     )
 

@@ -162,8 +162,9 @@ def reconstruct(
 
 
 def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
-    """Re-estimate every BatchNorm's running statistics on `batches` (normalised images): after a cut, the kept
-    channels' statistics shift, and stale ones cost a pruned model 10-20 points of one-shot accuracy."""
+    """Re-estimate every BatchNorm's running statistics on `batches` (normalised images, moved to the model's
+    device): after a cut, the kept channels' statistics shift, and stale ones cost a pruned model 10-20 points of
+    one-shot accuracy."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     momenta = [m.momentum for m in norms]
     model.eval()
@@ -171,9 +172,10 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Modu
         m.reset_running_stats()
         m.momentum = None  # a plain average over all batches
         m.train()
+    device = next(model.parameters()).device
     with torch.no_grad():
         for images in batches:
-            model(images)
+            model(images.to(device))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return model.eval()
