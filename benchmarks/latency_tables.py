@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/latency_tables.py            # all models below, 20 variants each
     .venv/bin/python benchmarks/latency_tables.py --quick    # resnet20 only, 6 variants
+    .venv/bin/python benchmarks/latency_tables.py --models resnet20 --runtime onnxruntime --threads 2
 
 Writes the section "Latency tables (host)" of BENCHMARKS.md.
 """
@@ -25,12 +26,17 @@ from toolchain.graph import analyze  # noqa: E402
 from toolchain.latency.fidelity import measure_fidelity, plot_fidelity  # noqa: E402
 from toolchain.latency.predictor import LatencyPredictor  # noqa: E402
 from toolchain.latency.profiler import profile, shapes_to_profile  # noqa: E402
-from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
+from toolchain.latency.runners import LiteRTHostRunner, OnnxRuntimeHostRunner  # noqa: E402
 from toolchain.latency.table import LatencyTable  # noqa: E402
 from toolchain.latency.tflite import single_op_model  # noqa: E402
 from toolchain.models import load_model  # noqa: E402
 from toolchain.surgery import pruned_copy  # noqa: E402
 
+# how each runtime's variants become files, and what times them
+RUNTIMES = {
+    "litert": (LiteRTHostRunner, "converted whole with litert-torch", "LiteRT + XNNPACK"),
+    "onnxruntime": (OnnxRuntimeHostRunner, "exported whole to ONNX", "ONNX Runtime, CPU execution provider"),
+}
 SESSIONS = 10  # fresh interpreters timing the same file: how far apart its own medians land
 MODELS = [
     ("resnet20", None),
@@ -96,17 +102,21 @@ def _single_layer(sig) -> torch.nn.Module:
     return torch.nn.Sequential(conv, torch.nn.ReLU()) if sig.act == "RELU" else conv
 
 
-def quiet_session_ms(runner: LiteRTHostRunner, model: bytes) -> float:
+def quiet_session_ms(runner: LiteRTHostRunner | OnnxRuntimeHostRunner, model: bytes) -> float:
     """The median of one fresh interpreter, timed once the machine is quiet enough (as every round of a table's
     timings is): the sessions' spread is then the file's own, not a spell's."""
     runner.quiet_enough()
     return runner.time_model(model).median_ms
 
 
-def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads: int = 1) -> str:
+def fidelity(
+    models, samples: int, plots: Path, precision: str = "fp32", threads: int = 1, runtime: str = "litert"
+) -> str:
     rows = []
     waited: list[str] = []  # one entry per look at a machine not quiet enough (other processes, or a slow spell)
-    runner = LiteRTHostRunner(threads=threads, precision=precision, on_wait=lambda what, left: waited.append(what))
+    runner_class, made, timed_by = RUNTIMES[runtime]
+    precisions = {"precision": precision} if runtime == "litert" else {}  # ONNX Runtime's runner: fp32 alone
+    runner = runner_class(threads=threads, **precisions, on_wait=lambda what, left: waited.append(what))
     runner.wait_s = 600.0  # unattended: wait out a long spell rather than lose the run
     with tempfile.TemporaryDirectory() as tmp:
         tbl = LatencyTable.open(Path(tmp) / "host.json", runner.target)
@@ -116,19 +126,21 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
             graph = analyze(loaded.model, size)
 
             def build(keep, model=loaded.model, graph=graph, size=size):
-                return latency_file(pruned_copy(model, graph, keep), size, "tflite", precision)
+                return latency_file(pruned_copy(model, graph, keep), size, runner.model_format, precision)
 
             t = time.perf_counter()
             result = profile(graph, runner, tbl, build)
             profile_s = time.perf_counter() - t
             predictor = LatencyPredictor(graph, tbl)
             report = measure_fidelity(graph, predictor, runner, build, samples, seed=1)
-            full = latency_file(loaded.model, size, "tflite", precision)
+            full = latency_file(loaded.model, size, runner.model_format, precision)
             sessions = sorted(quiet_session_ms(runner, full) for _ in range(SESSIONS))
-            suffix = "" if (precision, threads) == ("fp32", 1) else f"-{precision}-t{threads}"
+            suffix = ("" if runtime == "litert" else f"-{runtime}") + (
+                "" if (precision, threads) == ("fp32", 1) else f"-{precision}-t{threads}"
+            )
             plot_fidelity(
                 report,
-                f"{name} {size}x{size}, host {precision} {threads} thread(s)",
+                f"{name} {size}x{size}, host {runtime} {precision} {threads} thread(s)",
                 plots / f"fidelity-{name.replace(':', '-')}{suffix}.png",
             )
             s = report.summary()
@@ -156,7 +168,7 @@ def fidelity(models, samples: int, plots: Path, precision: str = "fp32", threads
         [
             "Random pruned variants (half uniform, half per-group keep ratios in 0.2..1.0, channels on multiples of",
             "8),",
-            f"each converted whole with litert-torch ({precision}) and timed end to end (LiteRT + XNNPACK, {threads}",
+            f"each {made} ({precision}) and timed end to end ({timed_by}, {threads}",
             "thread(s), median), against the table's prediction. Shapes profiled by earlier models in the list are",
             "reused, as in real use. The unpruned model's file is also timed in "
             f"{SESSIONS} fresh interpreters: the range of",
@@ -201,7 +213,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", help="NAME or NAME@SIZE (default: the list in this file)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runtime", choices=list(RUNTIMES), default="litert")
     args = parser.parse_args()
+    if args.runtime != "litert" and args.precision != "fp32":
+        parser.error(f"--runtime {args.runtime} times fp32 models only: leave out --precision")
     models = (
         [(m.split("@")[0], int(m.split("@")[1]) if "@" in m else None) for m in args.models]
         if args.models
@@ -216,12 +231,17 @@ def main() -> None:
         + (" --quick" if args.quick else "")
         + (f" --models {' '.join(args.models)}" if args.models else "")
     )
-    if (args.precision, args.threads) != ("fp32", 1) or args.models:
-        command += f" --precision {args.precision} --threads {args.threads}"
-        fid = fidelity(models, samples, plots, args.precision, args.threads)
+    if (args.precision, args.threads, args.runtime) != ("fp32", 1, "litert") or args.models:
+        runtime = "" if args.runtime == "litert" else f"{args.runtime} "
+        command += f" --precision {args.precision} --threads {args.threads}" + (
+            f" --runtime {args.runtime}" if runtime else ""
+        )
+        fid = fidelity(models, samples, plots, args.precision, args.threads, args.runtime)
         print(fid)
         names = ", ".join(f"{n}" + (f" {s}px" if s else "") for n, s in models)
-        write_section(f"Latency table fidelity ({names}; {args.precision}, {args.threads} thread(s))", command, fid)
+        write_section(
+            f"Latency table fidelity ({names}; {runtime}{args.precision}, {args.threads} thread(s))", command, fid
+        )
         return
     speed = profiling_speed(repeats=1 if args.quick else 3)
     print(speed, flush=True)
