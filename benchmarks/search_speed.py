@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -106,18 +107,23 @@ def breakdown(
         agent.observe(transitions, list(rng.uniform(0.2, 1.0, len(transitions))), -float(rng.random()))
     updates = seconds(lambda: agent.observe(transitions, [0.5] * len(transitions), -0.5), policies)
 
+    learning = max(0, episodes - config.agent.warmup_episodes)
     rows = []
     for device in devices:
-        # in the channels-last layout of the images `evaluate` feeds them: on a GPU, weights in the other layout
-        # make cuDNN set up every pass anew. One pass first, so that the GPU's start-up (its context) is not timed.
-        moved = [m.to(device, memory_format=torch.channels_last) for m in pruned]
+        # The CPU times the models as the search makes them. A GPU gets copies in the channels-last layout of the
+        # images `evaluate` feeds them (weights in the other layout make cuDNN set up every pass anew), and one pass
+        # first, so that its start-up (its context) is not timed.
+        moved = (
+            pruned
+            if device.type == "cpu"
+            else [deepcopy(m).to(device, memory_format=torch.channels_last) for m in pruned]
+        )
         evaluate(moved[0], spec, reward_set)
         bn = [seconds(synchronized(lambda m=m: recalibrate_bn(m, norms), device), 1) for m in moved]
         top1 = [seconds(lambda m=m: evaluate(m, spec, reward_set), 1) for m in moved]
         finalist = statistics.median(seconds(lambda m=m: evaluate(m, spec, val), 1) for m in moved[:3])
         reward = statistics.median(cut) + statistics.median(bn) + statistics.median(top1)
         fixed = sampling + (config.finalists + len(BASELINES)) * finalist
-        learning = max(0, episodes - config.agent.warmup_episodes)
         total = fixed + episodes * rollout + distinct * reward + learning * updates
         rows.append(
             [
