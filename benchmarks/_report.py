@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -35,9 +34,9 @@ def machine() -> str:
         ),
         platform.processor(),
     )
-    cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    isa = host_machine().get("isa") or "flags unknown"
-    return f"{cpu}, {cores} cores, {isa}, Python {platform.python_version()}"
+    host = host_machine()  # its core count is the CPUs this process may use (nproc would obey OMP_NUM_THREADS)
+    isa = host.get("isa") or "flags unknown"
+    return f"{cpu}, {host['cores']} cores, {isa}, Python {platform.python_version()}"
 
 
 def write_section(name: str, command: str, body: str) -> None:

@@ -164,7 +164,7 @@ def main() -> None:
                 if result["minutes"] is not None:
                     minutes.append(result["minutes"])
                 chosen.add(result["chosen_from"])
-                machines[fingerprint] = result["machine"]
+                machines.setdefault(fingerprint, set()).add(result["machine"])
                 print(name, label, seed, f"{result['test']:.4f}", result["chosen_from"], flush=True)
             if not tests:
                 continue
@@ -194,12 +194,12 @@ def main() -> None:
             "",
             "A budget is a share of the unpruned model's latency as a table predicts it, so rows compare within one",
             "table (`table`: the fingerprint of the host it was measured on; searched on "
-            + "; ".join(f"{fingerprint}: {machines[fingerprint]}" for fingerprint in sorted(machines))
+            + "; ".join(f"{fp}: {' and '.join(sorted(machines[fp]))}" for fp in sorted(machines))
             + ").",
             "",
             *(
                 [
-                    "Still to run, seeds per strategy: "
+                    f"Still to run against this host's table ({current}), seeds per strategy: "
                     + ", ".join(f"{label} {count}" for label, count in missing.items())
                     + " (rows with fewer seeds than asked, or none). The same command without --kept-only or --only"
                     " runs them, keeping what is here.",
