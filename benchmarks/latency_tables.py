@@ -37,7 +37,7 @@ RUNTIMES = {
     "litert": (LiteRTHostRunner, "converted whole with litert-torch", "LiteRT + XNNPACK"),
     "onnxruntime": (OnnxRuntimeHostRunner, "exported whole to ONNX", "ONNX Runtime, CPU execution provider"),
 }
-SESSIONS = 10  # fresh interpreters timing the same file: how far apart its own medians land
+SESSIONS = 10  # timings of the same file: how far apart its own medians land
 MODELS = [
     ("resnet20", None),
     ("resnet56", None),
@@ -102,9 +102,14 @@ def _single_layer(sig) -> torch.nn.Module:
     return torch.nn.Sequential(conv, torch.nn.ReLU()) if sig.act == "RELU" else conv
 
 
+def sessions_note(runner: LiteRTHostRunner | OnnxRuntimeHostRunner) -> str:
+    return f", the fastest of {runner.sessions} with {runner.threads} threads" if runner.sessions > 1 else ""
+
+
 def quiet_session_ms(runner: LiteRTHostRunner | OnnxRuntimeHostRunner, model: bytes) -> float:
-    """The median of one fresh interpreter, timed once the machine is quiet enough (as every round of a table's
-    timings is): the sessions' spread is then the file's own, not a spell's."""
+    """One timing of the whole file as a table's timings are taken (one fresh interpreter with 1 thread, the
+    fastest of the runner's `sessions_per_timing` with several), once the machine is quiet enough: the timings'
+    spread is then the file's own, not a spell's."""
     runner.quiet_enough()
     return runner.time_model(model).median_ms
 
@@ -170,9 +175,9 @@ def fidelity(
             "8),",
             f"each {made} ({precision}) and timed end to end ({timed_by}, {threads}",
             "thread(s), median), against the table's prediction. Shapes profiled by earlier models in the list are",
-            "reused, as in real use. The unpruned model's file is also timed in "
-            f"{SESSIONS} fresh interpreters: the range of",
-            "their medians is how closely the same file agrees with itself, and so the closest a table can get.",
+            f"reused, as in real use. The unpruned model's file is also timed {SESSIONS} times as a table's shapes are",
+            f"(each a fresh interpreter{sessions_note(runner)}): the range of",
+            "those medians is how closely the same file agrees with itself, and so the closest a table can get.",
             "Each variant is timed side by side with the unpruned model: the last three columns give how fast the",
             "target ran then against its table (unpruned measured / predicted, median over the variants) and the",
             "errors of each variant's predicted share of the unpruned model against its measured share, which a",
@@ -187,7 +192,7 @@ def fidelity(
                     "shapes measured",
                     "profile time",
                     "full model, predicted (ms)",
-                    f"full model, {SESSIONS} sessions (ms)",
+                    f"full model, {SESSIONS} timings (ms)",
                     "variants",
                     "MAPE",
                     "within ±5%",
