@@ -16,7 +16,9 @@ apart: a budget is a share of the latency a table predicts, so results on two ta
 results after changing the search, or they are reported as they are. `--kept-only` runs no search and writes the
 section from the kept results alone: a model whose searches take hours shows its figures so far, each row saying
 how many seeds it has.
-`--only random` runs the random searches still to run and reports the rest from what is kept.
+`--only random` runs the random searches still to run and reports the rest from what is kept. `--table` searches
+against a given table instead of this host's (e.g. the shipped table of another CPU, to add seeds to its rows from
+any machine): the rollouts are priced on it and nothing is timed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from toolchain.data import load_split  # noqa: E402
 from toolchain.evaluate import evaluate  # noqa: E402
 from toolchain.files import write_atomic  # noqa: E402
 from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
-from toolchain.latency.table import default_table_path  # noqa: E402
+from toolchain.latency.table import LatencyTable, default_table_path  # noqa: E402
 from toolchain.layout import RunLayout  # noqa: E402
 from toolchain.models import load_checkpoint, load_model, zoo_checkpoint  # noqa: E402
 from toolchain.search.ddpg import PRESETS  # noqa: E402
@@ -78,7 +80,7 @@ def kept_tables(arch: str, current: str) -> list[str]:
 
 
 def run_once(
-    loaded, runner, test, strategy: str, agent: str, seed: int, args, fingerprint: str, search: bool
+    loaded, runner, table_path: Path, test, strategy: str, agent: str, seed: int, args, fingerprint: str, search: bool
 ) -> dict | None:
     """One search and its figures, or the figures kept from an earlier run of the same settings on the table with
     `fingerprint` (only those, and None where there are none, unless `search`)."""
@@ -99,9 +101,7 @@ def run_once(
         trust_table=True,
     )
     started = time.perf_counter()
-    outcome = search_and_prune(
-        loaded, runner, default_table_path(runner.target), config, Budget(ratio=args.ratio), layout, resume
-    )
+    outcome = search_and_prune(loaded, runner, table_path, config, Budget(ratio=args.ratio), layout, resume)
     pruned = load_checkpoint(outcome.layout.pruned)
     with open(outcome.layout.search_log) as f:
         distinct = len({tuple(v for k, v in r.items() if k.startswith("keep_")) for r in csv.DictReader(f)})
@@ -132,9 +132,12 @@ def main() -> None:
         choices=[run_name(strategy, agent) for _, strategy, agent in RUNS],
         help="run these searches alone; the others report their kept results",
     )
+    parser.add_argument("--table", type=Path, help="search against this latency table (default: this host's)")
     args = parser.parse_args()
-    runner = LiteRTHostRunner()
-    current = runner.target.fingerprint
+    # another CPU's table is searched as it is: with no runner, nothing is timed here
+    runner = None if args.table else LiteRTHostRunner()
+    table_path = args.table or default_table_path(runner.target)
+    current = LatencyTable.load(args.table).target.fingerprint if args.table else runner.target.fingerprint
     rows, machines, missing = [], {}, {}
     for name in args.models:
         if not zoo_checkpoint(name).exists():
@@ -146,14 +149,14 @@ def main() -> None:
         for fingerprint, (label, strategy, agent) in product(kept_tables(loaded.spec.arch, current), RUNS):
             seeds = args.seeds if strategy in ("amc", "random") else args.seeds[:1]
             tests, vals, distinct, minutes, chosen = [], [], [], [], set()
-            # only this host's table can be searched against: another table's missing seeds stay missing
+            # only the table searched against (this host's, or --table) gets searches: others' missing seeds stay so
             search = (
                 fingerprint == current
                 and not args.kept_only
                 and (not args.only or run_name(strategy, agent) in args.only)
             )
             for seed in seeds:
-                result = run_once(loaded, runner, test, strategy, agent, seed, args, fingerprint, search)
+                result = run_once(loaded, runner, table_path, test, strategy, agent, seed, args, fingerprint, search)
                 if result is None:
                     if fingerprint == current:
                         missing[label] = missing.get(label, 0) + 1
@@ -199,7 +202,7 @@ def main() -> None:
             "",
             *(
                 [
-                    f"Still to run against this host's table ({current}), seeds per strategy: "
+                    f"Still to run against table {current}, seeds per strategy: "
                     + ", ".join(f"{label} {count}" for label, count in missing.items())
                     + " (rows with fewer seeds than asked, or none). The same command without --kept-only or --only"
                     " runs them, keeping what is here.",
@@ -237,6 +240,7 @@ def main() -> None:
                 f"--ratio {args.ratio}",
                 *(["--kept-only"] if args.kept_only else []),
                 *([f"--only {' '.join(args.only)}"] if args.only else []),
+                *([f"--table {args.table}"] if args.table else []),
             ]
         ),
         body,
