@@ -57,6 +57,7 @@ RUNS = [
     ("shallow", "shallow", "default"),
     ("torch-pruning", "torch-pruning", "default"),
     ("amc (paper's DDPG)", "amc", "paper"),
+    ("amc (paper's DDPG, noise floor 0.1)", "amc", "paper-floor"),
 ]
 
 
@@ -193,7 +194,8 @@ def main() -> None:
             "BatchNorm re-estimation (the default reward). The 5 best policies of a search and the three rules are",
             "re-scored on all of `val` and the best is chosen (`chosen from` says whose it was); `test` is scored",
             "once, on the chosen policy. Mean ± standard deviation over the seeds; `distinct` counts the different",
-            "policies a search evaluated; `minutes` leaves out searches that were resumed.",
+            "policies a search evaluated; `minutes` leaves out searches that were resumed or shared their cores",
+            "with other searches.",
             "",
             "A budget is a share of the unpruned model's latency as a table predicts it, so rows compare within one",
             "table (`table`: the fingerprint of the host it was measured on; searched on "

@@ -1,4 +1,5 @@
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from toolchain.errors import ToolchainError
 from toolchain.graph import analyze
 from toolchain.models import create_model
-from toolchain.search.ddpg import DDPGAgent, DDPGConfig
+from toolchain.search.ddpg import PRESETS, DDPGAgent, DDPGConfig
 from toolchain.search.env import STATE_SIZE, EnvConfig, PruningEnv
 from toolchain.search.run import run_search
 from toolchain.search.strategies import AMC, Ramp, RandomSearch, Uniform, make_strategy
@@ -168,3 +169,18 @@ def test_an_actor_told_to_keep_more_stays_within_its_margin(margin):
         assert logits.min() > 6  # the drift the margin is there to stop
     else:
         assert logits.max() < margin + 0.1
+
+
+@pytest.mark.parametrize("preset, noise", [("paper", (0.0, 0.01)), ("paper-floor", (0.1, 0.1))])
+def test_the_papers_noise_dies_out_and_its_floor_preset_keeps_exploring(preset, noise):
+    """The paper's noise decays towards 0, after which its searches repeat a few policies; `paper-floor` learns as
+    the paper does but keeps sampling around its actor with sigma 0.1 however long the search runs."""
+    config = replace(PRESETS[preset], warmup_episodes=5)
+    agent = DDPGAgent(3, 2, 0.2, 1.0, config, seed=0)
+    states = [np.eye(3, dtype=np.float32)[t] for t in range(2)]
+    for _ in range(150):
+        agent.observe(states, [agent.act(s, explore=True) for s in states], reward=0.5)
+    low, high = noise
+    assert low <= agent.sigma <= high
+    spread = np.std([agent.act(states[0], explore=True) for _ in range(200)])
+    assert (spread > 0.05) == (preset == "paper-floor")

@@ -753,8 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PRESETS,
         default="default",
         help="DDPG settings: the AMC paper's (noise decayed x0.95 from episode 100, one update per step, "
-        "100-episode memory), or the default, which keeps exploring (x0.99, never below 0.1), learns "
-        "8x more per episode and keeps the actor out of its sigmoid's flat ends",
+        "100-episode memory); paper-floor, the paper's with noise never below 0.1; or the default, which keeps "
+        "exploring (x0.99, never below 0.1), learns 8x more per episode and keeps the actor out of its sigmoid's "
+        "flat ends",
     )
     p.add_argument("--warmup-episodes", type=int, help="random-action episodes before DDPG learns (preset: 100)")
     p.add_argument("--sigma-min", type=float, help="exploration noise never decays below this (default preset: 0.1)")
