@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -20,6 +21,17 @@ Figures written by the scripts in `benchmarks/`; each section names the command 
 medians over repeated runs on a shared 2-core x86-64 machine, so expect a few percent of noise between runs;
 ratios are measured side by side in one run.
 """
+
+
+def latency_table(text: str):
+    """argparse type of a `--table` option: the table loaded, or the reason it cannot be, as one line."""
+    from toolchain.errors import ToolchainError
+    from toolchain.latency.table import LatencyTable
+
+    try:
+        return LatencyTable.load(text)
+    except ToolchainError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def machine() -> str:

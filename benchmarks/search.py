@@ -33,14 +33,14 @@ from itertools import product
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, table, write_section  # noqa: E402
+from _report import latency_table, machine, table, write_section  # noqa: E402
 
 from toolchain.compress import Budget, SearchConfig, search_and_prune  # noqa: E402
 from toolchain.data import load_split  # noqa: E402
 from toolchain.evaluate import evaluate  # noqa: E402
 from toolchain.files import write_atomic  # noqa: E402
 from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
-from toolchain.latency.table import LatencyTable, default_table_path  # noqa: E402
+from toolchain.latency.table import default_table_path  # noqa: E402
 from toolchain.layout import RunLayout  # noqa: E402
 from toolchain.models import load_checkpoint, load_model, zoo_checkpoint  # noqa: E402
 from toolchain.search.ddpg import PRESETS  # noqa: E402
@@ -133,12 +133,12 @@ def main() -> None:
         choices=[run_name(strategy, agent) for _, strategy, agent in RUNS],
         help="run these searches alone; the others report their kept results",
     )
-    parser.add_argument("--table", type=Path, help="search against this latency table (default: this host's)")
+    parser.add_argument("--table", type=latency_table, help="search against this latency table (default: this host's)")
     args = parser.parse_args()
     # another CPU's table is searched as it is: with no runner, nothing is timed here
     runner = None if args.table else LiteRTHostRunner()
-    table_path = args.table or default_table_path(runner.target)
-    current = LatencyTable.load(args.table).target.fingerprint if args.table else runner.target.fingerprint
+    table_path = args.table.path if args.table else default_table_path(runner.target)
+    current = (args.table.target if args.table else runner.target).fingerprint
     rows, machines, missing = [], {}, {}
     for name in args.models:
         if not zoo_checkpoint(name).exists():
@@ -242,7 +242,7 @@ def main() -> None:
                 f"--ratio {args.ratio}",
                 *(["--kept-only"] if args.kept_only else []),
                 *([f"--only {' '.join(args.only)}"] if args.only else []),
-                *([f"--table {args.table}"] if args.table else []),
+                *([f"--table {args.table.path}"] if args.table else []),
             ]
         ),
         body,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import table, write_section  # noqa: E402
+from _report import latency_table, table, write_section  # noqa: E402
 
 from toolchain.compress import BASELINES, SearchConfig, bn_batches, features_for  # noqa: E402
 from toolchain.data import load_split  # noqa: E402
@@ -153,13 +153,15 @@ def main() -> None:
     parser.add_argument(
         "--devices", nargs="+", choices=["cpu", "cuda"], default=["cpu"], help="where to time the forward passes"
     )
-    parser.add_argument("--table", type=Path, help="the latency table to price rollouts on (default: this host's)")
+    parser.add_argument(
+        "--table", type=latency_table, help="the latency table to price rollouts on (default: this host's)"
+    )
     args = parser.parse_args()
     args.distinct = args.distinct or args.episodes
     if "cuda" in args.devices and not torch.cuda.is_available():
         parser.error("--devices cuda: this machine has no CUDA GPU; leave cuda out")
     target = None if args.table else LiteRTHostRunner().target
-    table_path = args.table or default_table_path(target)
+    table_path = args.table.path if args.table else default_table_path(target)
     devices = [torch.device(d) for d in args.devices]
     rows = [
         row
@@ -206,7 +208,7 @@ def main() -> None:
         f"Search speed ({', '.join(args.models)})",
         f"python benchmarks/search_speed.py --models {' '.join(args.models)} --policies {args.policies} "
         f"--episodes {args.episodes} --distinct {args.distinct} --devices {' '.join(args.devices)}"
-        + (f" --table {args.table}" if args.table else ""),
+        + (f" --table {args.table.path}" if args.table else ""),
         body,
     )
 
