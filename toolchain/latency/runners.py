@@ -454,8 +454,10 @@ class OnnxRuntimeHostRunner(_HostRunner):
 
     model_format = "onnx"
     probe = ONNXRUNTIME_PROBE
-    # ONNX Runtime's 2-thread sessions differ more than LiteRT's: the unpruned mobilenet_v2_cifar file, timed 8
-    # times at each count on a quiet 2-core VM, spread 42% with 1 session per timing, 15% with 3, 4% with 6
+    # ONNX Runtime's 2-thread sessions differ more than LiteRT's: with 3 per timing, the unpruned
+    # mobilenet_v2_cifar file's 10 timings spread 39% (LiteRT's 3%; BENCHMARKS.md, the 2-thread fidelity
+    # sections). Timed 8 times at each count on a quiet 2-core VM by hand, it spread 42%, 15% and 4% with 1, 3 and
+    # 6 sessions per timing; the fidelity section rerun with 6 is what will show it in BENCHMARKS.md
     sessions_per_timing = 6
 
     def __init__(self, threads: int = 1, **timing):
