@@ -168,15 +168,17 @@ def main() -> None:
         for name in args.models
         for row in breakdown(name, table_path, target, args.policies, args.episodes, args.distinct, devices)
     ]
+    agent = SearchConfig("cifar10").agent
     body = "\n".join(
         [
             f"Seconds per part of an episode, medians over {args.policies} random policies under 50% of the predicted",
             f"host latency (table {table_path.name}), with the default settings: reward on 1,000",
-            "`val` images after reconstruction and BatchNorm re-estimation on 500 train images, 8 DDPG updates per",
-            "group after 100 warm-up episodes, each on a batch of 64. `fixed`: sampling the reconstruction",
+            "`val` images after reconstruction and BatchNorm re-estimation on 500 train images,",
+            f"{agent.updates_per_step} DDPG update(s) per group after {agent.warmup_episodes} warm-up episodes, each"
+            f" on a batch of {agent.batch_size}. `fixed`: sampling the reconstruction",
             "features and re-scoring the 5 finalists and 3 rules on all of `val`. Estimated minutes of an AMC",
-            f"search of {args.episodes} episodes that evaluates {args.distinct} distinct policies (the default agent",
-            "evaluates 350-400 in 400 episodes: `distinct` in the search sections); `benchmarks/search.py` measures",
+            f"search of {args.episodes} episodes that evaluates {args.distinct} distinct policies (an AMC search",
+            "may evaluate fewer: `distinct` in the search sections); `benchmarks/search.py` measures",
             "whole searches (its `minutes` column), which also load the data and the model.",
             *(
                 [f"`cuda`: {torch.cuda.get_device_name()}, PyTorch {torch.__version__}; the CPU's parts on the CPU."]
