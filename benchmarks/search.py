@@ -47,17 +47,17 @@ from toolchain.search.ddpg import PRESETS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search"
 
-# (label, strategy, agent preset); rules are deterministic, so they run once whatever the seed. The paper's agent
-# comes last: it is an alternative to the default, and where a search takes half an hour (mobilenet_v2_cifar on 2
-# cores) the comparisons against random search and the rules are kept first
+# (label, strategy, agent preset); rules are deterministic, so they run once whatever the seed. The other agent
+# presets come last: they are alternatives to the default, and where a search takes half an hour
+# (mobilenet_v2_cifar on 2 cores) the comparisons against random search and the rules are kept first
 RUNS = [
     ("amc", "amc", "default"),
     ("random", "random", "default"),
     ("uniform", "uniform", "default"),
     ("shallow", "shallow", "default"),
     ("torch-pruning", "torch-pruning", "default"),
-    ("amc (paper's DDPG)", "amc", "paper"),
-    ("amc (paper's DDPG, noise floor 0.1)", "amc", "paper-floor"),
+    ("amc (paper's DDPG, noise decays to 0)", "amc", "paper"),
+    ("amc (8 updates per step, long memory)", "amc", "many-updates"),
 ]
 
 

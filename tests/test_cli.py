@@ -168,8 +168,8 @@ def test_actor_margin_overrides_the_preset_or_turns_the_pull_off():
         )
         return pipeline_config(args).search.agent.actor_margin
 
-    assert margin() == 4.0 and margin("--agent", "paper") is None
-    assert margin("--actor-margin", "2.5") == 2.5 and margin("--actor-margin", "off") is None
+    assert margin() is None and margin("--agent", "many-updates") == 4.0
+    assert margin("--actor-margin", "2.5") == 2.5 and margin("--agent", "many-updates", "--actor-margin", "off") is None
     assert margin("--agent", "paper", "--actor-margin", "3") == 3.0
 
 

@@ -142,7 +142,7 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     recorded = json.loads(settings.read_text())
     write_atomic(settings, json.dumps({k: v for k, v in recorded.items() if k != "agent.actor_margin"}))
     assert main([*args, "--resume"]) == 2
-    assert "(agent.actor_margin (not recorded) -> 4.0)" in capsys.readouterr().err
+    assert "(agent.actor_margin (not recorded) -> None)" in capsys.readouterr().err
     write_atomic(settings, json.dumps(recorded))
     assert main([*(a if a != "0.6" else "0.4" for a in args), "--resume"]) == 2  # or under another budget
     assert "searched under a" in capsys.readouterr().err

@@ -752,18 +752,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent",
         choices=PRESETS,
         default="default",
-        help="DDPG settings: the AMC paper's (noise decayed x0.95 from episode 100, one update per step, "
-        "100-episode memory); paper-floor, the paper's with noise never below 0.1; or the default, which keeps "
-        "exploring (x0.99, never below 0.1), learns 8x more per episode and keeps the actor out of its sigmoid's "
-        "flat ends",
+        help="DDPG settings: the default is the AMC paper's (noise decayed x0.95 from episode 100, one update per "
+        "step, 100-episode memory) with noise never below 0.1; paper, exactly the paper's (noise decays to 0); "
+        "many-updates keeps exploring longer (x0.99), learns 8x more per episode from a memory as long as the "
+        "search and keeps the actor out of its sigmoid's flat ends",
     )
     p.add_argument("--warmup-episodes", type=int, help="random-action episodes before DDPG learns (preset: 100)")
-    p.add_argument("--sigma-min", type=float, help="exploration noise never decays below this (default preset: 0.1)")
+    p.add_argument("--sigma-min", type=float, help="exploration noise never decays below this (preset: 0.1; paper 0)")
     p.add_argument(
         "--actor-margin",
         type=actor_margin,
         help="the actor's output before its sigmoid is pulled back within +-this, where the critic can still move "
-        "it (default preset: 4; `off`: no pull, as in the paper's preset)",
+        "it (many-updates preset: 4; `off`: no pull, as in the default and paper presets)",
     )
     p.add_argument(
         "--reward",
@@ -777,7 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sigma", type=float, help="DDPG exploration noise (std of the truncated normal) after warm-up (preset: 0.5)"
     )
     p.add_argument(
-        "--sigma-decay", type=float, help="factor applied to --sigma after every DDPG episode (0.99; paper 0.95)"
+        "--sigma-decay",
+        type=float,
+        help="factor applied to --sigma after every DDPG episode (preset: 0.95; many-updates 0.99)",
     )
     p.add_argument("--lbound", type=float, default=0.2, help="smallest keep ratio per group")
     p.add_argument("--rbound", type=float, default=1.0, help="largest keep ratio per group")
