@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from toolchain.latency.runners import LiteRTHostRunner, Timing, best_of
 from toolchain.latency.table import LatencyTable
 from toolchain.models import create_model, load_checkpoint, load_model
 from toolchain.policy import round_channels
-from toolchain.search.ddpg import DDPGConfig
+from toolchain.search.ddpg import MANY_UPDATES, DDPGConfig
 from toolchain.search.env import EnvConfig
 
 pytestmark = pytest.mark.slow
@@ -143,6 +143,11 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     write_atomic(settings, json.dumps({k: v for k, v in recorded.items() if k != "agent.actor_margin"}))
     assert main([*args, "--resume"]) == 2
     assert "(agent.actor_margin (not recorded) -> None)" in capsys.readouterr().err
+    # a run started under another preset (here as if the default had changed since) is told the flag that continues it
+    many_updates = {f"agent.{k}": v for k, v in asdict(MANY_UPDATES).items()}
+    write_atomic(settings, json.dumps({**recorded, **many_updates}))
+    assert main([*args, "--resume"]) == 2
+    assert "rerun with those (--agent many-updates) to continue it" in capsys.readouterr().err
     write_atomic(settings, json.dumps(recorded))
     assert main([*(a if a != "0.6" else "0.4" for a in args), "--resume"]) == 2  # or under another budget
     assert "searched under a" in capsys.readouterr().err

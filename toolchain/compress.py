@@ -37,7 +37,7 @@ from .policy import PruningPolicy
 from .prune import FeatureCache, apply_policy, collect_features
 from .report import write_report
 from .results import CompressResult, SearchOutcome, StageResult
-from .search.ddpg import DDPGConfig
+from .search.ddpg import PRESETS, DDPGConfig
 from .search.env import EnvConfig, Episode, PruningEnv, lower_bounds
 from .search.run import check_fresh, run_search, top_policies
 from .search.strategies import STRATEGIES, make_strategy
@@ -314,10 +314,25 @@ def _saved_settings(layout: RunLayout) -> dict[str, Any]:
     return saved
 
 
+def _agent_preset(saved: dict[str, Any]) -> str | None:
+    """The --agent preset whose DDPG settings a saved run's are, all of them: after the default changes, the one flag
+    that continues a run started under the former one."""
+    return next(
+        (
+            name
+            for name, preset in PRESETS.items()
+            if all(saved.get(f"agent.{key}") == value for key, value in asdict(preset).items())
+        ),
+        None,
+    )
+
+
 def _check_settings(layout: RunLayout, resume: bool, settings: dict[str, Any]) -> None:
     """Refuse to resume a search with other settings, then record this run's."""
     if resume and layout.config.exists():
         saved = _saved_settings(layout)
+        preset = _agent_preset(saved)
+        agent_changed = any(saved.get(key) != value for key, value in settings.items() if key.startswith("agent."))
         # Free to change: a longer run, more finalists, a moved table; the budget and the starting prediction only
         # by a later --enforce-measured attempt's re-measurement (its budget follows the target's timing noise).
         check_resumable(
@@ -326,6 +341,7 @@ def _check_settings(layout: RunLayout, resume: bool, settings: dict[str, Any]) -
             settings,
             "pass another --out to start over",
             ("episodes", "finalists", "table", "trust_table", "budget_ms", "start_ms", "budget.ms", "budget.ratio"),
+            f" (--agent {preset})" if preset is not None and agent_changed else "",
         )
         if abs(saved["budget_ms"] - settings["budget_ms"]) > 0.1 * saved["budget_ms"]:
             raise ToolchainError(

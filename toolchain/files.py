@@ -72,11 +72,16 @@ def locked(path: Path, wait: bool = True) -> Iterator[None]:
 
 
 def check_resumable(
-    what: Path, saved: dict[str, Any], now: dict[str, Any], start_over: str, may_change: tuple[str, ...] = ()
+    what: Path,
+    saved: dict[str, Any],
+    now: dict[str, Any],
+    start_over: str,
+    may_change: tuple[str, ...] = (),
+    restore: str = "",
 ) -> None:
     """Refuse to continue `what` with settings other than those it was started with: the result would mix two runs.
     A setting the saved run lacks came in after it started, so what the run did in its place is not known: a change
-    too."""
+    too. `restore` names a flag that brings the saved settings back at once, where there is one."""
     changed = [
         f"{k} {saved[k] if k in saved else '(not recorded)'} -> {v}"
         for k, v in now.items()
@@ -84,6 +89,6 @@ def check_resumable(
     ]
     if changed:
         raise ToolchainError(
-            f"{what} was started with other settings ({', '.join(changed)}): rerun with those to "
+            f"{what} was started with other settings ({', '.join(changed)}): rerun with those{restore} to "
             f"continue it, or {start_over}"
         )
