@@ -147,7 +147,7 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     many_updates = {f"agent.{k}": v for k, v in asdict(MANY_UPDATES).items()}
     write_atomic(settings, json.dumps({**recorded, **many_updates}))
     assert main([*args, "--resume"]) == 2
-    assert "rerun with those (--agent many-updates) to continue it" in capsys.readouterr().err
+    assert "rerun with those (--agent many-updates for the agent.* ones) to continue it" in capsys.readouterr().err
     write_atomic(settings, json.dumps(recorded))
     assert main([*(a if a != "0.6" else "0.4" for a in args), "--resume"]) == 2  # or under another budget
     assert "searched under a" in capsys.readouterr().err

@@ -341,7 +341,7 @@ def _check_settings(layout: RunLayout, resume: bool, settings: dict[str, Any]) -
             settings,
             "pass another --out to start over",
             ("episodes", "finalists", "table", "trust_table", "budget_ms", "start_ms", "budget.ms", "budget.ratio"),
-            f" (--agent {preset})" if preset is not None and agent_changed else "",
+            f" (--agent {preset} for the agent.* ones)" if preset is not None and agent_changed else "",
         )
         if abs(saved["budget_ms"] - settings["budget_ms"]) > 0.1 * saved["budget_ms"]:
             raise ToolchainError(
