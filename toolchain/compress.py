@@ -321,7 +321,7 @@ def _agent_preset(saved: dict[str, Any]) -> str | None:
         (
             name
             for name, preset in PRESETS.items()
-            if all(saved.get(f"agent.{key}") == value for key, value in asdict(preset).items())
+            if all(saved.get(key) == value for key, value in _flat({"agent": asdict(preset)}).items())
         ),
         None,
     )
