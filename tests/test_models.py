@@ -23,6 +23,20 @@ def test_torchvision_adapter_builds_untrained_classifier():
     assert loaded.model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
 
+def test_an_untrained_network_is_the_same_each_time_it_is_loaded():
+    """A run without weights (a latency-only search, a test) resumes with the network it started with."""
+    from toolchain.models import ModelSource, load
+
+    def weights(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)  # the caller's random state does not reach the network's initial weights
+        loaded = load(ModelSource("torchvision:mobilenet_v2", num_classes=10, input_size=64), init_seed=0)
+        return loaded.model.classifier[1].weight
+
+    assert torch.equal(weights(1), weights(2))
+    other = load(ModelSource("torchvision:mobilenet_v2", num_classes=10, input_size=64), init_seed=1)
+    assert not torch.equal(weights(1), other.model.classifier[1].weight)
+
+
 def test_unknown_model_names_the_known_ones():
     with pytest.raises(ToolchainError, match="resnet20"):
         load_model("resnet21")

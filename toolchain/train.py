@@ -289,7 +289,7 @@ def train_model(
     distributed.init_from_env()
     if cfg.distill and teacher is None:
         raise ToolchainError("--distill needs --teacher MODEL, e.g. the unpruned model a pruned checkpoint came from")
-    loaded = load(source, pretrained=False)
+    loaded = load(source, pretrained=False, init_seed=cfg.seed)
     teacher_model = load(teacher).model if teacher is not None and cfg.distill else None
     size = loaded.spec.input_size
     splits = Splits(*(load_split(data, split, size, limit) for split in ("train", "val", "test")))

@@ -232,11 +232,13 @@ def zoo_checkpoint(arch: str) -> Path:
     return CHECKPOINT_DIR / f"{arch}.pt"
 
 
-def load(source: ModelSource, pretrained: bool = True) -> LoadedModel:
+def load(source: ModelSource, pretrained: bool = True, init_seed: int = 0) -> LoadedModel:
     """Resolve a MODEL argument and its options: a toolchain checkpoint; a zoo name (its committed trained checkpoint
     when there is one, `pretrained` is set and nothing else is asked for); or an architecture built here, with the
     weights of `source.weights` when given (their head size wins over the architecture's default; a
-    `--num-classes` that disagrees with them is refused)."""
+    `--num-classes` that disagrees with them is refused). Without weights, the network's initial weights are drawn
+    from `init_seed`: the same untrained network each time, so that a resumed run goes on with the model it began
+    with."""
     ref = source.ref
     if source.is_checkpoint:
         if source.weights or source.model_args:
@@ -256,7 +258,9 @@ def load(source: ModelSource, pretrained: bool = True) -> LoadedModel:
     if pretrained and is_zoo_model(ref) and zoo_checkpoint(ref).is_file() and not overrides:
         return load_checkpoint(zoo_checkpoint(ref))
     spec = default_spec(ref, source.num_classes, source.input_size, source.model_args, source.mean, source.std)
-    model = build(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        model = build(spec)
     if source.weights is None:
         return LoadedModel(model.eval(), spec, {}, ref)
     state = read_weights(Path(source.weights))
