@@ -231,3 +231,7 @@ def test_mobilenet_v1_searches_against_the_pixel1_table_without_the_phone(tmp_pa
     assert (
         Path(result["model_file"]).stat().st_size > 0 and table.read_bytes() == before
     )  # nothing measured, nothing written
+    # the same run resumed, reported in words: the latency line says what was not measured instead of failing
+    assert main([*argv[:-1], "--resume"]) == 0, capsys.readouterr().err
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("latency on"))
+    assert "not measured (--no-measure)" in line and f"{result['predicted_ms']:.3f} ms predicted" in line

@@ -422,9 +422,13 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any] | None:
             if result.within_budget
             else "[bold red]OVER BUDGET: rerun with --enforce-measured[/]"
         )
+        measured = (
+            f"{result.measured.median_ms:.3f} ms measured"
+            if result.measured is not None
+            else "not measured (--no-measure)"
+        )
         c.print(
-            f"latency on {result.target}: {result.measured.median_ms:.3f} ms measured, "
-            f"{final.search.best.latency_ms:.3f} ms "
+            f"latency on {result.target}: {measured}, {final.search.best.latency_ms:.3f} ms "
             f"predicted, budget {result.budget_ms:.3f} ms: {verdict} ({result.speedup:.2f}x faster than unpruned)"
         )
         print(f"model: {exported.path} (+ {Path(exported.sidecar).name}, {Path(exported.labels).name})")
