@@ -152,12 +152,14 @@ class NormalizedBatches:
             yield normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
 
 
-def bn_batches(loaded: LoadedModel, data: str, images: int) -> NormalizedBatches:
-    """Training images to re-estimate a pruned model's BatchNorm statistics on."""
+def bn_batches(loaded: LoadedModel, data: str, images: int, augment: bool = False) -> NormalizedBatches:
+    """Training images to re-estimate a pruned model's BatchNorm statistics on; with `augment`, as training
+    augmentation presents them (one fixed draw), the images the network's own statistics were gathered on."""
     spec = loaded.spec
     per_pass = images_per_pass(spec.input_size, FEATURES_AT_32PX)
     split = load_split(data, "train", spec.input_size, images)
-    return NormalizedBatches(tuple(x for x, _ in split.batches(per_pass)), spec.mean, spec.std)
+    generator = torch.Generator().manual_seed(0) if augment else None
+    return NormalizedBatches(tuple(x for x, _ in split.batches(per_pass, augment=generator)), spec.mean, spec.std)
 
 
 def search_and_prune(
