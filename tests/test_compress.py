@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain.compress import Budget, NormalizedBatches, PipelineConfig, SearchConfig, bn_batches, compress
+from toolchain.compress import (
+    Budget,
+    NormalizedBatches,
+    PipelineConfig,
+    SearchConfig,
+    bn_batches,
+    compress,
+    search_and_prune,
+)
 from toolchain.data import load_split, normalize
 from toolchain.export import to_model_file
 from toolchain.files import write_atomic
@@ -21,6 +29,7 @@ from toolchain.graph import analyze
 from toolchain.latency.predictor import LatencyPredictor
 from toolchain.latency.runners import LiteRTHostRunner, Timing, best_of
 from toolchain.latency.table import LatencyTable
+from toolchain.layout import RunLayout
 from toolchain.models import create_model, load_checkpoint, load_model
 from toolchain.policy import round_channels
 from toolchain.search.ddpg import MANY_UPDATES, DDPGConfig
@@ -148,6 +157,10 @@ def test_compress_cli_fine_tunes_exports_measures_and_reports(tmp_path, capsys, 
     write_atomic(settings, json.dumps({**recorded, **many_updates}))
     assert main([*args, "--resume"]) == 2
     assert "rerun with those (--agent many-updates for the agent.* ones) to continue it" in capsys.readouterr().err
+    # BatchNorm images drawn another way would re-estimate every policy's statistics on other images
+    write_atomic(settings, json.dumps(recorded))
+    assert main([*args, "--resume", "--bn-plain"]) == 2
+    assert "(bn_augment True -> False)" in capsys.readouterr().err
     write_atomic(settings, json.dumps(recorded))
     assert main([*(a if a != "0.6" else "0.4" for a in args), "--resume"]) == 2  # or under another budget
     assert "searched under a" in capsys.readouterr().err
@@ -449,6 +462,29 @@ def test_bn_statistics_from_augmented_images_keep_the_trained_model_whole(cifar1
         for name, b in (("plain", plain), ("augmented", augmented))
     }
     assert top1["augmented"] >= top1["plain"] + 0.02 and top1["augmented"] >= trained - 0.01, (trained, top1)
+
+
+def test_the_search_re_estimates_batchnorm_on_augmented_images_unless_told_plain(
+    tmp_path, cifar10, resnet20, resnet20_table
+):
+    import torch
+
+    from toolchain.prune import apply_policy
+
+    graph = analyze(resnet20.model, 32)
+    statistics = {}
+    for augment in (True, False):
+        config = SearchConfig(cifar10, strategy="uniform", reward="bn", bn_images=100, bn_augment=augment, **TINY)
+        layout = RunLayout(tmp_path / f"augment-{augment}")
+        outcome = search_and_prune(resnet20, None, resnet20_table, config, Budget(ratio=0.6), layout)
+        saved = load_checkpoint(layout.pruned).model.state_dict()
+        norms = bn_batches(resnet20, cifar10, 100, augment=augment)
+        expected = apply_policy(resnet20.model, graph, outcome.policy.keep, bn_batches=norms).state_dict()
+        statistics[augment] = {k: v for k, v in saved.items() if "running_" in k}
+        for k, v in statistics[augment].items():
+            torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6)
+    assert statistics[True].keys() == statistics[False].keys()
+    assert any(not torch.allclose(statistics[True][k], statistics[False][k]) for k in statistics[True])
 
 
 def test_bn_images_are_normalised_as_read_and_none_leave_batchnorm_alone():

@@ -345,6 +345,7 @@ def pipeline_config(args: argparse.Namespace):
         ),
         reward=args.reward,
         bn_images=args.bn_images,
+        bn_augment=not args.bn_plain,
         trust_table=args.trust_table,
         reward_images=args.reward_images,
         calibration_images=args.calibration_images,
@@ -777,6 +778,11 @@ def build_parser() -> argparse.ArgumentParser:
         "least-squares reconstruction, with BatchNorm statistics re-estimated, or both",
     )
     p.add_argument("--bn-images", type=int, default=500, help="train images BatchNorm statistics are re-estimated on")
+    p.add_argument(
+        "--bn-plain",
+        action="store_true",
+        help="re-estimate BatchNorm statistics on train images as they are, not augmented as in training",
+    )
     p.add_argument(
         "--sigma", type=float, help="DDPG exploration noise (std of the truncated normal) after warm-up (preset: 0.5)"
     )

@@ -93,6 +93,9 @@ class SearchConfig:
     finalists: int = 5  # best episodes re-scored on the whole val split before one is chosen (with the rules)
     reward: str = "reconstruct+bn"  # how each policy is pruned before its accuracy is measured (see REWARDS)
     bn_images: int = 500  # train images BatchNorm statistics are re-estimated on, with a "bn" reward
+    # ... drawn as training augmentation presents them (the network's own statistics were gathered on such images;
+    # plain ones cost an unpruned resnet20 3.5 points of reward, see BENCHMARKS.md "Reward vs fine-tuned accuracy")
+    bn_augment: bool = True
     trust_table: bool = False  # skip checking the latency table against the target before the search
 
     def __post_init__(self):
@@ -242,7 +245,7 @@ def search_and_prune(
         hooks.on_message("sampling features for least-squares reconstruction")
         features = features_for(loaded, graph, config.data, config.calibration_images, layout.features)
     if "bn" in config.reward:
-        norms = bn_batches(loaded, config.data, config.bn_images)
+        norms = bn_batches(loaded, config.data, config.bn_images, config.bn_augment)
     reward_set = load_split(config.data, "val", spec.input_size, config.reward_images)
     memo: dict[tuple[int, ...], float] = {}
 
