@@ -7,9 +7,10 @@ Policies: the rules (uniform, shallow, deep), Torch-Pruning's, and random ones t
 the budget. Reward variants (top-1 on 1,000 `val` images, no fine-tuning): L1 selection alone, with least-squares
 reconstruction, with BatchNorm statistics re-estimated on 500 train images, or both; and both with the 500 images
 augmented as in training (the zoo models' own statistics were gathered on augmented images, and re-estimating them
-on plain ones costs the unpruned model points before any channel is cut: the section says how many). Outcome:
-each policy pruned the default way (both, plain images), fine-tuned 2 epochs on 10,000 train images (SGD, lr 0.01,
-cosine), top-1 on all `test`. Writes the section "Reward vs fine-tuned accuracy" of BENCHMARKS.md.
+on plain ones costs the unpruned model points before any channel is cut: the section says how many; the search's
+default is this augmented variant). Outcome: each policy pruned with both on plain images, fine-tuned 2 epochs on
+10,000 train images (SGD, lr 0.01, cosine), top-1 on all `test`. Writes the section "Reward vs fine-tuned
+accuracy" of BENCHMARKS.md.
 """
 
 from __future__ import annotations
