@@ -56,7 +56,7 @@ def main() -> None:
     predictor = LatencyPredictor(graph, LatencyTable.open(default_table_path(runner.target), runner.target))
     budget = args.ratio * predictor.predict()
     features = features_for(loaded, graph, "cifar10", 2000, Path(args.out) / "features.pt")
-    norms = bn_batches(loaded, "cifar10", 500)
+    norms = bn_batches(loaded, "cifar10", 500, augment=False)
     augmented = bn_batches(loaded, "cifar10", 500, augment=True)
     reward_set = load_split("cifar10", "val", spec.input_size, 1000)
     train_set = load_split("cifar10", "train", spec.input_size, args.train_images)

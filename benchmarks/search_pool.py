@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import spearman, table, write_section  # noqa: E402
 
-from toolchain.compress import bn_batches, features_for  # noqa: E402
+from toolchain.compress import SearchConfig, bn_batches, features_for  # noqa: E402
 from toolchain.data import load_split  # noqa: E402
 from toolchain.evaluate import evaluate  # noqa: E402
 from toolchain.graph import analyze  # noqa: E402
@@ -78,7 +78,8 @@ def survey(name: str, found: dict[str, list[tuple[int, RunLayout]]], pool_size: 
     loaded = load_model(name)
     spec = loaded.spec
     graph = analyze(loaded.model, spec.input_size)
-    norms = bn_batches(loaded, "cifar10", 500)
+    searched = SearchConfig("cifar10")  # the settings benchmarks/search.py leaves at their defaults
+    norms = bn_batches(loaded, "cifar10", searched.bn_images, searched.bn_augment)
     val, test = load_split("cifar10", "val", spec.input_size), load_split("cifar10", "test", spec.input_size)
     scored: dict[tuple[int, ...], tuple[float, float]] = {}  # keep -> (val, test) top-1
 

@@ -85,7 +85,7 @@ def breakdown(
         started = time.perf_counter()
         features = features_for(loaded, graph, "cifar10", config.calibration_images, Path(scratch) / "features.pt")
         sampling = time.perf_counter() - started
-    norms = bn_batches(loaded, "cifar10", config.bn_images)
+    norms = bn_batches(loaded, "cifar10", config.bn_images, config.bn_augment)
     reward_set = load_split("cifar10", "val", spec.input_size, config.reward_images)
     val = load_split("cifar10", "val", spec.input_size)
 

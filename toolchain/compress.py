@@ -93,8 +93,9 @@ class SearchConfig:
     finalists: int = 5  # best episodes re-scored on the whole val split before one is chosen (with the rules)
     reward: str = "reconstruct+bn"  # how each policy is pruned before its accuracy is measured (see REWARDS)
     bn_images: int = 500  # train images BatchNorm statistics are re-estimated on, with a "bn" reward
-    # ... drawn as training augmentation presents them (the network's own statistics were gathered on such images;
-    # plain ones cost an unpruned resnet20 3.5 points of reward, see BENCHMARKS.md "Reward vs fine-tuned accuracy")
+    # those images drawn as training augmentation presents them: the network's own statistics were gathered on such
+    # images, and plain ones cost an unpruned resnet20 3.5 points of reward (BENCHMARKS.md, "Reward vs fine-tuned
+    # accuracy")
     bn_augment: bool = True
     trust_table: bool = False  # skip checking the latency table against the target before the search
 
@@ -155,7 +156,7 @@ class NormalizedBatches:
             yield normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
 
 
-def bn_batches(loaded: LoadedModel, data: str, images: int, augment: bool = False) -> NormalizedBatches:
+def bn_batches(loaded: LoadedModel, data: str, images: int, augment: bool) -> NormalizedBatches:
     """Training images to re-estimate a pruned model's BatchNorm statistics on; with `augment`, as training
     augmentation presents them (one fixed draw), the images the network's own statistics were gathered on."""
     spec = loaded.spec
