@@ -3,13 +3,14 @@ run folders it leaves under --out.
 
     .venv/bin/python benchmarks/search_pool.py --models resnet20 plain20
 
-For every search of the current host's table (AMC with each agent preset, random search), its `--pool` best
-distinct policies by reward (top-1 on the 1,000 `val` reward images) are scored on all of `val` and on `test`,
-with the policy the search returned. Per strategy: the returned policy's test top-1 against the best test top-1 in
-its own pool (what a perfect pick among those policies would have got); the rank correlation (Spearman) of the
-reward, and of all-`val` top-1 (what the finalists are re-scored on), with test top-1 over the pooled policies;
-and per model the best test top-1 of any pooled policy: the most these searches' findings could give. Writes the
-section "Search pools (MODELS)" of BENCHMARKS.md.
+For every search of the current host's table, or of `--table` (AMC with each agent preset, random search), its
+`--pool` best distinct policies by reward (top-1 on the 1,000 `val` reward images) are scored on all of `val` and on
+`test`, with the policy the search returned, each pruned as that search's reward pruned it (its recorded settings).
+Per strategy: the returned policy's test top-1 against the best test top-1 in its own pool (what a perfect pick
+among those policies would have got); the rank correlation (Spearman) of the reward, and of all-`val` top-1 (what
+the finalists are re-scored on), with test top-1 over the pooled policies; and per model the best test top-1 of any
+pooled policy: the most these searches' findings could give. Writes the section "Search pools (MODELS)" of
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import spearman, table, write_section  # noqa: E402
+from _report import latency_table, spearman, table, write_section  # noqa: E402
 
-from toolchain.compress import SearchConfig, bn_batches, features_for  # noqa: E402
+from toolchain.compress import SearchConfig, reward_pruner  # noqa: E402
 from toolchain.data import load_split  # noqa: E402
 from toolchain.evaluate import evaluate  # noqa: E402
 from toolchain.graph import analyze  # noqa: E402
@@ -31,24 +32,42 @@ from toolchain.latency.runners import LiteRTHostRunner  # noqa: E402
 from toolchain.latency.table import default_table_path  # noqa: E402
 from toolchain.layout import RunLayout  # noqa: E402
 from toolchain.models import load_model  # noqa: E402
-from toolchain.prune import apply_policy  # noqa: E402
 from toolchain.search.ddpg import PRESETS  # noqa: E402
 from toolchain.search.run import logged_keep, read_log, top_policies  # noqa: E402
 
+REWARD_SETTINGS = ("reward", "calibration_images", "bn_images", "bn_augment")
+
+
+def searched_with(settings: dict) -> SearchConfig:
+    """The reward settings a search recorded, which its policies are pruned by again here. A search recorded before
+    `bn_augment` existed re-estimated on plain images."""
+    return SearchConfig(
+        settings["data"],
+        reward=settings["reward"],
+        calibration_images=settings["calibration_images"],
+        bn_images=settings["bn_images"],
+        bn_augment=settings.get("bn_augment", False),
+    )
+
 
 def label(settings: dict) -> str:
-    """`amc (PRESET)` or `random`, from a run's recorded settings."""
-    if settings["strategy"] != "amc":
-        return settings["strategy"]
-    agent = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("agent.")}
-    preset = next((name for name, config in PRESETS.items() if vars(config) == agent), "custom")
-    return f"amc ({preset})"
+    """`amc (PRESET)` or `random`, from a run's recorded settings, followed by the reward settings it searched with
+    where they are not the defaults: searches with other rewards are rows of their own."""
+    name = settings["strategy"]
+    if name == "amc":
+        agent = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("agent.")}
+        name += f" ({next((preset for preset, config in PRESETS.items() if vars(config) == agent), 'custom')})"
+    searched, default = searched_with(settings), SearchConfig(settings["data"])
+    other = [
+        f"{key} {getattr(searched, key)}" for key in REWARD_SETTINGS if getattr(searched, key) != getattr(default, key)
+    ]
+    return ", ".join([name, *other])
 
 
 def searches(
     out: Path, arch: str, table_name: str, episodes: int, ratio: float
 ) -> dict[str, list[tuple[int, RunLayout]]]:
-    """The finished searches of `arch` against the table `table_name`, by strategy label, with their seeds."""
+    """The finished searches of `arch` against the table `table_name`, by label, with their seeds."""
     found: dict[str, list[tuple[int, RunLayout]]] = {}
     for root in sorted(out.glob(f"{arch}-*")):
         layout = RunLayout(root)
@@ -78,27 +97,27 @@ def survey(name: str, found: dict[str, list[tuple[int, RunLayout]]], pool_size: 
     loaded = load_model(name)
     spec = loaded.spec
     graph = analyze(loaded.model, spec.input_size)
-    searched = SearchConfig("cifar10")  # the settings benchmarks/search.py leaves at their defaults
-    norms = bn_batches(loaded, "cifar10", searched.bn_images, searched.bn_augment)
     val, test = load_split("cifar10", "val", spec.input_size), load_split("cifar10", "test", spec.input_size)
-    scored: dict[tuple[int, ...], tuple[float, float]] = {}  # keep -> (val, test) top-1
+    scored: dict[tuple, tuple[float, float]] = {}  # (reward settings, keep) -> (val, test) top-1
 
-    def score(keep: tuple[int, ...], features) -> tuple[float, float]:
-        if keep not in scored:
-            pruned = apply_policy(loaded.model, graph, keep, features, norms)
-            scored[keep] = (evaluate(pruned, spec, val), evaluate(pruned, spec, test))
-        return scored[keep]
+    def score(keep: tuple[int, ...], searched: SearchConfig, prune) -> tuple[float, float]:
+        key = (*(getattr(searched, setting) for setting in REWARD_SETTINGS), keep)
+        if key not in scored:
+            pruned = prune(keep)
+            scored[key] = (evaluate(pruned, spec, val), evaluate(pruned, spec, test))
+        return scored[key]
 
     best = (0.0, "")
     for strategy, layouts in found.items():
         returned, ceiling, rewards, vals, tests = [], [], [], [], []
         for seed, layout in layouts:
-            features = features_for(loaded, graph, "cifar10", 2000, layout.features)  # the run's own sample
+            searched = searched_with(json.loads(layout.config.read_text()))
+            prune = reward_pruner(loaded, graph, searched, layout.features)  # the run's own feature sample
             chosen = tuple(g["keep"] for g in json.loads(layout.best_policy.read_text())["groups"])
-            returned.append(score(chosen, features)[1])
+            returned.append(score(chosen, searched, prune)[1])
             own = []
             for keep, reward in pool(layout, len(graph.channels), pool_size):
-                v, t = score(keep, features)
+                v, t = score(keep, searched, prune)
                 rewards.append(reward)
                 vals.append(v)
                 tests.append(t)
@@ -128,8 +147,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--out", default="runs/bench-search", help="where benchmarks/search.py left its runs")
+    parser.add_argument(
+        "--table", type=latency_table, help="the searches against this latency table (default: this host's)"
+    )
     args = parser.parse_args()
-    table_name = default_table_path(LiteRTHostRunner().target).name
+    table_name = (args.table.path if args.table else default_table_path(LiteRTHostRunner().target)).name
     rows, ceilings = [], []
     for name in args.models:
         found = searches(Path(args.out), name, table_name, args.episodes, args.ratio)
@@ -143,13 +165,14 @@ def main() -> None:
         sys.exit(f"no finished searches against {table_name} under {args.out}: run benchmarks/search.py first")
     body = "\n".join(
         [
-            f"The searches of `benchmarks/search.py` against this host's table ({table_name}), {args.episodes} "
+            f"The searches of `benchmarks/search.py` against the table {table_name}, {args.episodes} "
             f"episodes, {int(100 * args.ratio)}% of the predicted latency. Per search, its {args.pool} best "
             "distinct policies by reward (top-1 on the 1,000 `val` reward images) scored on all of `val` and on",
-            "`test`, no fine-tuning. `returned`: mean test top-1 of the policy each search returned (its finalists",
-            "and the rules re-scored on all of `val`); `best in pool`: mean over the searches of the best test",
-            "top-1 among that search's pooled policies and the one it returned, what a perfect pick would have",
-            "returned. Spearman: rank correlation with test top-1 over all the strategy's pooled policies.",
+            "`test`, no fine-tuning, each pruned as its search's reward prunes (its recorded settings). `returned`:",
+            "mean test top-1 of the policy each search returned (its finalists and the rules re-scored on all of",
+            "`val`); `best in pool`: mean over the searches of the best test top-1 among that search's pooled",
+            "policies and the one it returned, what a perfect pick would have returned. Spearman: rank correlation",
+            "with test top-1 over all the strategy's pooled policies.",
             "",
             table(
                 [
@@ -171,7 +194,10 @@ def main() -> None:
     print(body)
     write_section(
         f"Search pools ({', '.join(args.models)})",
-        f"python benchmarks/search_pool.py --models {' '.join(args.models)} --pool {args.pool}",
+        " ".join(
+            ["python benchmarks/search_pool.py --models", *args.models, f"--pool {args.pool}"]
+            + ([f"--table {args.table.path}"] if args.table else [])
+        ),
         body,
     )
 

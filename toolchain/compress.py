@@ -166,6 +166,24 @@ def bn_batches(loaded: LoadedModel, data: str, images: int, augment: bool) -> No
     return NormalizedBatches(tuple(x for x, _ in split.batches(per_pass, augment=generator)), spec.mean, spec.std)
 
 
+def reward_pruner(
+    loaded: LoadedModel,
+    graph: ModelGraph,
+    config: SearchConfig,
+    features_cache: Path,
+    on_message: Callable[[str], None] = lambda message: None,
+) -> Callable[[tuple[int, ...]], torch.nn.Module]:
+    """How a search with `config` prunes a policy before scoring it (its `reward`, and the images that reward
+    reconstructs and re-estimates on), as a function of the policy."""
+    features, norms = None, None
+    if "reconstruct" in config.reward:
+        on_message("sampling features for least-squares reconstruction")
+        features = features_for(loaded, graph, config.data, config.calibration_images, features_cache)
+    if "bn" in config.reward:
+        norms = bn_batches(loaded, config.data, config.bn_images, config.bn_augment)
+    return lambda keep: apply_policy(loaded.model, graph, keep, features, norms)
+
+
 def search_and_prune(
     loaded: LoadedModel,
     runner: Runner | None,
@@ -241,17 +259,9 @@ def search_and_prune(
         },
     )
 
-    features, norms = None, None
-    if "reconstruct" in config.reward:
-        hooks.on_message("sampling features for least-squares reconstruction")
-        features = features_for(loaded, graph, config.data, config.calibration_images, layout.features)
-    if "bn" in config.reward:
-        norms = bn_batches(loaded, config.data, config.bn_images, config.bn_augment)
+    prune = reward_pruner(loaded, graph, config, layout.features, hooks.on_message)
     reward_set = load_split(config.data, "val", spec.input_size, config.reward_images)
     memo: dict[tuple[int, ...], float] = {}
-
-    def prune(keep) -> torch.nn.Module:
-        return apply_policy(model, graph, keep, features, norms)
 
     def accuracy(keep) -> float:
         keep = tuple(keep)
