@@ -98,10 +98,10 @@ def survey(name: str, found: dict[str, list[tuple[int, RunLayout]]], pool_size: 
     spec = loaded.spec
     graph = analyze(loaded.model, spec.input_size)
     val, test = load_split("cifar10", "val", spec.input_size), load_split("cifar10", "test", spec.input_size)
-    scored: dict[tuple, tuple[float, float]] = {}  # (reward settings, keep) -> (val, test) top-1
+    scored: dict[tuple[SearchConfig, tuple[int, ...]], tuple[float, float]] = {}  # -> (val, test) top-1
 
     def score(keep: tuple[int, ...], searched: SearchConfig, prune) -> tuple[float, float]:
-        key = (*(getattr(searched, setting) for setting in REWARD_SETTINGS), keep)
+        key = (searched, keep)
         if key not in scored:
             pruned = prune(keep)
             scored[key] = (evaluate(pruned, spec, val), evaluate(pruned, spec, test))
